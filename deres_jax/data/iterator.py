@@ -1,0 +1,74 @@
+"""Resumable, shuffled batches over numpy columns, and their placement on a device mesh.
+
+The iterator's whole state is one integer, `position` = the number of batches already
+taken (the training step), so checkpointing the step checkpoints the data order too:
+batch k always holds rows perm_e[i*B:(i+1)*B] of epoch e = k // batches_per_epoch, with
+perm_e a permutation drawn from (seed, e).
+"""
+import jax
+import numpy as np
+
+TRAIN_COLUMNS = ('label', 'dense', 'cat', 'scenario')
+
+
+class BatchIterator:
+  """Yields this process's share of each global batch as a dict of numpy arrays."""
+
+  def __init__(self, split: dict, batch_size: int, seed: int = 0, shuffle: bool = True,
+               position: int = 0, process_index: int = 0, process_count: int = 1,
+               columns=TRAIN_COLUMNS):
+    self.columns = {k: v for k, v in split.items() if k in columns}
+    self.num_rows = len(split['label'])
+    if batch_size > self.num_rows:
+      raise ValueError(f'batch size {batch_size} is larger than the training split ({self.num_rows} rows)')
+    if batch_size % process_count:
+      raise ValueError(f'batch size {batch_size} is not divisible by {process_count} processes')
+    self.batch_size = batch_size
+    self.batches_per_epoch = self.num_rows // batch_size  # the remainder of an epoch is dropped
+    self.seed, self.shuffle, self.position = seed, shuffle, position
+    self.local = slice(process_index * batch_size // process_count,
+                       (process_index + 1) * batch_size // process_count)
+    self._epoch, self._perm = None, None
+
+  def _permutation(self, epoch):
+    if self._epoch != epoch:
+      self._epoch = epoch
+      self._perm = (np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+                    if self.shuffle else np.arange(self.num_rows))
+    return self._perm
+
+  @property
+  def epoch(self) -> float:
+    return self.position / self.batches_per_epoch
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    epoch, i = divmod(self.position, self.batches_per_epoch)
+    idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size][self.local]
+    idx = np.sort(idx)  # sorted gathers are cache friendlier; the batch is a set
+    self.position += 1
+    return {k: v[idx] for k, v in self.columns.items()}
+
+
+def eval_batches(split: dict, batch_size: int, process_index: int = 0, process_count: int = 1,
+                 columns=TRAIN_COLUMNS):
+  """Yields (batch, mask) covering every row once; the last batch is padded (mask = 0)."""
+  n = len(split['label'])
+  cols = {k: v for k, v in split.items() if k in columns}
+  per_proc = batch_size // process_count
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)[process_index * per_proc:(process_index + 1) * per_proc]
+    mask = idx < n
+    idx = np.where(mask, idx, 0)
+    yield {k: v[idx] for k, v in cols.items()}, mask.astype(np.float32)
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """Assembles each process's local rows into global arrays sharded over the batch axis."""
+  def put(x):
+    spec = jax.sharding.PartitionSpec(*sharding.spec, *([None] * (x.ndim - len(sharding.spec))))
+    s = jax.sharding.NamedSharding(sharding.mesh, spec)
+    return jax.make_array_from_process_local_data(s, x)
+  return jax.tree.map(put, batch)

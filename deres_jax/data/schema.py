@@ -1,0 +1,52 @@
+"""The data schema every dataset, model and loader in deres_jax agrees on.
+
+A prepared split is a dict of equal-length numpy columns:
+  'label':    float32 [N]            click (0/1)
+  'dense':    float32 [N, F_dense]   raw numeric values, NaN = missing (omitted if F_dense = 0)
+  'cat':      int32   [N, F_cat]     per-field ids in [0, vocab_sizes[f]); id 0 = OOV / missing
+  'scenario': int32   [N]            optional (multi-scenario models)
+  'prob':     float32 [N]            optional: the true click probability (synthetic data only)
+"""
+import dataclasses
+
+import numpy as np
+
+REQUIRED = ('label',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+  """Field names and vocabulary sizes of a prepared dataset."""
+  dense_names: tuple = ()   # numeric fields, in column order of 'dense'
+  cat_names: tuple = ()     # categorical fields, in column order of 'cat'
+  vocab_sizes: tuple = ()   # rows per categorical field, the OOV row 0 included
+  num_scenarios: int = 0    # > 0 if the data has a 'scenario' column
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict) -> 'Schema':
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def check_split(schema: Schema, split: dict, name: str = 'split') -> int:
+  """Validates a split's columns against the schema; returns its number of rows."""
+  if 'label' not in split:
+    raise ValueError(f"{name}: missing the 'label' column")
+  n = len(split['label'])
+  for col, width in (('dense', len(schema.dense_names)), ('cat', len(schema.cat_names))):
+    if width == 0:
+      continue
+    if col not in split:
+      raise ValueError(f'{name}: the schema has {width} {col} fields but the split has no {col!r} column')
+    a = split[col]
+    if a.ndim != 2 or a.shape != (n, width):
+      raise ValueError(f'{name}: column {col!r} has shape {a.shape}, expected ({n}, {width})')
+  if len(schema.cat_names):
+    bad = (split['cat'] < 0) | (split['cat'] >= np.asarray(schema.vocab_sizes))
+    if bad.any():
+      f = int(np.nonzero(bad.any(0))[0][0])
+      raise ValueError(f'{name}: categorical field {schema.cat_names[f]!r} has ids outside '
+                       f'[0, {schema.vocab_sizes[f]})')
+  return n

@@ -1,0 +1,120 @@
+"""Transformer sublayers for CTR token sequences: RMSNorm, self-attention, per-token FFN.
+
+Shapes: B = batch, T = tokens (features or feature groups), D = width, H = heads.
+"Token-specific" weights follow OneTrans (arXiv 2510.26104) and RankMixer: every
+non-sequential token has its own projection, because each token is a different feature
+with its own semantics; "shared" is the usual Transformer parameterisation.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Logical axis names (mapped to mesh axes by `config.sharding_rules`).
+# 'vocab' is the row axis of embedding tables, the one worth sharding over 'model'.
+EMBED = 'embed'
+MLP = 'mlp'
+TOKENS = 'tokens'
+
+
+def rms_normalize(x, eps: float = 1e-6):
+  """x / RMS(x) over the last axis, computed in float32 (no learned scale)."""
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return y.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm with a learned per-dimension scale initialised to one."""
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x):  # [..., D]
+    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, (EMBED,)),
+                       (x.shape[-1],), jnp.float32)
+    return rms_normalize(x, self.eps) * scale.astype(x.dtype)
+
+
+class TokenDense(nn.Module):
+  """Dense layer that is either shared by all tokens or specific to each token.
+
+  With `token_specific=True` the kernel is [T, D_in, D_out] and token t uses its own
+  slice ('btd,tdk->btk'); otherwise a single [D_in, D_out] kernel ('btd,dk->btk').
+  """
+  features: int
+  token_specific: bool = True
+  use_bias: bool = True
+  logical_axes: tuple = (EMBED, MLP)  # names of (D_in, D_out)
+  dtype: Dtype = jnp.float32          # computation dtype
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):  # [B, T, D_in]
+    t, d_in = x.shape[-2:]
+    if self.token_specific:
+      # lecun_normal over (D_in) fan-in: batch_axis=0 keeps T out of the fan computation.
+      init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal', batch_axis=(0,))
+      kernel = self.param('kernel', nn.with_logical_partitioning(init, (TOKENS,) + self.logical_axes),
+                          (t, d_in, self.features), jnp.float32)
+      y = jnp.einsum('btd,tdk->btk', x, kernel.astype(self.dtype))
+      bias_shape, bias_axes = (t, self.features), (TOKENS, self.logical_axes[1])
+    else:
+      kernel = self.param('kernel', nn.with_logical_partitioning(self.kernel_init, self.logical_axes),
+                          (d_in, self.features), jnp.float32)
+      y = jnp.einsum('btd,dk->btk', x, kernel.astype(self.dtype))
+      bias_shape, bias_axes = (self.features,), (self.logical_axes[1],)
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, bias_axes),
+                        bias_shape, jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention over the T feature tokens (no mask: tokens are a set)."""
+  num_heads: int
+  token_specific: bool = True  # OneTrans-style token-specific Q/K/V/O projections
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # [B, T, D] -> [B, T, D]
+    b, t, d = x.shape
+    h = self.num_heads
+    qkv = TokenDense(3 * d, self.token_specific, use_bias=False, dtype=self.dtype, name='qkv')(x)
+    q, k, v = jnp.split(qkv.reshape(b, t, 3, h, d // h), 3, axis=2)  # each [B, T, 1, H, Dh]
+    q, k, v = (a[:, :, 0] for a in (q, k, v))
+    logits = jnp.einsum('bqhk,bthk->bhqt', q, k).astype(jnp.float32) / jnp.sqrt(d // h)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum('bhqt,bthk->bqhk', probs, v).reshape(b, t, d)
+    return TokenDense(d, self.token_specific, use_bias=False, logical_axes=(MLP, EMBED),
+                      dtype=self.dtype, name='out')(out)
+
+
+class FeedForward(nn.Module):
+  """Per-token two-layer MLP D -> mult*D -> D with GELU (RankMixer's per-token FFN)."""
+  mult: int = 4
+  token_specific: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # [B, T, D] -> [B, T, D]
+    d = x.shape[-1]
+    y = TokenDense(self.mult * d, self.token_specific, dtype=self.dtype, name='up')(x)
+    y = nn.gelu(y)
+    return TokenDense(d, self.token_specific, logical_axes=(MLP, EMBED), dtype=self.dtype,
+                      name='down')(y)
+
+
+class MLPHead(nn.Module):
+  """ReLU MLP on a [B, F] vector, ending in one logit per example."""
+  hidden: tuple = (256,)
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # [B, F] -> [B]
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
+    return nn.Dense(1, dtype=jnp.float32, name='logit')(x)[..., 0]

@@ -1,0 +1,88 @@
+"""Feature tokenizer: dense and categorical fields -> T tokens of width D.
+
+Input batch (see `deres_jax/data/schema.py`):
+  dense: float [B, F_dense], NaN marks a missing value;
+  cat:   int   [B, F_cat], id 0 of every field is its out-of-vocabulary / missing row.
+
+All categorical fields share one concatenated embedding table [sum(vocab), E] with a
+per-field row offset, so a lookup is a single gather and the table has a single 'vocab'
+row axis that the mesh can shard (`config.sharding_rules`).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from deres_jax.models import layers
+
+VOCAB = 'vocab'
+
+
+def table_layout(vocab_sizes, pad_to: int = 8):
+  """Row offsets of each field in the shared table and its padded total row count."""
+  offsets = np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int32)
+  total = int(np.sum(vocab_sizes))
+  total = -(-total // pad_to) * pad_to  # pad so the rows split evenly over a 'model' axis
+  return offsets, total
+
+
+class FeatureTokenizer(nn.Module):
+  """Embeds every field and forms T tokens of width D.
+
+  mode='field': one token per field (T = F_dense + F_cat); field embeddings of size E are
+    projected to D by a token-specific linear map when E != D.
+  mode='group': RankMixer tokenization: concatenate all field embeddings, split the
+    [F*E] vector into `num_tokens` equal groups and project each group to D with its own
+    weights.
+  """
+  vocab_sizes: tuple            # rows per categorical field, OOV row (id 0) included
+  num_dense: int                # number of dense fields
+  embed_dim: int                # E: per-field embedding size
+  width: int                    # D: token width
+  mode: str = 'field'           # 'field' | 'group'
+  num_tokens: int = 8           # T for mode='group'
+  dense_transform: str = 'log1p'  # 'log1p': sign(x) log(1+|x|) before embedding; 'none'
+  table_pad: int = 8            # pad the table's rows to a multiple of this
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch):
+    """Returns (tokens [B, T, D], aux) with aux['embed_sq'] [B]: squared norm of field embeddings."""
+    fields = []  # each [B, F_x, E]
+    if self.num_dense:
+      x = batch['dense'].astype(jnp.float32)  # [B, F_dense]
+      missing = jnp.isnan(x)
+      x = jnp.where(missing, 0.0, x)
+      if self.dense_transform == 'log1p':
+        x = jnp.sign(x) * jnp.log1p(jnp.abs(x))
+      shape = (self.num_dense, self.embed_dim)
+      init = nn.initializers.normal(0.05)
+      w = self.param('dense_scale', init, shape, jnp.float32)
+      b = self.param('dense_bias', init, shape, jnp.float32)
+      m = self.param('dense_missing', init, shape, jnp.float32)  # learned missing-value embedding
+      e = x[..., None] * w + b
+      fields.append(jnp.where(missing[..., None], m, e))
+    if self.vocab_sizes:
+      offsets, total = table_layout(self.vocab_sizes, self.table_pad)
+      vocab = jnp.asarray(self.vocab_sizes, jnp.int32)
+      ids = batch['cat'].astype(jnp.int32)  # [B, F_cat]
+      ids = jnp.where((ids < 0) | (ids >= vocab), 0, ids)  # unseen ids -> the field's OOV row
+      table = self.param('embedding', nn.with_logical_partitioning(
+          nn.initializers.normal(0.05), (VOCAB, layers.EMBED)), (total, self.embed_dim), jnp.float32)
+      fields.append(jnp.take(table, ids + jnp.asarray(offsets), axis=0))
+    emb = jnp.concatenate(fields, axis=1)  # [B, F, E]
+    aux = {'embed_sq': jnp.sum(jnp.square(emb), axis=(1, 2))}
+    emb = emb.astype(self.dtype)
+    b, f, e = emb.shape
+    if self.mode == 'field':
+      if e == self.width:
+        return emb, aux
+      return layers.TokenDense(self.width, True, dtype=self.dtype, name='project')(emb), aux
+    if self.mode == 'group':
+      flat = emb.reshape(b, f * e)
+      pad = -(f * e) % self.num_tokens
+      flat = jnp.pad(flat, ((0, 0), (0, pad)))
+      groups = flat.reshape(b, self.num_tokens, (f * e + pad) // self.num_tokens)
+      return layers.TokenDense(self.width, True, dtype=self.dtype, name='project')(groups), aux
+    raise ValueError(f"tokenizer mode must be 'field' or 'group', got {self.mode!r}")

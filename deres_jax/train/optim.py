@@ -1,0 +1,48 @@
+"""Optimizers: one for the dense parameters and one for the embedding tables.
+
+Embedding tables (any parameter named 'embedding') get their own optimizer and learning
+rate, as CTR practice wants (OneTrans: Adagrad for sparse embeddings, RMSProp for dense).
+"""
+import jax
+import optax
+
+
+def _schedule(lr, cfg, num_steps):
+  if cfg.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, lr, max(cfg.warmup_steps, 1), max(num_steps, 2))
+  if cfg.warmup_steps:
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, cfg.warmup_steps),
+                                 optax.constant_schedule(lr)], [cfg.warmup_steps])
+  return lr
+
+
+def _make(name, lr, weight_decay):
+  if name == 'adam':
+    return optax.adam(lr)
+  if name == 'adamw':
+    return optax.adamw(lr, weight_decay=weight_decay)
+  if name == 'adagrad':
+    return optax.adagrad(lr)
+  if name == 'rmsprop':
+    return optax.rmsprop(lr)
+  if name == 'sgd':
+    return optax.sgd(lr)
+  raise ValueError(f'unknown optimizer {name!r}')
+
+
+def param_labels(params):
+  """'embed' for embedding tables, 'dense' for everything else."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 'embed' if any(getattr(k, 'key', None) == 'embedding' for k in path)
+      else 'dense', params)
+
+
+def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
+  """Builds the optax transformation described by `config.optim`."""
+  c = optim_config
+  dense = _make(c.name, _schedule(c.learning_rate, c, num_steps), c.weight_decay)
+  embed = _make(c.embed_name, _schedule(c.embed_learning_rate, c, num_steps), c.weight_decay)
+  tx = optax.multi_transform({'dense': dense, 'embed': embed}, param_labels)
+  if c.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(c.grad_clip), tx)
+  return tx

@@ -1,0 +1,367 @@
+"""train_and_evaluate: the one linear training function, split by banner comments.
+
+mesh -> data -> model & optimizer -> shardings & init -> step functions -> restore -> loop
+-> final evaluation & summary. Any model of `deres_jax.models.MODELS` that maps a batch to
+(logits [B], aux) trains here; nothing below is specific to DeRes.
+"""
+import functools
+import json
+import os
+import signal
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from deres_jax import config as config_lib
+from deres_jax import data as data_lib
+from deres_jax import models
+from deres_jax.data import iterator as iterator_lib
+from deres_jax.train import checkpoint as ckpt_lib
+from deres_jax.train import metrics as metrics_lib
+from deres_jax.train.metric_writer import MetricWriter
+from deres_jax.train.optim import make_optimizer
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients became NaN/Inf."""
+
+
+def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
+  """A ('data', 'model') mesh; a -1 size takes the remaining devices."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  axes = dict(mesh_config)
+  fixed = int(np.prod([s for s in axes.values() if s > 0]))
+  sizes = {k: (devices.size // fixed if s == -1 else s) for k, s in axes.items()}
+  return jax.sharding.Mesh(devices.reshape(sizes['data'], sizes['model']), ('data', 'model'))
+
+
+def _host(x):
+  """Device array -> numpy, gathering across processes when the array spans several."""
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def evaluate(predict_fn, params, split, batch_size, batch_sharding):
+  """Exact AUC and logloss of a model over a whole split."""
+  outs = []
+  for batch, mask in iterator_lib.eval_batches(split, batch_size, jax.process_index(),
+                                               jax.process_count()):
+    outs.append(predict_fn(params, iterator_lib.to_global(batch, batch_sharding)))
+  n = len(split['label'])
+  logits = np.concatenate([_host(o) for o in outs])[:n]
+  probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+  return {'auc': metrics_lib.auc(split['label'], logits),
+          'logloss': metrics_lib.logloss_from_logits(split['label'], logits),
+          'prediction/mean': float(probs.mean()), 'label/mean': float(split['label'].mean())}
+
+
+def oracle_metrics(split):
+  """Bayes-optimal metrics from the true probabilities (synthetic data only)."""
+  if 'prob' not in split:
+    return {}
+  return {'auc': metrics_lib.auc(split['label'], split['prob']),
+          'logloss': metrics_lib.logloss(split['label'], split['prob'])}
+
+
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag checked between steps (save, then exit cleanly)."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal is not None:  # a second signal: give up at once
+      raise KeyboardInterrupt
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=None) -> dict:
+  """Trains `config.model` on `config.data`, checkpointing in `workdir`; returns the summary.
+
+  Args:
+    config: a config built from `deres_jax.config.base_config()`.
+    workdir: directory for metrics.jsonl, summary.json and checkpoints/. Rerunning with the
+      same workdir resumes from the newest checkpoint.
+    dataset: optional preloaded `deres_jax.data.Dataset` (skips `data.load`).
+  Returns:
+    The summary dict also written to WORKDIR/summary.json.
+  """
+  # ---------------------------------------------------------------- Config & mesh.
+  config_lib.validate(config, num_devices=jax.device_count())
+  mesh = make_mesh(config.mesh)
+  is_main = jax.process_index() == 0
+  _make_workdir(workdir)
+  writer = MetricWriter(workdir)
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # ---------------------------------------------------------------- Data.
+  ds = dataset if dataset is not None else data_lib.load(config.data)
+  train_split, val_split, test_split = ds.splits['train'], ds.splits['val'], ds.splits['test']
+  batch_sharding = NamedSharding(mesh, P('data'))
+  replicated = NamedSharding(mesh, P())
+
+  # ---------------------------------------------------------------- Model & optimizer.
+  model_config = ml_collections.ConfigDict(config.model)
+  with model_config.unlocked():
+    if config.model.name == 'transformer':
+      model_config.dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
+  model = models.build(model_config, ds.schema)
+  tx = make_optimizer(config.optim, config.train.num_steps)
+
+  # ---------------------------------------------------------------- Shardings & init.
+  # Shapes first (with logical axis names), then materialise directly into the shardings.
+  dummy = {k: v[:2] for k, v in train_split.items() if k in iterator_lib.TRAIN_COLUMNS}
+  rules = tuple(tuple(r) for r in config.sharding_rules)
+
+  def init_params(rng):
+    return model.init(rng, dummy)['params']
+
+  abstract_params = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  param_sharding = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_params), mesh, rules)
+
+  def init_state(rng):
+    params = nn.unbox(init_params(jax.random.fold_in(rng, 0)))
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
+            'rng': jax.random.fold_in(rng, 1),
+            'nonfinite': jnp.zeros((), jnp.int32),              # updates skipped as non-finite
+            'first_nonfinite': jnp.full((), -1, jnp.int32)}     # step of the first one, -1 = none
+
+  abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+  # Optimizer moments (Adam mu/nu, ...) take the shardings of the parameters they mirror.
+  opt_sharding = _match_shardings(abstract_state['opt_state'], abstract_state['params'],
+                                  param_sharding, replicated)
+  state_sharding = {'params': param_sharding, 'opt_state': opt_sharding, 'step': replicated,
+                    'rng': replicated, 'nonfinite': replicated, 'first_nonfinite': replicated}
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state['params'])))
+
+  # ---------------------------------------------------------------- Step functions.
+  l2 = config.optim.embed_l2
+  stop_on_nonfinite = config.train.nonfinite == 'stop'
+
+  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+
+    def loss_fn(params):
+      logits, aux = model.apply({'params': params}, batch, train=True, rngs={'dropout': rng})
+      bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
+      return bce + l2 * aux['embed_sq'].mean(), (bce, logits)
+
+    (loss, (bce, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    # A non-finite loss or gradient never reaches the parameters: the update is skipped and
+    # counted. With nonfinite='stop' every later update is skipped too, so the state stays
+    # at the last good step while the host stops the run.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    apply = finite & ~(stop_on_nonfinite & (state['nonfinite'] > 0))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+    new_state = {
+        'params': keep(params, state['params']), 'opt_state': keep(opt_state, state['opt_state']),
+        'step': state['step'] + 1, 'rng': state['rng'],
+        'nonfinite': state['nonfinite'] + (~finite).astype(jnp.int32),
+        'first_nonfinite': jnp.where(~finite & (state['first_nonfinite'] < 0), state['step'],
+                                     state['first_nonfinite'])}
+    metrics = {'train/loss': bce, 'train/total_loss': loss, 'train/grad_norm': grad_norm,
+               'label/mean': batch['label'].mean(),
+               'prediction/mean': jax.nn.sigmoid(logits).mean()}
+    return new_state, metrics
+
+  @functools.partial(jax.jit, out_shardings=batch_sharding)
+  def predict(params, batch):
+    return model.apply({'params': params}, batch)[0]
+
+  # ---------------------------------------------------------------- Restore.
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
+  best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), 1, async_save=False)
+  meta = {'best_auc': -1.0, 'best_step': -1, 'bad_evals': 0, 'stopped_early': False,
+          'train_seconds': 0.0, 'examples': 0}
+  restored = ckpt.restore(ckpt_lib.abstract(state))
+  if restored is not None:
+    start_step, state, saved_meta = restored
+    meta.update(saved_meta)
+    if is_main:
+      print(f'Resuming from step {start_step} in {workdir}/checkpoints', flush=True)
+  start_step = int(jax.device_get(state['step']))
+  data_iter = iterator_lib.BatchIterator(
+      train_split, config.train.batch_size, seed=config.seed, position=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+  # ---------------------------------------------------------------- Train loop.
+  num_steps = config.train.num_steps
+  eval_every, ckpt_every, log_every = (config.eval.every_steps, config.ckpt.every_steps,
+                                       config.train.log_every)
+  pending, step, loop_start = [], start_step, time.perf_counter()
+  eval_seconds = 0.0
+  pbar = _progress(config, start_step, num_steps, is_main)
+
+  def save(step):
+    meta_now = dict(meta, data_position=step, train_seconds=meta['train_seconds'] + _elapsed())
+    ckpt.save(step, state, meta_now)
+
+  def _elapsed():
+    return time.perf_counter() - loop_start - eval_seconds
+
+  with _Preemption() as preempt:
+    while step < num_steps and not meta['stopped_early']:
+      batch = iterator_lib.to_global(next(data_iter), batch_sharding)
+      state, m = train_step(state, batch)
+      step += 1
+      pending.append(m)
+      last = step == num_steps
+      if step % log_every == 0 or last or preempt.signal:
+        logged = {k: float(np.mean([float(x[k]) for x in pending])) for k in pending[0]}
+        pending = []
+        bad, first_bad = (int(x) for x in jax.device_get((state['nonfinite'],
+                                                           state['first_nonfinite'])))
+        logged['train/nonfinite_skipped'] = bad
+        logged['epoch'] = data_iter.epoch
+        writer.write(step, logged)
+        if pbar is not None:
+          pbar.set_postfix(loss=f"{logged['train/loss']:.4f}")
+        if bad and stop_on_nonfinite:
+          if pbar is not None:
+            pbar.close()
+          ckpt.wait()
+          good = [s for s in ckpt.steps() if s <= first_bad]
+          where = (f'the last good checkpoint is step {good[-1]} in {ckpt.directory}' if good
+                   else 'no checkpoint was written before it')
+          raise NonFiniteError(
+              f'Non-finite loss or gradients at step {first_bad + 1} (the update was not applied); '
+              f'{where}. Lower the learning rate, set config.optim.grad_clip, or set '
+              'config.train.nonfinite="skip" to skip such updates.')
+      if step % eval_every == 0 or last:
+        t0 = time.perf_counter()
+        val = evaluate(predict, state['params'], val_split, config.eval.batch_size, batch_sharding)
+        writer.write(step, {f'eval/{k}': v for k, v in val.items()})
+        if val['auc'] > meta['best_auc']:
+          meta.update(best_auc=val['auc'], best_step=step, bad_evals=0)
+          if config.eval.restore_best:
+            best_ckpt.save(step, {'params': state['params']}, {'val_auc': val['auc']})
+        else:
+          meta['bad_evals'] += 1
+          if config.eval.patience and meta['bad_evals'] >= config.eval.patience:
+            meta['stopped_early'] = True
+            if is_main:
+              print(f'Early stopping at step {step}: validation AUC has not improved for '
+                    f'{meta["bad_evals"]} evaluations (best {meta["best_auc"]:.5f} at step '
+                    f'{meta["best_step"]}).', flush=True)
+        eval_seconds += time.perf_counter() - t0
+      if (ckpt_every and step % ckpt_every == 0) or last or meta['stopped_early'] or preempt.signal:
+        save(step)
+      if pbar is not None:
+        pbar.update(1)
+      if preempt.signal:
+        if pbar is not None:
+          pbar.close()
+        ckpt.wait()
+        msg = (f'Received {preempt.signal} at step {step}: checkpoint saved in {ckpt.directory}. '
+               'Run the same command again to resume.')
+        if is_main:
+          print(msg, flush=True)
+        ckpt.close()
+        raise Preempted(msg)
+  if pbar is not None:
+    pbar.close()
+  ckpt.wait()
+  steps_this_run = step - start_step
+  run_seconds = _elapsed()
+  meta['train_seconds'] += run_seconds if steps_this_run else 0.0
+
+  # ---------------------------------------------------------------- Final evaluation.
+  final_params = state['params']
+  if config.eval.restore_best and best_ckpt.steps():
+    best = best_ckpt.restore({'params': ckpt_lib.abstract(state['params'])})
+    final_params = best[1]['params']
+  val = evaluate(predict, final_params, val_split, config.eval.batch_size, batch_sharding)
+  test = evaluate(predict, final_params, test_split, config.eval.batch_size, batch_sharding)
+  oracle = oracle_metrics(test_split)
+  summary = {
+      'model': config.model.name, 'connector': config.model.get('connector'),
+      'dataset': ds.source, 'num_params': num_params,
+      'test_auc': test['auc'], 'test_logloss': test['logloss'],
+      'val_auc': val['auc'], 'val_logloss': val['logloss'],
+      'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss'),
+      'steps': step, 'best_step': meta['best_step'], 'stopped_early': meta['stopped_early'],
+      'train_seconds': meta['train_seconds'],
+      'examples_per_second': (steps_this_run * config.train.batch_size / run_seconds
+                              if steps_this_run and run_seconds > 0 else None),
+      'devices': jax.device_count(), 'processes': jax.process_count(),
+  }
+  ckpt.close()
+  best_ckpt.close()
+  if is_main:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
+class Preempted(SystemExit):
+  """Raised after a preemption checkpoint; exits with 143 (128 + SIGTERM): not finished."""
+
+  def __init__(self, msg):
+    super().__init__(143)
+    self.message = msg
+
+
+def _make_workdir(workdir):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ckpt_lib.CheckpointError(f'the workdir {workdir!r} is not writable: {e.strerror}.') from e
+
+
+def _progress(config, start, total, is_main):
+  if not (config.train.progress and is_main):
+    return None
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=start, desc='train', unit='step', dynamic_ncols=True)
+
+
+def _match_shardings(opt_abstract, params_abstract, param_sharding, replicated):
+  """Optimizer-state leaves shaped like a parameter subtree get that subtree's shardings."""
+  params_struct = jax.tree.structure(params_abstract)
+  param_sharding_leaves = jax.tree.leaves(param_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))
+
+  def is_params_like(x):
+    try:
+      return jax.tree.structure(x) == params_struct
+    except Exception:  # pylint: disable=broad-except
+      return False
+
+  def assign(x):
+    if is_params_like(x):
+      return jax.tree.unflatten(params_struct, param_sharding_leaves)
+    return jax.tree.map(lambda _: replicated, x)
+
+  return jax.tree.map(assign, opt_abstract, is_leaf=is_params_like)
