@@ -30,6 +30,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_val = 25_000
   c.data.num_test = 25_000
   c.data.max_vocab = 100_000      # synthetic: largest categorical vocabulary (smallest is 10)
+  # Preparation of real data (launch/prepare_data.py; recorded in <path>/schema.json).
+  c.data.min_count = 10           # train occurrences a category needs for its own id (BARS: Criteo 10, Avazu 2)
+  c.data.split = (0.8, 0.1, 0.1)  # train/val/test fractions of the random per-row split
+  c.data.split_seed = 2018        # seed of the split (a hash of seed, file and line number)
+  c.data.keep_dense = False       # Criteo: also keep I1..I13 as raw float 'dense' columns
+  c.data.strict = False           # stop at the first bad input row instead of counting and skipping
+  # Your own data (name='csv'): a CSV/TSV/Parquet schema; column names as in the file.
+  c.data.csv_files = ()           # input files: .csv/.tsv/.txt (optionally .gz) or .parquet
+  c.data.csv_columns = ()         # every column in file order; () = read from the header line
+  c.data.csv_label = 'label'      # 0/1 label column
+  c.data.csv_dense = ()           # numeric columns fed as dense values (NaN = missing)
+  c.data.csv_categorical = ()     # columns encoded with a vocabulary (min_count, OOV id 0)
+  c.data.csv_bucketed = ()        # integer columns turned into floor(ln(v)^2) categories
+  c.data.csv_scenario = ''        # optional scenario column ('' = none)
+  c.data.csv_sep = ','            # field separator: ',' or '\t' or any one character
+  c.data.csv_header = True        # the first line of each text file holds the column names
 
   # Model (deres_jax.models.MODELS[name]; fields below are CTRTransformer's).
   c.model = ml_collections.ConfigDict()

@@ -1,6 +1,8 @@
 """Datasets. `DATASETS` maps `config.data.name` to a loader returning a `Dataset`."""
 import dataclasses
+import os
 
+from deres_jax.data import prepared
 from deres_jax.data import synthetic
 from deres_jax.data.schema import Schema, check_split
 
@@ -24,19 +26,39 @@ def load_synthetic(data_config) -> Dataset:
   return Dataset(schema, splits, source=f'synthetic(seed={spec.seed})')
 
 
-def load_criteo(data_config) -> Dataset:
-  raise DataMissingError(
-      'configs/criteo.py trains on the Kaggle Criteo Display Advertising Challenge data, prepared '
-      f'into config.data.path={data_config.get("path", "")!r}, and this version of deres_jax cannot '
-      'prepare it yet: the Criteo preparation (BARS split, vocabularies, bucketing) is tracked by '
-      'the real-data issue. Download dac.tar.gz (train.txt, 45,840,617 rows) from Kaggle and keep '
-      'it; until then train on synthetic Criteo-schema data with '
-      '`python launch/train.py --config=configs/quickstart.py --workdir=/tmp/quickstart`.')
+def prepare_command(data_config) -> str:
+  """The shell command that prepares what `data_config` asks for."""
+  name, path = data_config.name, data_config.path or f'/data/deres/{data_config.name}'
+  if name == 'csv':
+    return f'python launch/prepare_data.py csv --config=<your config file> --data_dir={path}'
+  manual = {'criteo': '<dir with train.txt>', 'avazu': '<dir with train.gz>'}[name]
+  return (f'python launch/prepare_data.py {name} --manual_dir={manual} --data_dir={path} '
+          f'--min_count={data_config.min_count}')
+
+
+def load_prepared(data_config) -> Dataset:
+  """Loads a dataset prepared by launch/prepare_data.py from `data_config.path`."""
+  path = data_config.path
+  if not prepared.is_complete(path):
+    state = ('is not set' if not path else f'={path!r} does not exist' if not os.path.exists(path)
+             else f'={path!r} holds no complete prepared dataset (no COMPLETE marker)')
+    raise DataMissingError(
+        f'config.data.name={data_config.name!r} trains on prepared data and config.data.path '
+        f'{state}. Prepare it once with\n  {prepare_command(data_config)}\nthen pass '
+        '--config.data.path=<that --data_dir>. docs/data.md explains the options.')
+  schema, splits, meta = prepared.load_splits(path)
+  fmt = meta['spec']['name']
+  if fmt != data_config.name:
+    raise DataMissingError(f'config.data.path={path!r} holds {fmt!r} data, but '
+                           f'config.data.name={data_config.name!r}.')
+  return Dataset(schema, splits, source=f'{fmt}:{path}')
 
 
 DATASETS = {
     'synthetic': load_synthetic,   # Criteo-schema data with a known oracle
-    'criteo': load_criteo,         # Kaggle Criteo (needs preparation)
+    'criteo': load_prepared,       # Kaggle Criteo, prepared by launch/prepare_data.py criteo
+    'avazu': load_prepared,        # Kaggle Avazu, prepared by launch/prepare_data.py avazu
+    'csv': load_prepared,          # your own CSV/TSV/Parquet, prepared by ... prepare_data.py csv
 }
 
 

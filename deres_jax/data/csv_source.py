@@ -1,0 +1,59 @@
+"""Your own data: a CSV/TSV/Parquet source described by `config.data.csv_*`.
+
+Text files go through the same reader and checks as Criteo and Avazu (`delimited`,
+`preprocess`). Parquet files are streamed by record batch and re-emitted as delimited text
+(with the ASCII unit separator, which a value may not contain), so that they too take the
+one code path; their "line numbers" in error messages are row numbers + 1.
+"""
+import gzip
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from deres_jax.data.preprocess import RowSpec
+
+PARQUET_SEP = '\x1f'  # ASCII unit separator
+
+
+def header_columns(path: str, sep: str) -> tuple:
+  """Column names from the first line of a text file."""
+  with open(path, 'rb') as probe:
+    opener = gzip.open if probe.read(2) == b'\x1f\x8b' else open
+  with opener(path, 'rb') as f:
+    first = f.readline().decode('utf-8').rstrip('\r\n')
+  return tuple(first.split(sep))
+
+
+def spec_from_config(data_config) -> RowSpec:
+  """The RowSpec of `config.data.csv_*` (the columns come from the header if not given)."""
+  files = tuple(data_config.csv_files)
+  if not files:
+    raise ValueError('config.data.csv_files is empty: name the CSV/TSV/Parquet files to prepare')
+  columns = tuple(data_config.csv_columns)
+  if not columns:
+    first = files[0]
+    if first.endswith('.parquet'):
+      columns = tuple(pq.read_schema(first).names)
+    elif data_config.csv_header:
+      columns = header_columns(first, data_config.csv_sep)
+    else:
+      raise ValueError('config.data.csv_columns is empty and csv_header is False: name the columns')
+  return RowSpec(name='csv', columns=columns, label=data_config.csv_label,
+                 dense=tuple(data_config.csv_dense), categorical=tuple(data_config.csv_categorical),
+                 bucketed=tuple(data_config.csv_bucketed), scenario=data_config.csv_scenario,
+                 sep=data_config.csv_sep, header=bool(data_config.csv_header)).validate()
+
+
+def parquet_chunks(path: str, columns, rows_per_chunk: int = 65_536):
+  """Yields (first_line, bytes) of a Parquet file as PARQUET_SEP-separated text, no header."""
+  pf = pq.ParquetFile(path)
+  line = 1
+  options = pa_csv.WriteOptions(include_header=False, delimiter=PARQUET_SEP, quoting_style='none')
+  for batch in pf.iter_batches(rows_per_chunk, columns=list(columns)):
+    batch = pa.RecordBatch.from_arrays(
+        [c.cast(pa.string()) for c in batch.columns], names=batch.schema.names)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(batch, sink, options)
+    yield line, sink.getvalue().to_pybytes()
+    line += batch.num_rows
