@@ -22,7 +22,7 @@ def header_columns(path: str, sep: str) -> tuple:
     opener = gzip.open if probe.read(2) == b'\x1f\x8b' else open
   with opener(path, 'rb') as f:
     first = f.readline().decode('utf-8').rstrip('\r\n')
-  return tuple(first.split(sep))
+  return tuple(name.strip().strip('"') for name in first.split(sep))  # "a","b" headers too
 
 
 def spec_from_config(data_config) -> RowSpec:

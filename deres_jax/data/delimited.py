@@ -15,6 +15,7 @@ separator); use Parquet for such data.
 """
 import gzip
 import queue
+import re
 import threading
 import zlib
 
@@ -25,6 +26,7 @@ _ZEROS = 0x3030303030303030
 # MASK[L] keeps the first L bytes of a window (little endian: the first byte is the lowest).
 MASK = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _U = np.uint64
+NUMBER = re.compile(rb'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')  # what the slow path accepts
 
 
 class CorruptGzip(Exception):
@@ -189,7 +191,7 @@ def numbers(chunk: Chunk, start, end):
   """Parses numeric fields; returns (float64 values, ok, missing), NaN where missing or bad.
 
   Fast path: [-]digits with at most 8 digits, by SWAR on the window. The rest ('260.0',
-  '1e5', long numbers) goes through Python's float(); 'nan'/'inf' are rejected.
+  '1e5', long numbers) must match NUMBER and goes through Python's float().
   """
   length = end - start
   missing = length == 0
@@ -213,10 +215,7 @@ def numbers(chunk: Chunk, start, end):
   values[~fast] = np.nan
   ok = fast | missing
   for i in zip(*np.nonzero(~ok)):
-    try:
-      v = float(chunk.buf[start[i]:end[i]].tobytes())
-    except ValueError:
-      continue
-    if np.isfinite(v):
-      values[i], ok[i] = v, True
+    text = chunk.buf[start[i]:end[i]].tobytes()
+    if NUMBER.fullmatch(text) and np.isfinite(float(text)):  # float() alone takes ' 1', '1_0', 'nan'
+      values[i], ok[i] = float(text), True
   return values, ok, missing
