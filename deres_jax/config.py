@@ -46,6 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.csv_scenario = ''        # optional scenario column ('' = none)
   c.data.csv_sep = ','            # field separator: ',' or '\t' or any one character
   c.data.csv_header = True        # the first line of each text file holds the column names
+  c.data.std_first = 1.0          # synthetic: std of the first-order part of the true logit
+  c.data.std_pair = 0.8           # synthetic: std of the pairwise part
+  c.data.std_three = 0.7          # synthetic: std of the 3-way part
+  c.data.std_four = 0.6           # synthetic: std of the 4-way part
 
   # Model (deres_jax.models.MODELS[name]; fields below are CTRTransformer's).
   c.model = ml_collections.ConfigDict()

@@ -16,7 +16,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metr
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+_STARTED = False
+
+
 def main(argv):
+  global _STARTED
+  _STARTED = True
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so that flag errors (a mistyped --config.key) come before JAX starts.
@@ -41,5 +46,22 @@ def main(argv):
   report.print_summary(summary)
 
 
+def _override_error(e: Exception) -> str:
+  """One line from ml_collections' error for a bad --config.x=y override."""
+  msg = str(e.args[0] if e.args else e).replace("\\'", "'").replace('\\n', ' ')
+  msg = ' '.join(msg.split()).strip('\'"')
+  if 'Did you mean' in msg:
+    key, hint = msg.split('Did you mean', 1)
+    key = key.strip(" '")
+    msg = f'unknown config key {key!r}. Did you mean{hint}'
+  return f'error: bad --config override: {msg}'
+
+
 if __name__ == '__main__':
-  app.run(main)
+  try:
+    app.run(main)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if _STARTED:  # an error from training itself: keep the traceback
+      raise
+    print(_override_error(e), file=sys.stderr)  # a mistyped key or a wrong type, before any work
+    sys.exit(2)

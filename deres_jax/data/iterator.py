@@ -46,8 +46,10 @@ class BatchIterator:
 
   def __next__(self) -> dict:
     epoch, i = divmod(self.position, self.batches_per_epoch)
-    idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size][self.local]
-    idx = np.sort(idx)  # sorted gathers are cache friendlier; the batch is a set
+    # Sorted gathers are cache friendlier (the batch is a set); sort the global batch, then
+    # take this process's slice, so the processes' slices concatenate to the global batch.
+    idx = np.sort(self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size])
+    idx = idx[self.local]
     self.position += 1
     return {k: v[idx] for k, v in self.columns.items()}
 

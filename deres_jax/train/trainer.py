@@ -97,7 +97,8 @@ class _Preemption:
       signal.signal(sig, old)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=None) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=None,
+                       devices=None) -> dict:
   """Trains `config.model` on `config.data`, checkpointing in `workdir`; returns the summary.
 
   Args:
@@ -105,12 +106,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
     workdir: directory for metrics.jsonl, summary.json and checkpoints/. Rerunning with the
       same workdir resumes from the newest checkpoint.
     dataset: optional preloaded `deres_jax.data.Dataset` (skips `data.load`).
+    devices: devices of the mesh (default: all of `jax.devices()`).
   Returns:
     The summary dict also written to WORKDIR/summary.json.
   """
   # ---------------------------------------------------------------- Config & mesh.
-  config_lib.validate(config, num_devices=jax.device_count())
-  mesh = make_mesh(config.mesh)
+  devices = jax.devices() if devices is None else list(devices)
+  config_lib.validate(config, num_devices=len(devices))
+  mesh = make_mesh(config.mesh, devices)
   is_main = jax.process_index() == 0
   _make_workdir(workdir)
   writer = MetricWriter(workdir)
@@ -173,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       return bce + l2 * aux['embed_sq'].mean(), (bce, logits)
 
     (loss, (bce, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     # A non-finite loss or gradient never reaches the parameters: the update is skipped and
@@ -312,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       'train_seconds': meta['train_seconds'],
       'examples_per_second': (steps_this_run * config.train.batch_size / run_seconds
                               if steps_this_run and run_seconds > 0 else None),
-      'devices': jax.device_count(), 'processes': jax.process_count(),
+      'devices': len(devices), 'processes': jax.process_count(),
   }
   ckpt.close()
   best_ckpt.close()

@@ -1,0 +1,157 @@
+"""Mathematical properties of the CTR Transformer and its residual connectors."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deres_jax.models.logreg import LogisticRegression
+from deres_jax.models.transformer import CTRTransformer
+
+VOCAB = (11, 30, 7, 200)
+
+
+def _batch(n=6, seed=0):
+  rng = np.random.default_rng(seed)
+  dense = rng.gamma(1.0, 5.0, (n, 3)).astype(np.float32)
+  dense[0, 1] = np.nan  # a missing value
+  cat = np.stack([rng.integers(0, v, n) for v in VOCAB], 1).astype(np.int32)
+  cat[1, 0] = 999  # out of vocabulary
+  return {'dense': jnp.asarray(dense), 'cat': jnp.asarray(cat),
+          'label': jnp.asarray(rng.integers(0, 2, n).astype(np.float32))}
+
+
+def _model(**kw):
+  base = dict(vocab_sizes=VOCAB, num_dense=3, embed_dim=8, width=16, num_heads=2, depth=3,
+              ffn_mult=2, block_size=2, head_hidden=(16,))
+  return CTRTransformer(**{**base, **kw})
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(scan_layers=False), dict(layer_unit='block'),
+                                dict(tokenizer='group', num_tokens=4), dict(query='token'),
+                                dict(gate='scalar', gate_init=2.0), dict(block_size=1)])
+def test_deres_at_init_equals_prenorm(kw):
+  """Zero pseudo-queries + SiLU weights: the AttnRes path is exactly 0, DeRes == PreNorm."""
+  batch = _batch()
+  pre, de = _model(connector='prenorm', **kw), _model(connector='deres', **kw)
+  vp = pre.init(jax.random.PRNGKey(0), batch)
+  vd = de.init(jax.random.PRNGKey(0), batch)
+  # Same seed, same module names: DeRes's init *is* PreNorm's plus zero queries and gates.
+  params = nn.unbox(vd['params'])
+  for path, x in jax.tree_util.tree_leaves_with_path(nn.unbox(vp['params'])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(_lookup(params, path, None)))
+  out_p = pre.apply({'params': nn.unbox(vp['params'])}, batch)[0]
+  out_d = de.apply({'params': params}, batch)[0]
+  np.testing.assert_array_equal(np.asarray(out_p), np.asarray(out_d))
+  assert float(jnp.std(out_p)) > 0  # not trivially constant
+
+
+def _lookup(tree, path, default):
+  node = tree
+  for k in path:
+    key = getattr(k, 'key', None)
+    if not isinstance(node, dict) or key not in node:
+      return default
+    node = node[key]
+  return node
+
+
+def test_deres_differs_from_prenorm_once_queries_move():
+  batch = _batch()
+  de = _model(connector='deres')
+  v = nn.unbox(de.init(jax.random.PRNGKey(0), batch)['params'])
+  out0 = de.apply({'params': v}, batch)[0]
+  v2 = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.5 if getattr(p[-1], 'key', '') == 'query' else x, v)
+  out1 = de.apply({'params': v2}, batch)[0]
+  assert float(jnp.abs(out1 - out0).max()) > 1e-4
+
+
+def test_full_attnres_equals_block_attnres_with_block_size_one():
+  """block_size=1 makes every unit its own block: Full AttnRes; check against explicit unrolling."""
+  batch = _batch()
+  full = _model(connector='attnres', block_size=1, scan_layers=False)
+  v = nn.unbox(full.init(jax.random.PRNGKey(1), batch)['params'])
+  v = jax.tree_util.tree_map_with_path(  # non-zero queries so depth weights are not uniform
+      lambda p, x: x + 0.3 * jnp.arange(x.size).reshape(x.shape) / x.size
+      if getattr(p[-1], 'key', '') == 'query' else x, v)
+  out_full, inter = full.apply({'params': v}, batch, mutable=['intermediates'])
+  # Same parameters under scan (stacked) must give the same function.
+  scanned = _model(connector='attnres', block_size=1, scan_layers=True)
+  stacked = {k: w for k, w in v.items() if not k.startswith('block_')}
+  stacked['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[v[f'block_{i}'] for i in range(3)])
+  out_scan = scanned.apply({'params': stacked}, batch)[0]
+  np.testing.assert_allclose(np.asarray(out_full[0]), np.asarray(out_scan), rtol=1e-5, atol=1e-5)
+  # Unit j of Full AttnRes attends over exactly j + 1 sources (embedding + j outputs).
+  w = inter['intermediates']
+  for i in range(3):
+    for name, j in (('attn_res', 2 * i), ('ffn_res', 2 * i + 1)):
+      alpha = np.asarray(w[f'block_{i}'][name]['depth_weights'][0])
+      assert (np.abs(alpha).sum(axis=(1, 2)) > 0).sum() == j + 1
+      np.testing.assert_allclose(alpha.sum(0), 1.0, rtol=1e-5)  # softmax sums to one
+
+
+@pytest.mark.parametrize('connector', ['attnres', 'deres'])
+def test_scan_equals_loop(connector):
+  batch = _batch()
+  loop = _model(connector=connector, scan_layers=False)
+  v = nn.unbox(loop.init(jax.random.PRNGKey(2), batch)['params'])
+  v = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.2 if getattr(p[-1], 'key', '') in ('query', 'gate') else x, v)
+  stacked = {k: w for k, w in v.items() if not k.startswith('block_')}
+  stacked['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[v[f'block_{i}'] for i in range(3)])
+  a = loop.apply({'params': v}, batch)[0]
+  b = _model(connector=connector, scan_layers=True).apply({'params': stacked}, batch)[0]
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_both_paths_and_the_gate():
+  batch = _batch()
+  de = _model(connector='deres', scan_layers=False)
+  v = nn.unbox(de.init(jax.random.PRNGKey(3), batch)['params'])
+  v = jax.tree_util.tree_map_with_path(  # away from init, where the gate's gradient is 0 (a = 0)
+      lambda p, x: x + 0.1 if getattr(p[-1], 'key', '') == 'query' else x, v)
+
+  def loss(params):
+    logits, _ = de.apply({'params': params}, batch)
+    return jnp.mean(jax.nn.softplus(logits) - batch['label'] * logits)
+
+  g = jax.grad(loss)(v)
+  for i in range(3):
+    for conn in ('attn_res', 'ffn_res'):
+      assert float(jnp.abs(g[f'block_{i}'][conn]['gate']).max()) > 0, (i, conn, 'gate')
+      assert float(jnp.abs(g[f'block_{i}'][conn]['query']).max()) > 0, (i, conn, 'query')
+    # Sublayer weights (reached through the identity path and the attention path).
+    assert float(jnp.abs(g[f'block_{i}']['ffn']['down']['kernel']).max()) > 0
+  assert float(jnp.abs(g['out_res']['gate']).max()) > 0
+  assert float(jnp.abs(g['tokenizer']['embedding']).max()) > 0
+
+
+def test_query_gradient_nonzero_at_init():
+  """SiLU'(0) = 1/2: zero-initialised pseudo-queries still learn from the first step."""
+  batch = _batch()
+  de = _model(connector='deres')
+  v = nn.unbox(de.init(jax.random.PRNGKey(4), batch)['params'])
+  g = jax.grad(lambda p: de.apply({'params': p}, batch)[0].sum())(v)
+  assert float(jnp.abs(g['blocks']['attn_res']['query']).max()) > 0
+
+
+def test_missing_dense_and_oov_ids_use_their_rows():
+  batch = _batch()
+  m = _model(connector='prenorm', tokenizer='field', embed_dim=16, width=16)
+  v = nn.unbox(m.init(jax.random.PRNGKey(5), batch)['params'])
+  out = m.apply({'params': v}, batch)[0]
+  assert np.isfinite(np.asarray(out)).all()  # NaN dense input never reaches the output
+  # An out-of-range id behaves exactly like the OOV id 0.
+  b2 = dict(batch, cat=batch['cat'].at[1, 0].set(0))
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(m.apply({'params': v}, b2)[0]))
+
+
+def test_logreg_is_linear_in_its_weights():
+  batch = _batch()
+  lr = LogisticRegression(VOCAB, 3)
+  v = lr.init(jax.random.PRNGKey(0), batch)['params']
+  v = jax.tree.map(lambda x: x + 0.1, nn.unbox(v))
+  v2 = jax.tree.map(lambda x: 2 * x, v)
+  out, out2 = lr.apply({'params': v}, batch)[0], lr.apply({'params': v2}, batch)[0]
+  np.testing.assert_allclose(np.asarray(out2), 2 * np.asarray(out), rtol=1e-5)
