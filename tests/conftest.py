@@ -8,8 +8,15 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Many tests train the same tiny model several times (resume, 1 vs 8 devices): a persistent
+# compilation cache, fresh for each session, compiles each distinct step function once.
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='deres_jax_xla_cache_'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
 
 def pytest_configure(config):
