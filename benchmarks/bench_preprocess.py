@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -52,10 +53,21 @@ def write_criteo_text(path: str, rows: int, seed: int = 0, block: int = 250_000)
       f.write(b'\n'.join(lines))
 
 
-def _prepare(src, out, threads):
+def _prepare(src, out, processes):
   from deres_jax.data import criteo, preprocess  # pylint: disable=g-import-not-at-top
-  preprocess.prepare(criteo.spec(), [src], out, preprocess.Options(min_count=10, threads=threads),
-                     overwrite=True)
+  preprocess.prepare(criteo.spec(), [src], out,
+                     preprocess.Options(min_count=10, processes=processes), overwrite=True)
+
+
+def _tree_rss(proc) -> int:
+  """Resident bytes of a process and all its children (the worker processes)."""
+  total = 0
+  for p in [proc] + proc.children(recursive=True):
+    try:
+      total += p.memory_info().rss
+    except psutil.NoSuchProcess:
+      pass
+  return total
 
 
 def main():
@@ -63,7 +75,7 @@ def main():
   ap.add_argument('--rows', type=int, default=2_000_000)
   ap.add_argument('--dir', default='/tmp/deres_bench_preprocess')
   ap.add_argument('--gzip', action='store_true', help='read gzipped text')
-  ap.add_argument('--threads', type=int, default=2)
+  ap.add_argument('--processes', type=int, default=0, help='0 = one per core')
   args = ap.parse_args()
   os.makedirs(args.dir, exist_ok=True)
   src = os.path.join(args.dir, f'criteo_{args.rows}.txt' + ('.gz' if args.gzip else ''))
@@ -74,16 +86,24 @@ def main():
     print(f'wrote {src} ({os.path.getsize(src) / 2**20:,.0f} MiB) in {time.perf_counter() - t:.0f} s')
   out = os.path.join(args.dir, 'prepared')
   t = time.perf_counter()
-  p = multiprocessing.get_context('spawn').Process(target=_prepare, args=(src, out, args.threads))
+  p = multiprocessing.get_context('spawn').Process(target=_prepare, args=(src, out, args.processes))
   p.start()
+  proc, peak = psutil.Process(p.pid), 0
+  while p.is_alive():  # sample the summed RSS of the preparing process and its workers
+    try:
+      peak = max(peak, _tree_rss(proc))
+    except psutil.NoSuchProcess:
+      break
+    time.sleep(0.05)
   p.join()
   seconds = time.perf_counter() - t
   if p.exitcode:
     sys.exit(p.exitcode)
-  peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
-  print(f'criteo-format text, {args.rows:,} rows, {os.cpu_count()} cores, {args.threads} threads: '
-        f'{args.rows / seconds:,.0f} rows/s end to end (process start included), '
-        f'{seconds:.1f} s, peak RSS {peak:.2f} GiB')
+  largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+  print(f'criteo-format text, {args.rows:,} rows ({os.path.getsize(src) / 2**20:,.0f} MiB), '
+        f'{os.cpu_count()} cores: {args.rows / seconds:,.0f} rows/s end to end (process start '
+        f'included), {seconds:.1f} s; peak RSS {peak / 2**30:.2f} GiB summed over the processes '
+        f'(largest single process {largest:.2f} GiB)')
   shutil.rmtree(out, ignore_errors=True)
 
 

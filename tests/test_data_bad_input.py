@@ -150,7 +150,7 @@ def test_fuzz_mutated_criteo_lines_are_parsed_or_flagged_exactly():
            for _ in range(600)]
   chunk = delimited.Chunk(b'\n'.join(lines) + b'\n', 1, '\t')
   bad = BadInput()
-  p = preprocess.parse_chunk(criteo.spec(), chunk, 'fuzz', bad, {})
+  p = preprocess.parse_chunk(criteo.spec(), chunk, 'fuzz', bad)
   ref = [reference(l) for l in lines]
   kinds = {}
   for i, r in enumerate(ref):
@@ -167,8 +167,9 @@ def test_fuzz_mutated_criteo_lines_are_parsed_or_flagged_exactly():
     assert p.label[row] == label and p.keys[row, :13].tolist() == buckets, lines[i]
     for s, key in zip(cats, p.keys[row, 13:].tolist()):
       if len(s) <= 8:
-        assert key == delimited.key_of_string(s, {}), lines[i]
-      else:  # long strings: a consistent one-to-one key with a zero low byte
-        assert key & 0xFF == 0 and long_keys.setdefault(s, key) == key
+        assert key == delimited.key_of_string(s), lines[i]
+      else:  # long strings: a hash with a zero low byte, one-to-one here
+        assert key & 0xFF == 0 and key == delimited.key_of_string(s)
+        long_keys[s] = key
   assert len(set(long_keys.values())) == len(long_keys) > 0
   assert 100 < len(good) < 550  # the fuzz hits both sides

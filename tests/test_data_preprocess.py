@@ -23,7 +23,7 @@ def parse_file(spec, path):
   chunk = delimited.Chunk(data if data.endswith(b'\n') else data + b'\n', 1, spec.sep)
   from deres_jax.data.bad_input import BadInput
   bad = BadInput()
-  return preprocess.parse_chunk(spec, chunk, path, bad, {}), bad
+  return preprocess.parse_chunk(spec, chunk, path, bad), bad
 
 
 def test_criteo_bucketing_matches_hand_computed_values():
@@ -50,7 +50,7 @@ def test_short_paddlerec_rows_are_valid_and_padded_as_missing():
   for r in short:
     assert (p.keys[r, 13 + n_fields[r] - 14:] == 0).all()
     c = lines[r].split(b'\t')[14:]
-    assert [delimited.key_of_string(s, {}) for s in c] == p.keys[r, 13:13 + len(c)].tolist()
+    assert [delimited.key_of_string(s) for s in c] == p.keys[r, 13:13 + len(c)].tolist()
 
 
 def test_avazu_drops_id_and_expands_hour():
@@ -111,7 +111,7 @@ def test_vocab_counts_from_train_only(tmp_path):
   out = tmp_path / 'p'
   preprocess.prepare(criteo.spec(), [TRAIN, TEST], str(out), preprocess.Options(min_count=2),
                      log=lambda *a: None)
-  vocab, _, _ = preprocess.load_vocab(str(out))
+  vocab, _ = preprocess.load_vocab(str(out))
   p1, _ = parse_file(criteo.spec(), TRAIN)
   p2, _ = parse_file(criteo.spec(), TEST)
   split = np.concatenate([preprocess.assign_split(2018, 0, p1.line, (0.8, 0.1, 0.1)),

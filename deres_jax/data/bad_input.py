@@ -40,6 +40,14 @@ class BadInput:
     self.lines[kind].extend(int(x) for x in lines[:room])
     self.reasons.setdefault(kind, f'{path}:{int(lines[0])}: {reason_of_first}')
 
+  def merge(self, other: 'BadInput'):
+    """Adds the rows of a later chunk's BadInput (same order as reading)."""
+    for k in KINDS:
+      self.counts[k] += other.counts[k]
+      self.lines[k].extend(other.lines[k][:FIRST_LINES - len(self.lines[k])])
+      if k in other.reasons:
+        self.reasons.setdefault(k, other.reasons[k])
+
   @property
   def total(self) -> int:
     return sum(self.counts.values())

@@ -14,6 +14,7 @@ per-value Python fallback. Quoted CSV fields are not supported (the fields are s
 separator); use Parquet for such data.
 """
 import gzip
+import hashlib
 import queue
 import re
 import threading
@@ -163,27 +164,32 @@ class Chunk:
     return self.buf[start:end].tobytes().decode('utf-8', 'replace')
 
 
-def string_keys(chunk: Chunk, start, end, long_keys: dict) -> np.ndarray:
-  """Exact int64 keys of string fields; an empty field (missing) gets key 0.
+def string_keys(chunk: Chunk, start, end) -> np.ndarray:
+  """int64 keys of string fields; an empty field (missing) gets key 0.
 
-  A string of 1..8 bytes is its own bytes read as a little-endian integer: its first byte
-  is never NUL (NUL lines are rejected), so two different strings never share a key and no
-  string maps to 0. Longer strings get `(i + 1) << 8`, i being their index in `long_keys`
-  (a dict kept for the whole file and saved with the vocabulary); these keys have a zero
-  low byte, which no short string has.
+  A string of 1..8 bytes is its own bytes read as a little-endian integer: exact, since its
+  first byte is never NUL (NUL lines are rejected), so different strings never share a key
+  and none maps to 0. A longer string gets a 56-bit BLAKE2b hash shifted left by 8: a zero
+  low byte, which no short string has. Two long strings collide with probability ~n^2/2^57
+  (10M distinct long strings: ~0.07%); the keys are the same in every process and run.
   """
   length = end - start
   keys = (chunk.win[start] & MASK[np.minimum(length, 8)]).view(np.int64)
   for i in zip(*np.nonzero(length > 8)):
-    s = chunk.buf[start[i]:end[i]].tobytes()
-    keys[i] = (long_keys.setdefault(s, len(long_keys)) + 1) << 8
+    keys[i] = long_key(chunk.buf[start[i]:end[i]].tobytes())
   return keys
 
 
-def key_of_string(s: bytes, long_keys: dict) -> int:
-  """The key `string_keys` gives the string `s` (for reuse of a vocabulary)."""
+def long_key(s: bytes) -> int:
+  """int64 key of a string longer than 8 bytes (see string_keys)."""
+  k = int.from_bytes(hashlib.blake2b(s, digest_size=7).digest(), 'little') << 8
+  return k - (1 << 64) if k >= 1 << 63 else k  # as int64
+
+
+def key_of_string(s: bytes) -> int:
+  """The key `string_keys` gives the string `s`."""
   if len(s) > 8:
-    return (long_keys.setdefault(s, len(long_keys)) + 1) << 8
+    return long_key(s)
   return int(np.frombuffer(s + b'\0' * (8 - len(s)), '<i8')[0])
 
 

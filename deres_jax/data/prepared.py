@@ -4,7 +4,6 @@ Layout of `<path>/`:
   COMPLETE                  summary JSON, written last: its absence means "not prepared"
   schema.json               the Schema, the RowSpec and options it was prepared with
   vocab.npz                 per field '<f>/keys' (int64, id order from 1) and '<f>/counts'
-  long_keys.json            keys of strings longer than 8 bytes
   {train,val,test}/*.npy    columns: label, cat, dense (if any), scenario (if any)
   tfds/                     optional TFDS ArrayRecord copy (see tfds_builders.py)
 

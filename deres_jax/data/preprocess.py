@@ -24,10 +24,13 @@ Conventions (research/ecosystem.md §1.1, FuxiCTR `criteo.py::convert_to_bucket`
     are 8:1:1 only up to sampling noise, and it is NOT the sklearn StratifiedKFold split of
     Criteo_x4 (that one is reproducible only with sklearn 0.19.1).
 """
+import collections
 import concurrent.futures
 import ctypes
 import dataclasses
+import glob
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -120,8 +123,7 @@ def hour_keys(values, missing):
   return np.where(missing[:, None], MISSING_INT, keys), ok | missing
 
 
-def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput,
-                long_keys: dict) -> Parsed:
+def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput) -> Parsed:
   """Checks and decodes every line of a chunk; bad lines go to `bad` (strict: raise)."""
   events = []  # (kind, rows, reason of the first): reported in line order below
 
@@ -182,7 +184,7 @@ def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput,
 
   # Keys of the categorical fields, in spec.cat_names order.
   keys = []
-  skeys = delimited.string_keys(chunk, start[:, nn:], end[:, nn:], long_keys)
+  skeys = delimited.string_keys(chunk, start[:, nn:], end[:, nn:])
   for c in spec.columns:
     if c in spec.bucketed:
       keys.append(bucketize(v[c][0], v[c][2])[:, None])
@@ -218,8 +220,8 @@ class KeyCounts:
     self.keys, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
     self._pending, self._pending_size = [], 0
 
-  def add(self, keys):
-    u, c = np.unique(keys, return_counts=True)
+  def add(self, u, c):
+    """Adds the counts `c` of the distinct keys `u` (np.unique(keys, return_counts=True))."""
     self._pending.append((u, c))
     self._pending_size += len(u)
     if self._pending_size > max(1 << 20, len(self.keys)):
@@ -258,8 +260,9 @@ class Options:
   split: tuple = (0.8, 0.1, 0.1)      # train/val/test fractions
   seed: int = 2018                    # split seed
   strict: bool = False                # stop at the first bad row
-  chunk_bytes: int = 16 << 20         # text read per chunk
-  threads: int = 2                    # threads over fields (numpy releases the GIL)
+  chunk_bytes: int = 8 << 20          # text read per chunk (its arrays stay < 32 MiB)
+  processes: int = 0                  # worker processes; 0 = one per CPU core for inputs > 64 MB
+  threads: int = 2                    # threads over fields inside a process
 
 
 def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
@@ -268,9 +271,9 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
 
   Args:
     spec: the columns and what each becomes.
-    paths: input files (plain or .gz), read in order.
+    paths: input files (plain or .gz, or .parquet), read in order.
     out_dir: output directory; written via `<out_dir>.tmp-<pid>` and an atomic rename.
-    options: min_count, split, seed, strict, chunk size.
+    options: min_count, split, seed, strict, chunk size, parallelism.
     overwrite: replace an existing prepared `out_dir`.
     log: progress printer.
     vocab_from: a prepared directory whose vocabularies to reuse (scoring new files): every
@@ -279,20 +282,26 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
     The summary dict (rows per split, bad-row counts, seconds, rows per second).
   """
   spec.validate()
-  _keep_freed_memory()
   paths = [paths] if isinstance(paths, str) else list(paths)
   for p in paths:
     if not os.path.isfile(p):
       raise FileNotFoundError(f'input file {p!r} does not exist')
   out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir):
-    if not overwrite:
-      raise FileExistsError(f'{out_dir} already exists; pass overwrite=True (--overwrite) to replace it')
+  if os.path.exists(out_dir) and not overwrite:
+    raise FileExistsError(f'{out_dir} already exists; pass overwrite=True (--overwrite) to replace it')
   tmp = f'{out_dir}.tmp-{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(os.path.join(tmp, 'spill'))
+  processes = options.processes or (os.cpu_count() or 1)
+  if sum(os.path.getsize(p) for p in paths) < (64 << 20) and not options.processes:
+    processes = 1  # small inputs: starting workers costs more than it saves
+  pool = None
+  if processes > 1:  # spawn, not fork: the caller may hold JAX threads
+    pool = concurrent.futures.ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context('spawn'), initializer=_keep_freed_memory)
+  _keep_freed_memory()
   try:
-    summary = _prepare(spec, paths, tmp, options, log, vocab_from)
+    summary = _prepare(spec, paths, tmp, options, log, vocab_from, pool)
     shutil.rmtree(os.path.join(tmp, 'spill'))
     with open(os.path.join(tmp, 'COMPLETE'), 'w') as f:
       json.dump(summary, f, indent=2)
@@ -302,14 +311,49 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  finally:
+    if pool is not None:
+      pool.shutdown(cancel_futures=True)
   return summary
 
 
-def spill_chunks(spec, paths, spill_dir, options, bad, long_keys, counts, log):
-  """Pass 1: parse, split, count train keys, spill each chunk. Returns (chunks, rows per split)."""
-  pool = concurrent.futures.ThreadPoolExecutor(options.threads)
-  n_splits = 1 if counts is None else len(SPLITS)
-  rows, chunks, t0 = np.zeros(n_splits, np.int64), 0, time.perf_counter()
+def _ordered(pool, fn, items, depth):
+  """fn(*item) for each item, in a process pool `depth` items ahead; results in order."""
+  if pool is None:
+    yield from (fn(*item) for item in items)
+    return
+  pending = collections.deque()
+  for item in items:
+    pending.append(pool.submit(fn, *item))
+    if len(pending) >= depth:
+      yield pending.popleft().result()
+  while pending:
+    yield pending.popleft().result()
+
+
+def _spill_one(spec, path, file_index, first_line, data, index, spill, options, count):
+  """Pass 1 on one chunk: parse, split, spill; returns (rows per split, bad rows, train key counts)."""
+  bad = BadInput(options.strict)
+  p = parse_chunk(spec, delimited.Chunk(data, first_line, spec.sep), path, bad)
+  split = (assign_split(options.seed, file_index, p.line, options.split) if count
+           else np.zeros(len(p.line), np.int8))
+  arrays = {'split': split, 'label': p.label, 'keys': p.keys, 'dense': p.dense}
+  if p.scenario is not None:
+    arrays['scenario'] = p.scenario
+  for name, a in arrays.items():
+    np.save(os.path.join(spill, f'{index:06d}.{name}.npy'), a)
+  counts = None
+  if count:
+    train = split == 0
+    columns = [p.keys[train, f] for f in range(p.keys.shape[1])]
+    if p.scenario is not None:
+      columns.append(p.scenario[train])
+    counts = [np.unique(c, return_counts=True) for c in columns]
+  return np.bincount(split, minlength=len(SPLITS) if count else 1), bad, counts
+
+
+def _chunks(spec, paths, options, errors):
+  """(file_spec, path, file_index, first_line, data) of every chunk; a damaged gzip ends its file."""
   for file_index, path in enumerate(paths):
     file_spec = spec
     if path.endswith('.parquet'):
@@ -320,51 +364,89 @@ def spill_chunks(spec, paths, spill_dir, options, bad, long_keys, counts, log):
       stream = delimited.read_chunks(path, options.chunk_bytes)
     try:
       for first_line, data in delimited.prefetch(stream):
-        chunk = delimited.Chunk(data, first_line, file_spec.sep)
-        p = parse_chunk(file_spec, chunk, path, bad, long_keys)
-        split = (np.zeros(len(p.line), np.int8) if counts is None
-                 else assign_split(options.seed, file_index, p.line, options.split))
-        if counts is not None:
-          train = p.keys[split == 0]
-          fields = list(enumerate(counts[:-1]))
-          list(pool.map(lambda fc: fc[1].add(train[:, fc[0]]), fields))
-          if p.scenario is not None:
-            counts[-1].add(p.scenario[split == 0])
-        arrays = {'split': split, 'label': p.label, 'keys': p.keys, 'dense': p.dense}
-        if p.scenario is not None:
-          arrays['scenario'] = p.scenario
-        for name, a in arrays.items():
-          np.save(os.path.join(spill_dir, f'{chunks:06d}.{name}.npy'), a)
-        rows += np.bincount(split, minlength=n_splits)
-        chunks += 1
-        if chunks % 20 == 0:
-          log(f'  {path}: line {first_line + chunk.num_lines - 1:,}, '
-              f'{rows.sum() / (time.perf_counter() - t0):,.0f} rows/s')
+        yield file_spec, path, file_index, first_line, data
     except delimited.CorruptGzip as e:
-      bad.add('corrupt_gzip', path, [e.line], e.reason + '; the rows before it are kept')
-  pool.shutdown()
-  return chunks, rows
+      errors.append((path, e))
 
 
-def _prepare(spec, paths, tmp, options, log, vocab_from):
+def spill_chunks(spec, paths, spill, options, bad, counts, log, pool):
+  """Pass 1 over all chunks. Returns (number of chunks, rows per split)."""
+  errors = []
+  items = ((*c, i, spill, options, counts is not None)
+           for i, c in enumerate(_chunks(spec, paths, options, errors)))
+  rows, chunks, t0 = 0, 0, time.perf_counter()
+  for chunk_rows, chunk_bad, chunk_counts in _ordered(pool, _spill_one, items, 4):
+    bad.merge(chunk_bad)  # in chunk order: the first lines per kind stay the first
+    if counts is not None:
+      for c, (u, n) in zip(counts, chunk_counts):
+        c.add(u, n)
+    rows = rows + chunk_rows
+    chunks += 1
+    if chunks % 50 == 0:
+      log(f'  {rows.sum():,} rows, {rows.sum() / (time.perf_counter() - t0):,.0f} rows/s')
+  for path, e in errors:
+    bad.add('corrupt_gzip', path, [e.line], e.reason + '; the rows before it are kept')
+  return chunks, np.atleast_1d(rows)
+
+
+def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
+  """Pass 2 on one chunk: spilled keys -> ids, written at this chunk's rows of each split."""
+  vocab = _vocab_cached(vocab_path)
+  load = lambda name: np.load(os.path.join(spill, f'{index:06d}.{name}.npy'))
+  split, keys = load('split'), load('keys')
+  ids = np.empty(keys.shape, np.int32)
+
+  def enc(j):
+    ids[:, j] = encode(keys[:, j], vocab['fields'][j])
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # Arrow releases the GIL
+    list(pool.map(enc, range(keys.shape[1])))
+  cols = {'label': load('label'), 'cat': ids}
+  if os.path.exists(os.path.join(spill, f'{index:06d}.scenario.npy')):
+    cols['scenario'] = encode(load('scenario'), vocab['scenario'])
+  dense = load('dense')
+  if dense.shape[1]:
+    cols['dense'] = dense
+  for i, (name, start) in enumerate(offsets):
+    sel = split == i
+    for col, a in cols.items():
+      out = np.load(os.path.join(out_dir, name, f'{col}.npy'), mmap_mode='r+')
+      out[start:start + int(sel.sum())] = a[sel]
+      del out  # flushes
+  for path in glob.glob(os.path.join(spill, f'{index:06d}.*.npy')):
+    os.remove(path)
+
+
+_VOCAB = {}
+
+
+def _vocab_cached(path):
+  """The id-ordered keys per field (and of the scenario) from vocab.npz, loaded once per process."""
+  if path not in _VOCAB:
+    z = np.load(path)
+    with open(os.path.join(os.path.dirname(path), 'schema.json')) as f:
+      fields = json.load(f)['schema']['cat_names']
+    _VOCAB[path] = {'fields': [z[f'{f}/keys'] for f in fields],
+                    'scenario': z['__scenario__/keys'] if '__scenario__/keys' in z.files else None}
+  return _VOCAB[path]
+
+
+def _prepare(spec, paths, tmp, options, log, vocab_from, pool):
   t0 = time.perf_counter()
   bad = BadInput(options.strict)
   fields = spec.cat_names
   spill = os.path.join(tmp, 'spill')
-  if vocab_from:
-    vocab, long_keys, scen_vocab = load_vocab(vocab_from)
-    counts = None
-  else:
-    long_keys = {}
-    counts = [KeyCounts() for _ in fields] + [KeyCounts()]  # the last: scenario
-  chunks, rows = spill_chunks(spec, paths, spill, options, bad, long_keys, counts, log)
+  counts = None if vocab_from else [KeyCounts() for _ in fields] + [KeyCounts()]  # + scenario
+  chunks, rows = spill_chunks(spec, paths, spill, options, bad, counts, log, pool)
   split_names = ('all',) if vocab_from else SPLITS
   if not rows.sum():
     raise ValueError(f'no valid rows in {paths}; {bad.summary()}')
   t1 = time.perf_counter()
 
-  # Vocabularies (train rows only), saved with the data.
-  if not vocab_from:
+  # Vocabularies (train rows only), saved with the data; scoring reuses the given ones.
+  if vocab_from:
+    vocab, scen_vocab = load_vocab(vocab_from)
+    shutil.copy(os.path.join(vocab_from, 'vocab.npz'), os.path.join(tmp, 'vocab.npz'))
+  else:
     vocab = {f: c.vocabulary(options.min_count) for f, c in zip(fields, counts)}
     scen_vocab = counts[-1].vocabulary(1) if spec.scenario else None
     arrays = {f'{f}/keys': k for f, (k, _) in vocab.items()}
@@ -372,56 +454,9 @@ def _prepare(spec, paths, tmp, options, log, vocab_from):
     if scen_vocab is not None:
       arrays['__scenario__/keys'], arrays['__scenario__/counts'] = scen_vocab
     np.savez(os.path.join(tmp, 'vocab.npz'), **arrays)
-    with open(os.path.join(tmp, 'long_keys.json'), 'w') as f:
-      json.dump({k.decode(): i for k, i in long_keys.items()}, f)
   schema = Schema(dense_names=spec.dense_names, cat_names=fields,
                   vocab_sizes=tuple(len(vocab[f][0]) + 1 for f in fields),
                   num_scenarios=len(scen_vocab[0]) + 1 if spec.scenario else 0)
-
-  # Pass 2: encode the spilled keys into the final columns.
-  out = {}
-  for i, name in enumerate(split_names):
-    d = os.path.join(tmp, name)
-    os.makedirs(d)
-    n = int(rows[i])
-    cols = {'label': ((n,), np.float32), 'cat': ((n, len(fields)), np.int32)}
-    if spec.dense_names:
-      cols['dense'] = ((n, len(spec.dense_names)), np.float32)
-    if spec.scenario:
-      cols['scenario'] = ((n,), np.int32)
-    out[name] = {c: np.lib.format.open_memmap(os.path.join(d, f'{c}.npy'), 'w+', dt, shape)
-                 for c, (shape, dt) in cols.items()}
-  pool = concurrent.futures.ThreadPoolExecutor(options.threads)
-  filled = np.zeros(len(split_names), np.int64)
-  for c in range(chunks):
-    load = lambda name: np.load(os.path.join(spill, f'{c:06d}.{name}.npy'))
-    split, keys = load('split'), load('keys')
-    ids = np.empty(keys.shape, np.int32)
-
-    def enc(j):
-      ids[:, j] = encode(keys[:, j], vocab[fields[j]][0])
-    list(pool.map(enc, range(len(fields))))
-    cols = {'label': load('label'), 'cat': ids}
-    if spec.dense_names:
-      cols['dense'] = load('dense')
-    if spec.scenario:
-      cols['scenario'] = encode(load('scenario'), scen_vocab[0])
-    for i, name in enumerate(split_names):
-      sel = split == i
-      k = int(sel.sum())
-      for col, a in cols.items():
-        out[name][col][filled[i]:filled[i] + k] = a[sel]
-      filled[i] += k
-    for name in ('split', 'label', 'keys', 'dense', 'scenario'):
-      path = os.path.join(spill, f'{c:06d}.{name}.npy')
-      if os.path.exists(path):
-        os.remove(path)
-  pool.shutdown()
-  for split_cols in out.values():
-    for a in split_cols.values():
-      a.flush()
-  seconds = time.perf_counter() - t0
-  total = int(rows.sum())
   meta = {
       'format_version': FORMAT_VERSION, 'schema': schema.to_json(),
       'spec': dataclasses.asdict(spec), 'options': dataclasses.asdict(options),
@@ -429,6 +464,29 @@ def _prepare(spec, paths, tmp, options, log, vocab_from):
   }
   with open(os.path.join(tmp, 'schema.json'), 'w') as f:
     json.dump(meta, f, indent=2)
+
+  # Pass 2: encode the spilled keys straight into the final columns. Each chunk's rows of a
+  # split go to a known offset, so chunks can be written in any order, by any process.
+  for i, name in enumerate(split_names):
+    os.makedirs(os.path.join(tmp, name))
+    n = int(rows[i])
+    cols = {'label': ((n,), np.float32), 'cat': ((n, len(fields)), np.int32)}
+    if spec.dense_names:
+      cols['dense'] = ((n, len(spec.dense_names)), np.float32)
+    if spec.scenario:
+      cols['scenario'] = ((n,), np.int32)
+    for c, (shape, dt) in cols.items():
+      np.lib.format.open_memmap(os.path.join(tmp, name, f'{c}.npy'), 'w+', dt, shape).flush()
+  chunk_rows = [np.bincount(np.load(os.path.join(spill, f'{c:06d}.split.npy')),
+                            minlength=len(split_names)) for c in range(chunks)]
+  starts = np.cumsum([np.zeros(len(split_names), np.int64)] + chunk_rows, axis=0)
+  vocab_path = os.path.join(tmp, 'vocab.npz')
+  items = ((c, spill, tmp, list(zip(split_names, starts[c].tolist())), vocab_path, options.threads)
+           for c in range(chunks))
+  for _ in _ordered(pool, _encode_one, items, 4):
+    pass
+  seconds = time.perf_counter() - t0
+  total = int(rows.sum())
   summary = {
       'rows': {name: int(n) for name, n in zip(split_names, rows)},
       'bad_rows': bad.to_json(), 'bad_total': bad.total,
@@ -449,20 +507,19 @@ def _keep_freed_memory():
   """
   try:
     libc = ctypes.CDLL('libc.so.6')
-    libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD: serve allocations < 1 GiB from the heap
-    libc.mallopt(-1, 4 << 30)   # M_TRIM_THRESHOLD: keep up to 4 GiB of freed heap
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (its maximum): serve arrays < 32 MiB from the heap
+    libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+    libc.mallopt(-2, 64 << 20)  # M_TOP_PAD: grow the heap in 64 MiB steps
   except (OSError, AttributeError):  # not glibc: only slower
     pass
 
 
 def load_vocab(prepared_dir: str):
-  """(vocab {field: (keys, counts)}, long_keys, scenario vocab or None) of a prepared dataset."""
+  """(vocab {field: (keys, counts)}, scenario (keys, counts) or None) of a prepared dataset."""
   with open(os.path.join(prepared_dir, 'schema.json')) as f:
     meta = json.load(f)
   z = np.load(os.path.join(prepared_dir, 'vocab.npz'))
   vocab = {f: (z[f'{f}/keys'], z[f'{f}/counts']) for f in meta['schema']['cat_names']}
   scen = ((z['__scenario__/keys'], z['__scenario__/counts'])
           if '__scenario__/keys' in z.files else None)
-  with open(os.path.join(prepared_dir, 'long_keys.json')) as f:
-    long_keys = {k.encode(): i for k, i in json.load(f).items()}
-  return vocab, long_keys, scen
+  return vocab, scen
