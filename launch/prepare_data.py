@@ -77,6 +77,9 @@ def main(argv):
     from deres_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
     builder = tfds_builders.build(name, out, os.path.join(out, 'tfds'))
     print(f'TFDS ArrayRecord copy: {builder.data_dir}')
+  if _SCORE_WITH.value:
+    print(f'Scored rows (split "all", ids of {_SCORE_WITH.value}): {out}/all/*.npy')
+    return
   print(f'Train with: python launch/train.py --config=configs/{name if name != "csv" else "byo_csv"}.py '
         f'--workdir=/tmp/{name}_run --config.data.path={out}')
 
