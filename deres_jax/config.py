@@ -7,6 +7,8 @@ is a field here whose comment says what the paper leaves open; defaults follow Â
 `validate(config)` runs before any data loading or compilation and raises `ConfigError`
 with one sentence per problem: unknown keys, wrong types, impossible combinations.
 """
+import difflib
+
 import ml_collections
 
 from deres_jax.models import connectors
@@ -179,7 +181,9 @@ def validate(config, num_devices: int | None = None):
   given = _flatten(config)
   for key in given:
     if key not in base:
-      close = [k for k in base if k.split('.')[-1] == key.split('.')[-1]]
+      # The same field in another section, or a typo of a field ('model.depht').
+      close = ([k for k in base if k.split('.')[-1] == key.split('.')[-1]] or
+               difflib.get_close_matches(key, list(base), n=1))
       hint = f' Did you mean {close[0]!r}?' if close else ''
       raise ConfigError(f'Unknown config key {key!r}.{hint}')
   for key, value in given.items():
@@ -219,6 +223,8 @@ def validate(config, num_devices: int | None = None):
     raise ConfigError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}.')
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
+  if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included
+    raise ConfigError(f'config.ckpt.max_to_keep must be at least 1, got {config.ckpt.max_to_keep}.')
   # Mesh.
   names = [a[0] for a in config.mesh]
   if sorted(names) != ['data', 'model']:

@@ -1,12 +1,15 @@
 """Orbax checkpoints of the train state plus JSON metadata (data position, early stopping).
 
 A checkpoint is written atomically by Orbax (to a temporary directory, renamed when
-complete), so a kill during a save leaves the previous step usable. `restore` tries the
-newest step first and falls back to older ones if a step cannot be read (a truncated or
-missing file), warning with what was wrong.
+complete), so a kill during a save leaves the previous step usable; the next run deletes
+such temporary directories. `restore` tries the newest step first and falls back to older
+ones if a step cannot be read (a truncated or missing file), warning with what was wrong.
+A write error (a full disk) surfaces as `CheckpointError`, at the save or, for an
+asynchronous save, at the next save or `wait`; earlier checkpoints are left as they were.
 """
 import logging
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -29,15 +32,25 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    # cleanup_tmp_directories: a kill during a save leaves a '<step>.orbax-checkpoint-tmp'
+    # directory that Orbax ignores when listing steps; delete it at start-up.
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
+                                           enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'meta'))
+    self._saving = None  # step of the last save started, named by a late (async) error
 
   def steps(self) -> list:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, meta: dict, force: bool = True):
+    self.wait()  # an error of the previous asynchronous save is reported as that step's
+    if step in self.manager.all_steps():
+      # Left by a run killed before its next checkpoint (the best-model checkpoint), or a
+      # newer step that `restore` skipped as unusable: Orbax never overwrites a step.
+      self.manager.delete(step)
+    self._saving = step
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
@@ -46,11 +59,17 @@ class Checkpointer:
                             f'{e}. Earlier checkpoints are left as they were.') from e
 
   def wait(self):
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+    except OSError as e:
+      raise CheckpointError(f'could not write the checkpoint of step {self._saving} to '
+                            f'{self.directory}: {e}. Earlier checkpoints are left as they '
+                            'were.') from e
 
   def restore(self, abstract_state):
     """Returns (step, state, meta) of the newest readable checkpoint, or None if there is none."""
-    steps = self.steps()
+    steps, why = self.steps(), ''
+    _quiet_abandoned_reads()
     for i, step in enumerate(reversed(steps)):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -60,18 +79,42 @@ class Checkpointer:
         return step, restored['state'], dict(restored['meta'])
       except Exception as e:  # pylint: disable=broad-except  # any unreadable file: try older
         msg = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+        why = why or f' (step {step}: {msg[:300]})'
         logging.warning('Checkpoint of step %d in %s is unusable (%s); trying an older one.',
                         step, self.directory, msg[:300])
         print(f'warning: checkpoint step {step} in {self.directory} is unusable ({msg[:300]}); '
-              'trying an older one.', flush=True)
+              'trying an older one.', file=sys.stderr, flush=True)
     if steps:
-      raise CheckpointError(f'none of the checkpoints {steps} in {self.directory} could be read; '
-                            'move the directory away to start from scratch.')
+      raise CheckpointError(f'none of the checkpoints {steps} in {self.directory} could be '
+                            f'read{why}; move the directory away to start from scratch.')
     return None
 
   def close(self):
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
+
+
+def _quiet_abandoned_reads():
+  """Hides the tracebacks of reads abandoned by a failed restore.
+
+  When one array of a step cannot be read, Orbax closes its event loop while TensorStore
+  still finishes the other reads; their callbacks then raise 'Event loop is closed' (or
+  the read's own error) into `sys.unraisablehook`, printing tracebacks that say nothing
+  beyond the warning `restore` already gave. Other unraisable errors pass through.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiet_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    exc, obj = unraisable.exc_value, str(unraisable.object)
+    if ((isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc)) or
+        '_read_array_index_and_device_put' in obj):
+      return
+    previous(unraisable)
+
+  hook.quiet_abandoned_reads = True
+  sys.unraisablehook = hook
 
 
 def abstract(tree):

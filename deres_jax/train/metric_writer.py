@@ -28,6 +28,26 @@ class MetricWriter:
       f.write(json.dumps(record) + '\n')
       f.flush()
 
+  def drop_after(self, step: int):
+    """Drops the lines of steps after `step`: those a killed run wrote past its last checkpoint.
+
+    The rerun resumes from that checkpoint and writes them again; the file is replaced
+    atomically, so a kill here leaves either the old or the new file.
+    """
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = f.readlines()
+    # A kill while appending can leave a last line cut short: drop it with the later steps.
+    keep = [l for l in lines
+            if l.endswith('\n') and l.strip() and json.loads(l).get('step', 0) <= step]
+    if len(keep) == len(lines):
+      return
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(keep)
+    os.replace(tmp, self.path)
+
 
 def read(path: str) -> list:
   """Reads a metrics.jsonl file into a list of dicts."""

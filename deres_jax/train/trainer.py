@@ -212,6 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
     if is_main:
       print(f'Resuming from step {start_step} in {workdir}/checkpoints', flush=True)
   start_step = int(jax.device_get(state['step']))
+  writer.drop_after(start_step)  # lines a killed run wrote after its last checkpoint
   data_iter = iterator_lib.BatchIterator(
       train_split, config.train.batch_size, seed=config.seed, position=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -220,12 +221,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   num_steps = config.train.num_steps
   eval_every, ckpt_every, log_every = (config.eval.every_steps, config.ckpt.every_steps,
                                        config.train.log_every)
-  pending, step, loop_start = [], start_step, time.perf_counter()
+  # Per-step metrics not yet logged when the checkpoint was written come back with it, so
+  # the next log line averages the same steps as in an uninterrupted run.
+  pending, step, loop_start = meta.pop('pending_metrics', []), start_step, time.perf_counter()
   eval_seconds = 0.0
   pbar = _progress(config, start_step, num_steps, is_main)
 
   def save(step):
-    meta_now = dict(meta, data_position=step, train_seconds=meta['train_seconds'] + _elapsed())
+    meta_now = dict(meta, data_position=step, train_seconds=meta['train_seconds'] + _elapsed(),
+                    pending_metrics=[{k: float(v) for k, v in x.items()}
+                                     for x in jax.device_get(pending)])
     ckpt.save(step, state, meta_now)
 
   def _elapsed():
@@ -238,17 +243,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       step += 1
       pending.append(m)
       last = step == num_steps
-      if step % log_every == 0 or last or preempt.signal:
+      if step % log_every == 0 or last:
         logged = {k: float(np.mean([float(x[k]) for x in pending])) for k in pending[0]}
         pending = []
-        bad, first_bad = (int(x) for x in jax.device_get((state['nonfinite'],
-                                                           state['first_nonfinite'])))
-        logged['train/nonfinite_skipped'] = bad
+        logged['train/nonfinite_skipped'] = int(jax.device_get(state['nonfinite']))
         logged['epoch'] = data_iter.epoch
         writer.write(step, logged)
         if pbar is not None:
           pbar.set_postfix(loss=f"{logged['train/loss']:.4f}")
-        if bad and stop_on_nonfinite:
+      # With nonfinite='stop' the flag is read at every log line and before any evaluation or
+      # checkpoint (not every step: that would sync host and device), so no checkpoint or
+      # best model is ever written after a non-finite update.
+      if stop_on_nonfinite and (step % log_every == 0 or step % eval_every == 0 or last or
+                                (ckpt_every and step % ckpt_every == 0) or preempt.signal):
+        bad, first_bad = (int(x) for x in jax.device_get((state['nonfinite'],
+                                                           state['first_nonfinite'])))
+        if bad:
           if pbar is not None:
             pbar.close()
           ckpt.wait()
