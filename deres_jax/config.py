@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Model (deres_jax.models.MODELS[name]; fields below are CTRTransformer's).
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'transformer'    # 'transformer' | 'logreg'
+  c.model.name = 'transformer'    # 'transformer' | 'logreg' | 'dcnv2'
   c.model.embed_dim = 16          # E: embedding size of every field
   c.model.tokenizer = 'field'     # 'field': one token per field; 'group': RankMixer split into num_tokens
   c.model.num_tokens = 8          # T when tokenizer='group'
@@ -96,6 +96,10 @@ def base_config() -> ml_collections.ConfigDict:
   # "vector-wise gate"), 'scalar' (one per unit) or 'none' (g = 1). Static, input-independent.
   c.model.gate = 'vector'
   c.model.gate_init = 0.0         # A5: initial theta (0 -> g = 0.5)
+  # DCNv2 (name='dcnv2') only.
+  c.model.num_cross = 3           # cross layers
+  c.model.dnn_hidden = (400, 400, 400)  # deep tower
+  c.model.structure = 'parallel'  # 'parallel' | 'stacked'
 
   # Optimizer.
   c.optim = ml_collections.ConfigDict()
@@ -116,6 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50          # steps between lines of metrics.jsonl
   c.train.nonfinite = 'stop'      # a non-finite loss/gradient: 'stop' with a message, or 'skip' the update
   c.train.progress = True         # show a progress bar
+  c.train.transfer_guard = 'disallow'  # implicit host<->device transfers in the loop: 'disallow' | 'log' | 'allow'
 
   # Evaluation and early stopping (on validation AUC).
   c.eval = ml_collections.ConfigDict()
@@ -143,7 +148,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 CHOICES = {
     'compute_dtype': ('float32', 'bfloat16'),
-    'model.name': ('transformer', 'logreg'),
+    'model.name': ('transformer', 'logreg', 'dcnv2'),
+    'model.structure': ('parallel', 'stacked'),
     'model.tokenizer': ('field', 'group'),
     'model.dense_transform': ('log1p', 'none'),
     'model.qkv': ('token', 'shared'),
@@ -161,6 +167,7 @@ CHOICES = {
     'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.schedule': ('constant', 'cosine'),
     'train.nonfinite': ('stop', 'skip'),
+    'train.transfer_guard': ('disallow', 'log', 'allow'),
 }
 
 

@@ -13,6 +13,13 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and summary.')
+_MULTIHOST = flags.DEFINE_enum(
+    'multihost', 'auto', ['auto', 'on', 'off'],
+    'Call jax.distributed.initialize: auto = when the flags below are given or a SLURM, '
+    'Cloud TPU or Open MPI multi-process job is detected.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the job (0 = detect).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process (-1 = detect).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -25,12 +32,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so that flag errors (a mistyped --config.key) come before JAX starts.
+  import jax  # pylint: disable=g-import-not-at-top
   from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from deres_jax import data  # pylint: disable=g-import-not-at-top
   from deres_jax.train import checkpoint, trainer  # pylint: disable=g-import-not-at-top
   from deres_jax.train import report  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   config = _CONFIG.value
+  from deres_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
   try:
     config_lib.validate(config)
     dataset = data.load(config.data)
@@ -43,7 +54,8 @@ def main(argv):
     sys.exit(2)
   except trainer.Preempted as e:
     sys.exit(e.code)
-  report.print_summary(summary)
+  if jax.process_index() == 0:
+    report.print_summary(summary)
 
 
 def _override_error(e: Exception) -> str:

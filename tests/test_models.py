@@ -155,3 +155,22 @@ def test_logreg_is_linear_in_its_weights():
   v2 = jax.tree.map(lambda x: 2 * x, v)
   out, out2 = lr.apply({'params': v}, batch)[0], lr.apply({'params': v2}, batch)[0]
   np.testing.assert_allclose(np.asarray(out2), 2 * np.asarray(out), rtol=1e-5)
+
+
+def test_dcnv2_cross_layers_follow_eq_1():
+  """x_{l+1} = x_0 * (W_l x_l + b_l) + x_l, checked against a NumPy transcription."""
+  from deres_jax.models.dcnv2 import DCNv2  # pylint: disable=g-import-not-at-top
+  batch = _batch()
+  m = DCNv2(VOCAB, 3, embed_dim=4, num_cross=2, dnn_hidden=(8,))
+  v = nn.unbox(m.init(jax.random.PRNGKey(0), batch)['params'])
+  logits, _ = m.apply({'params': v}, batch)
+  # Rebuild x_0 from the tokenizer alone and run the cross and deep towers in NumPy.
+  from deres_jax.models.tokenizer import FeatureTokenizer  # pylint: disable=g-import-not-at-top
+  tok = FeatureTokenizer(VOCAB, 3, 4, 4, 'field')
+  x0 = np.asarray(tok.apply({'params': v['tokenizer']}, batch)[0]).reshape(len(batch['label']), -1)
+  x = x0
+  for i in range(2):
+    x = x0 * (x @ np.asarray(v[f'cross_{i}']['kernel']) + np.asarray(v[f'cross_{i}']['bias'])) + x
+  deep = np.maximum(x0 @ np.asarray(v['dnn_0']['kernel']) + np.asarray(v['dnn_0']['bias']), 0)
+  out = np.concatenate([x, deep], -1) @ np.asarray(v['logit']['kernel'])[:, 0] + np.asarray(v['logit']['bias'])[0]
+  np.testing.assert_allclose(np.asarray(logits), out, rtol=1e-4, atol=1e-5)

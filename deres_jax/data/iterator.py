@@ -74,3 +74,61 @@ def to_global(batch: dict, sharding) -> dict:
     s = jax.sharding.NamedSharding(sharding.mesh, spec)
     return jax.make_array_from_process_local_data(s, x)
   return jax.tree.map(put, batch)
+
+
+class Prefetch:
+  """Places the next `size` batches on the devices in a background thread.
+
+  The host work of batch k+1 (gather, host-to-device copy) overlaps the device step of
+  batch k. The underlying iterator runs ahead of the training step; the data position that
+  is checkpointed is the step, not the iterator's, so resuming stays exact.
+  """
+
+  def __init__(self, batches, sharding, size: int = 2):
+    import queue  # pylint: disable=g-import-not-at-top
+    import threading  # pylint: disable=g-import-not-at-top
+    self._queue = queue.Queue(maxsize=max(1, size))
+    self._stop = threading.Event()
+
+    def work():
+      try:
+        for batch in batches:
+          item = to_global(batch, sharding)
+          while not self._stop.is_set():
+            try:
+              self._queue.put(item, timeout=0.1)
+              break
+            except queue.Full:
+              continue
+          if self._stop.is_set():
+            return
+      except Exception as e:  # pylint: disable=broad-except  # re-raised in the consumer
+        self._queue.put(e)
+
+    self._thread = threading.Thread(target=work, daemon=True, name='prefetch')
+    self._thread.start()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    return item
+
+  def close(self):
+    """Stops the worker and waits for it, so no thread calls into JAX after the loop."""
+    self._stop.set()
+    while self._thread.is_alive():
+      try:  # unblock a worker waiting on a full queue
+        self._queue.get_nowait()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      self._thread.join(timeout=0.05)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -44,7 +44,11 @@ def check_split(schema: Schema, split: dict, name: str = 'split') -> int:
     if a.ndim != 2 or a.shape != (n, width):
       raise ValueError(f'{name}: column {col!r} has shape {a.shape}, expected ({n}, {width})')
   if len(schema.cat_names):
-    bad = (split['cat'] < 0) | (split['cat'] >= np.asarray(schema.vocab_sizes))
+    # Up to 1M evenly spaced rows: a full scan of a memory-mapped 45M x 39 column would read
+    # gigabytes at every load (prepared data is validated when it is written, and the model
+    # maps any out-of-range id to the OOV row anyway).
+    cat = split['cat'][::max(1, n // 1_000_000)]
+    bad = (cat < 0) | (cat >= np.asarray(schema.vocab_sizes))
     if bad.any():
       f = int(np.nonzero(bad.any(0))[0][0])
       raise ValueError(f'{name}: categorical field {schema.cat_names[f]!r} has ids outside '

@@ -27,7 +27,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deres_jax.models.layers import rms_normalize
 
 KINDS = ('prenorm', 'attnres', 'deres')
 
@@ -37,15 +36,32 @@ def num_slots(num_units: int, block_size: int) -> int:
   return 1 + -(-num_units // block_size)
 
 
-def init_state(kind: str, emb, num_units: int, block_size: int, value: str = 'output'):
-  """Connector state before unit 0, from the token embedding emb [B, T, D]."""
+def init_state(kind: str, emb, num_units: int, block_size: int, value: str = 'output',
+               stacked: bool = True):
+  """Connector state before unit 0, from the token embedding emb [B, T, D].
+
+  stacked=True keeps the sources in a fixed-size buffer (needed under nn.scan, where j is
+  traced); stacked=False keeps them as a Python list (unrolled layers, static j): no buffer is
+  rewritten per unit, so time and memory stay close to PreNorm's.
+  """
   state = {}
   if kind in ('prenorm', 'deres') or value == 'hidden':
     state['h'] = emb  # the identity (PreNorm) stream
-  if kind in ('attnres', 'deres'):
+  if kind in ('attnres', 'deres') and not stacked:
+    state['srcs'], state['rinvs'] = [emb], [_inv_rms(emb)]
+  elif kind in ('attnres', 'deres'):
     src = jnp.zeros((num_slots(num_units, block_size),) + emb.shape, emb.dtype)
     state['src'] = src.at[0].set(emb)  # source 0 = the token embedding (b_0 = h_1)
+    # 1/RMS of each slot, kept up to date as slots change: the key RMSNorm then costs one
+    # pass over the changed slot per unit instead of a pass over every slot.
+    rinv = jnp.ones(src.shape[:-1], jnp.float32)
+    state['rinv'] = rinv.at[0].set(_inv_rms(emb))
   return state
+
+
+def _inv_rms(x, eps: float = 1e-6):
+  x32 = x.astype(jnp.float32)
+  return jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1) + eps)
 
 
 def update_state(state, out, j, block_size: int, value: str = 'output'):
@@ -53,12 +69,27 @@ def update_state(state, out, j, block_size: int, value: str = 'output'):
   state = dict(state)
   if 'h' in state:
     state['h'] = state['h'] + out
+  if 'srcs' in state:  # static j: Python list of sources
+    slot = 1 + j // block_size
+    srcs, rinvs = list(state['srcs']), list(state['rinvs'])
+    if value == 'output':
+      new = out if slot == len(srcs) else srcs[slot] + out
+    else:
+      new = state['h']
+    if slot == len(srcs):
+      srcs.append(new)
+      rinvs.append(_inv_rms(new))
+    else:
+      srcs[slot], rinvs[slot] = new, _inv_rms(new)
+    state['srcs'], state['rinvs'] = srcs, rinvs
   if 'src' in state:
     slot = 1 + j // block_size
     if value == 'output':  # AttnRes: b_n = sum of the block's sublayer outputs
-      state['src'] = state['src'].at[slot].add(out)
+      new = state['src'][slot] + out
     else:                  # 'hidden': the block is represented by the stream h at its end
-      state['src'] = state['src'].at[slot].set(state['h'])
+      new = state['h']
+    state['src'] = state['src'].at[slot].set(new)
+    state['rinv'] = state['rinv'].at[slot].set(_inv_rms(new))
   return state
 
 
@@ -112,22 +143,40 @@ class Connector(nn.Module):
       shape = (self.width,) if self.gate == 'vector' else (1,)
       self.theta = self.param('gate', nn.initializers.constant(self.gate_init), shape, jnp.float32)
 
-  def attend(self, src, j):
+  def attend(self, src, rinv, j):
     """Block AttnRes aggregation over the sources visible to unit j: [B, T, D]."""
-    keys = rms_normalize(src) if self.key_norm else src  # values stay raw
     spec = 'nbtd,d->nbt' if self.query == 'shared' else 'nbtd,td->nbt'
+    # w . RMSNorm(v) = (w . v) / RMS(v): the keys are never materialised; values stay raw.
     # No 1/sqrt(d) scaling (AttnRes Eq. 2); scores in float32 for a stable softmax.
-    scores = jnp.einsum(spec, keys.astype(jnp.float32), self.w)
+    scores = jnp.einsum(spec, src, self.w.astype(src.dtype),
+                        preferred_element_type=jnp.float32)
+    if self.key_norm:
+      scores = scores * rinv
     alpha = depth_weights(scores, source_mask(j, src.shape[0], self.block_size),
                           self.depth_weights, self.pointwise_norm)
     self.sow('intermediates', 'depth_weights', alpha)
     return jnp.einsum('nbt,nbtd->btd', alpha.astype(src.dtype), src)
 
+  def attend_list(self, srcs, rinvs, j: int):
+    """`attend` for a static j over a list of sources: one fused pass per visible source."""
+    n = min(len(srcs), j // self.block_size + (1 if j % self.block_size else 0) + 1)
+    spec = 'btd,d->bt' if self.query == 'shared' else 'btd,td->bt'
+    scores = jnp.stack([
+        jnp.einsum(spec, v, self.w.astype(v.dtype), preferred_element_type=jnp.float32)
+        * (r if self.key_norm else 1.0) for v, r in zip(srcs[:n], rinvs[:n])])
+    alpha = depth_weights(scores, jnp.ones(n, bool), self.depth_weights, self.pointwise_norm)
+    self.sow('intermediates', 'depth_weights', alpha)
+    alpha = alpha.astype(srcs[0].dtype)
+    return sum(alpha[i][..., None] * v for i, v in enumerate(srcs[:n]))
+
   def __call__(self, state, j):
     """Input u_j [B, T, D] of unit j (j = num_units gives the backbone output)."""
     if self.kind == 'prenorm':
       return state['h']
-    a = self.attend(state['src'], j)
+    if 'srcs' in state:
+      a = self.attend_list(state['srcs'], state['rinvs'], j)
+    else:
+      a = self.attend(state['src'], state['rinv'], j)
     if self.kind == 'attnres':
       return a
     h = state['h']

@@ -33,7 +33,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, carry, _=None):
-    state, layer = carry  # layer: int32 scalar, the block index (traced under scan)
+    state, layer = carry  # the block index: an int, or an int32 scalar traced under scan
     conn = dict(self.connector)
     value = conn.get('value', 'output')
     value = 'output' if value is None else value
@@ -113,18 +113,20 @@ class CTRTransformer(nn.Module):
                 block_size=self.block_size, depth_weights=weights,
                 pointwise_norm=self.pointwise_norm, key_norm=self.key_norm, query=self.query,
                 merge=self.merge, gate=self.gate, gate_init=self.gate_init)
-    state = connectors.init_state(self.connector, emb, units, self.block_size, self.value)
+    state = connectors.init_state(self.connector, emb, units, self.block_size, self.value,
+                                  stacked=self.scan_layers)
     block_kw = dict(width=self.width, num_heads=self.num_heads, ffn_mult=self.ffn_mult,
                     qkv=self.qkv, ffn=self.ffn, layer_unit=self.layer_unit,
                     connector=dict(conn, value=self.value), dropout=self.dropout,
                     deterministic=not train, dtype=self.dtype)
-    carry = (state, jnp.zeros((), jnp.int32))
     if self.scan_layers:
+      carry = (state, jnp.zeros((), jnp.int32))  # the block index is traced inside the scan
       blocks = nn.scan(Block, variable_axes={'params': 0, 'intermediates': 0},
                        split_rngs={'params': True, 'dropout': True}, length=self.depth,
                        metadata_params={nn.PARTITION_NAME: 'layers'})
       carry, _ = blocks(name='blocks', **block_kw)(carry, None)
     else:
+      carry = (state, 0)  # a static block index: connectors use Python lists of sources
       for i in range(self.depth):
         carry, _ = Block(name=f'block_{i}', **block_kw)(carry, None)
     state = carry[0]

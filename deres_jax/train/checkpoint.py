@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -18,9 +19,12 @@ import orbax.checkpoint as ocp
 # Replica-parallel saving splits every replicated array across its replicas, compiling a
 # jit(slice) per array shape (~50 ms each on CPU, over 100 per run for a small model). Only
 # arrays large enough to gain from parallel writes are split.
+_verbosity = absl_logging.get_verbosity()
+absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax warns that the handler is replaced
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=64 << 20),
     override=True)
+absl_logging.set_verbosity(_verbosity)
 
 
 class CheckpointError(RuntimeError):
@@ -92,6 +96,17 @@ class Checkpointer:
   def close(self):
     self.wait()
     self.manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    """On an error in the training loop, still commits the checkpoint being written."""
+    if exc_type is not None:
+      try:
+        self.wait()
+      except CheckpointError:
+        pass  # the error in flight says more
 
 
 def _quiet_abandoned_reads():

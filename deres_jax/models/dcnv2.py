@@ -1,0 +1,40 @@
+"""DCNv2 (Wang et al., WWW 2021): cross network + deep network over concatenated embeddings.
+
+  x_0 = [e_1; ...; e_F]                                  (field embeddings, [B, F*E])
+  x_{l+1} = x_0 * (W_l x_l + b_l) + x_l                  (full-rank cross layer, Eq. 1)
+  logit = w^T [x_L ; DNN(x_0)] + b                       ('parallel' structure)
+or, with structure='stacked', logit = w^T DNN(x_L) + b.
+
+Used as a baseline and for the FuxiCTR throughput comparison (benchmarks/compare_fuxictr.py),
+so its layer sizes follow FuxiCTR's DCNv2 (embedding 16, 3 cross layers, DNN 400-400-400).
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from deres_jax.models.tokenizer import FeatureTokenizer
+
+
+class DCNv2(nn.Module):
+  vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
+  num_dense: int                # dense fields (each embedded like the Transformer's)
+  embed_dim: int = 16
+  num_cross: int = 3            # cross layers
+  dnn_hidden: tuple = (400, 400, 400)
+  structure: str = 'parallel'   # 'parallel' | 'stacked'
+  dense_transform: str = 'log1p'
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    emb, aux = FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim,
+                                self.embed_dim, 'field', dense_transform=self.dense_transform,
+                                dtype=self.dtype, name='tokenizer')(batch)
+    x0 = emb.reshape(emb.shape[0], -1)  # [B, F*E]
+    x = x0
+    for i in range(self.num_cross):
+      x = x0 * nn.Dense(x0.shape[-1], dtype=self.dtype, name=f'cross_{i}')(x) + x
+    deep = x0 if self.structure == 'parallel' else x
+    for i, width in enumerate(self.dnn_hidden):
+      deep = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dnn_{i}')(deep))
+    out = jnp.concatenate([x, deep], -1) if self.structure == 'parallel' else deep
+    return nn.Dense(1, dtype=jnp.float32, name='logit')(out)[..., 0].astype(jnp.float32), aux
