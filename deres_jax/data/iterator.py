@@ -73,7 +73,10 @@ def to_global(batch: dict, sharding) -> dict:
     spec = jax.sharding.PartitionSpec(*sharding.spec, *([None] * (x.ndim - len(sharding.spec))))
     s = jax.sharding.NamedSharding(sharding.mesh, spec)
     return jax.make_array_from_process_local_data(s, x)
-  return jax.tree.map(put, batch)
+  # This is the loop's one deliberate host-to-device copy; with several processes JAX does it
+  # through a path that transfer_guard('disallow') would count as implicit.
+  with jax.transfer_guard_host_to_device('allow'):
+    return jax.tree.map(put, batch)
 
 
 class Prefetch:

@@ -17,11 +17,13 @@ Three connectors share one small interface (`init_state`, `Connector.unit_input`
   depth_weights='silu' is Pointwise AttnRes: alpha = SiLU(score) [/ number of sources].
   With w_j = 0, SiLU(0) = 0 so a_j = 0: the 'add' merge starts exactly as PreNorm.
 
-Implementation: every source lives in a fixed-size buffer src [N_slots, B, T, D],
-N_slots = 1 + ceil(U / block_size); slot 0 is the embedding and slot 1 + j // block_size
-accumulates block j // block_size. Unit j reads the slots s <= j//S + (j%S > 0) (the partial
-sum only once the current block has an output), so the same code runs in a Python loop or
-under `nn.scan` with a traced j, and compile time does not grow with depth.
+Implementation: slot 0 is the embedding and slot 1 + j // block_size accumulates block
+j // block_size; unit j reads the slots s <= j//S + (j%S > 0) (the partial sum only once the
+current block has an output). Under `nn.scan` (traced j) the sources live in a fixed-size
+buffer src [N_slots, B, T, D], N_slots = 1 + ceil(U / block_size), read through a mask, so
+compile time does not grow with depth. Unrolled (static j) they are a Python list, so no
+buffer is rewritten at every unit. Each slot's 1/RMS is cached when the slot changes: the
+key RMSNorm is computed as (w . v) / RMS(v) without materialising normalised keys.
 """
 import flax.linen as nn
 import jax

@@ -125,7 +125,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   ds = dataset if dataset is not None else data_lib.load(config.data)
   train_split, val_split, test_split = ds.splits['train'], ds.splits['val'], ds.splits['test']
   batch_sharding = NamedSharding(mesh, P('data'))
-  replicated = NamedSharding(mesh, P())
 
   # ---------------------------------------------------------------- Model & optimizer.
   model_config = ml_collections.ConfigDict(config.model)
@@ -197,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
         logged = {k: float(np.mean([x[k] for x in fetched])) for k in fetched[0]}
         pending = []
         logged['train/nonfinite_skipped'] = int(jax.device_get(state['nonfinite']))
-        logged['epoch'] = data_iter.epoch
+        logged['epoch'] = step / data_iter.batches_per_epoch  # the prefetcher runs ahead
         writer.write(step, logged)
         if pbar is not None:
           pbar.set_postfix(loss=f"{logged['train/loss']:.4f}")
