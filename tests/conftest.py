@@ -26,14 +26,15 @@ def pytest_configure(config):
 
 @pytest.fixture
 def tiny_config():
-  """A config that trains in seconds: small synthetic data, a tiny DeRes."""
-  from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top
-  c = base_config()
-  c.data.num_train, c.data.num_val, c.data.num_test = 4096, 1024, 1024
-  c.data.max_vocab = 1000
-  c.model.update(depth=2, width=16, num_heads=2, embed_dim=8, ffn_mult=2, head_hidden=(32,),
-                 tokenizer='group', num_tokens=4, block_size=2)
-  c.train.update(batch_size=256, num_steps=12, log_every=3, progress=False)
-  c.eval.update(every_steps=6, batch_size=512)
-  c.ckpt.every_steps = 6
+  """configs/tiny.py (small synthetic data, a tiny DeRes), shortened to 12 steps."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                      'tiny.py')
+  spec = importlib.util.spec_from_file_location('tiny_config', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.train.update(num_steps=12, log_every=3)
+  c.eval.every_steps = 6
+  c.ckpt.update(every_steps=6, max_to_keep=2)
   return c
