@@ -35,11 +35,10 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from deres_jax import data  # pylint: disable=g-import-not-at-top
-  from deres_jax.train import checkpoint, trainer  # pylint: disable=g-import-not-at-top
-  from deres_jax.train import report  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import checkpoint, distributed, report, trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   config = _CONFIG.value
-  from deres_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  # Before anything touches devices: in a multi-process job every process must join first.
   distributed.initialize(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   try:
