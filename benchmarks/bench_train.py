@@ -4,7 +4,7 @@
   python benchmarks/bench_train.py --model=dcnv2 --batch=4096
 
 Measures, in one process on the default device(s):
-  * compile seconds of the jitted train step (the same `trainer.make_steps` the trainer uses);
+  * compile seconds of the jitted train step (the same `step_lib.make_steps` the trainer uses);
   * step time: median over --steps steps after --warmup, and examples/s = batch / median
     (with --model=deres/attnres, DeRes and PreNorm steps are interleaved, so machine load
     affects both alike);
@@ -32,6 +32,7 @@ from deres_jax import models
 from deres_jax.config import base_config
 from deres_jax.data import iterator
 from deres_jax.data.schema import Schema
+from deres_jax.train import step as step_lib
 from deres_jax.train import trainer
 from deres_jax.train.optim import make_optimizer
 
@@ -91,8 +92,8 @@ def build(c, schema, batch_size):
   host = {'label': rng.integers(0, 2, batch_size).astype(np.float32),
           'dense': rng.gamma(1.0, 5.0, (batch_size, len(schema.dense_names))).astype(np.float32),
           'cat': np.stack([rng.zipf(1.2, batch_size) % v for v in schema.vocab_sizes], 1).astype(np.int32)}
-  state, shardings = trainer.create_state(model, tx, mesh, c.sharding_rules, host, 0)
-  step, _ = trainer.make_steps(model, tx, mesh, shardings)
+  state, shardings = step_lib.create_state(model, tx, mesh, c.sharding_rules, host, 0)
+  step, _ = step_lib.make_steps(model, tx, mesh, shardings)
   batch = iterator.to_global(host, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
   t = time.perf_counter()
   compiled = step.lower(state, batch).compile()
@@ -103,8 +104,8 @@ def build(c, schema, batch_size):
     with model_config.unlocked():
       model_config.scan_layers = False
     unrolled = models.build(model_config, schema)
-    ustate, ushard = trainer.create_state(unrolled, tx, mesh, c.sharding_rules, host, 0)
-    flops_step, _ = trainer.make_steps(unrolled, tx, mesh, ushard)
+    ustate, ushard = step_lib.create_state(unrolled, tx, mesh, c.sharding_rules, host, 0)
+    flops_step, _ = step_lib.make_steps(unrolled, tx, mesh, ushard)
     cost = flops_step.lower(ustate, batch).cost_analysis()
   else:
     cost = compiled.cost_analysis()

@@ -80,6 +80,7 @@ def bench_deres_jax(vocab, cat, label, batch, steps, warmup):
   from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top
   from deres_jax.data import iterator  # pylint: disable=g-import-not-at-top
   from deres_jax.data.schema import Schema  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from deres_jax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   c = base_config()
@@ -91,8 +92,8 @@ def bench_deres_jax(vocab, cat, label, batch, steps, warmup):
   model = models.build(c.model, schema)
   tx = make_optimizer(c.optim, 1000)
   host = lambda lo: {'label': label[lo:lo + batch], 'cat': (cat[lo:lo + batch] + 1).astype(np.int32)}
-  state, shardings = trainer.create_state(model, tx, mesh, c.sharding_rules, host(0), 0)
-  step, _ = trainer.make_steps(model, tx, mesh, shardings)
+  state, shardings = step_lib.create_state(model, tx, mesh, c.sharding_rules, host(0), 0)
+  step, _ = step_lib.make_steps(model, tx, mesh, shardings)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   batches = [iterator.to_global(host((i * batch) % (len(label) - batch)), sharding)
              for i in range(8)]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from deres_jax.data import criteo, delimited, prepared, preprocess
+from deres_jax.data import rows as rows_lib
 from deres_jax.data.bad_input import BadInput, BadInputError
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
@@ -113,7 +114,7 @@ def reference(line: bytes):
   buckets = []
   for x in f[1:14]:
     if x == b'':
-      buckets.append(preprocess.MISSING_INT)
+      buckets.append(rows_lib.MISSING_INT)
       continue
     if not NUM.fullmatch(x) or not np.isfinite(float(x)) or float(x) != int(float(x)):
       return 'non_numeric'
@@ -150,7 +151,7 @@ def test_fuzz_mutated_criteo_lines_are_parsed_or_flagged_exactly():
            for _ in range(600)]
   chunk = delimited.Chunk(b'\n'.join(lines) + b'\n', 1, '\t')
   bad = BadInput()
-  p = preprocess.parse_chunk(criteo.spec(), chunk, 'fuzz', bad)
+  p = rows_lib.parse_chunk(criteo.spec(), chunk, 'fuzz', bad)
   ref = [reference(l) for l in lines]
   kinds = {}
   for i, r in enumerate(ref):

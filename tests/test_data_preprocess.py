@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deres_jax.data import avazu, criteo, csv_source, delimited, prepared, preprocess
+from deres_jax.data import rows as rows_lib
 from deres_jax.config import base_config
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
@@ -23,7 +24,7 @@ def parse_file(spec, path):
   chunk = delimited.Chunk(data if data.endswith(b'\n') else data + b'\n', 1, spec.sep)
   from deres_jax.data.bad_input import BadInput
   bad = BadInput()
-  return preprocess.parse_chunk(spec, chunk, path, bad), bad
+  return rows_lib.parse_chunk(spec, chunk, path, bad), bad
 
 
 def test_criteo_bucketing_matches_hand_computed_values():
@@ -32,11 +33,11 @@ def test_criteo_bucketing_matches_hand_computed_values():
   assert bad.total == 0 and len(p.label) == 100
   # floor(ln(v)^2) for v > 2 by hand: ln 26 = 3.258 -> 10.6; ln 30 = 3.401 -> 11.6;
   # ln 4 = 1.386 -> 1.92; ln 37 = 3.611 -> 13.04; ln 152 = 5.024 -> 25.2. v <= 2 stays v.
-  expected = [1, 1, 10, 11, 0, 1, 2, 13, 25, 1, 2, preprocess.MISSING_INT, 2]
+  expected = [1, 1, 10, 11, 0, 1, 2, 13, 25, 1, 2, rows_lib.MISSING_INT, 2]
   assert p.keys[0, :13].tolist() == expected
   for v in (3, 7, 100, 10**6):  # and the rule itself against math.log
-    assert preprocess.bucketize(np.array([float(v)]), np.array([False]))[0] == math.floor(math.log(v) ** 2)
-  assert preprocess.bucketize(np.array([-1.0, 2.0]), np.array([False, False])).tolist() == [-1, 2]
+    assert rows_lib.bucketize(np.array([float(v)]), np.array([False]))[0] == math.floor(math.log(v) ** 2)
+  assert rows_lib.bucketize(np.array([-1.0, 2.0]), np.array([False, False])).tolist() == [-1, 2]
 
 
 def test_short_paddlerec_rows_are_valid_and_padded_as_missing():
@@ -63,7 +64,7 @@ def test_avazu_drops_id_and_expands_hour():
   assert p.keys[0, :3].tolist() == [0, 1, 0]
   hours = np.array([int(l.split(b',')[2]) % 100 for l in open(AVAZU, 'rb').read().split(b'\n')[1:] if l])
   assert (p.keys[:, 0] == hours).all()
-  keys, ok = preprocess.hour_keys(np.array([14102500.0, 14103023.0, 14023100.0]), np.zeros(3, bool))
+  keys, ok = rows_lib.hour_keys(np.array([14102500.0, 14103023.0, 14023100.0]), np.zeros(3, bool))
   assert keys[:, 1].tolist()[:2] == [5, 3] and keys[0, 2] == 1 and ok.tolist() == [True, True, False]
 
 
@@ -72,7 +73,7 @@ def test_vocab_threshold_oov_and_ids_by_frequency(tmp_path):
   rows = ['label,f'] + [f'{i % 2},{v}' for i, v in enumerate('aaaaabbbc')]
   src = tmp_path / 'x.csv'
   src.write_text('\n'.join(rows) + '\n')
-  spec = preprocess.RowSpec(name='csv', columns=('label', 'f'), label='label', categorical=('f',),
+  spec = rows_lib.RowSpec(name='csv', columns=('label', 'f'), label='label', categorical=('f',),
                             sep=',', header=True)
   out = tmp_path / 'out'
   preprocess.prepare(spec, [str(src)], str(out), preprocess.Options(min_count=3, split=(1, 0, 0)),

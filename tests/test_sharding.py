@@ -5,8 +5,9 @@ import pytest
 
 from deres_jax import models
 from deres_jax.config import base_config
-from deres_jax.data import iterator, synthetic
+from deres_jax.data import iterator
 from deres_jax.data.schema import Schema
+from deres_jax.train import step as step_lib
 from deres_jax.train import trainer
 from deres_jax.train.optim import make_optimizer
 
@@ -29,8 +30,8 @@ def _setup(mesh_shape, rules, vocab=(5000, 37, 800, 12), steps=3):
   # comparing parameters after a step compares gradients (Adam would rescale tiny ones).
   c.optim.update(name='sgd', embed_name='sgd', learning_rate=1.0, embed_learning_rate=1.0)
   tx = make_optimizer(c.optim, 10)
-  state, shardings = trainer.create_state(model, tx, mesh, rules, batches[0], seed=0)
-  step, _ = trainer.make_steps(model, tx, mesh, shardings)
+  state, shardings = step_lib.create_state(model, tx, mesh, rules, batches[0], seed=0)
+  step, _ = step_lib.make_steps(model, tx, mesh, shardings)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   return state, step, [iterator.to_global(b, sharding) for b in batches]
 
@@ -88,7 +89,7 @@ def test_adam_moments_follow_the_table_sharding(tiny_config):
   mesh = trainer.make_mesh((('data', 2), ('model', 4)))
   model = models.build(c.model, schema)
   batch = {'label': np.zeros(8, np.float32), 'cat': np.ones((8, 2), np.int32)}
-  state, _ = trainer.create_state(model, make_optimizer(c.optim, 10), mesh,
+  state, _ = step_lib.create_state(model, make_optimizer(c.optim, 10), mesh,
                                   (('vocab', 'model'),), batch, seed=0)
   table = state['params']['tokenizer']['embedding']
   moments = [x for x in jax.tree.leaves(state['opt_state']) if x.shape == table.shape]

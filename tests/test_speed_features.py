@@ -6,6 +6,7 @@ import pytest
 from deres_jax import data, models
 from deres_jax.data import iterator
 from deres_jax.train import metric_writer, trainer
+from deres_jax.train import step as step_lib
 from deres_jax.train.optim import make_optimizer
 
 
@@ -51,8 +52,8 @@ def test_train_step_donates_the_old_state(tiny_config):
   model = models.build(c.model, ds.schema)
   tx = make_optimizer(c.optim, 10)
   batch = {k: v[:256] for k, v in ds.splits['train'].items() if k in iterator.TRAIN_COLUMNS}
-  state, shardings = trainer.create_state(model, tx, mesh, c.sharding_rules, batch, 0)
-  step, _ = trainer.make_steps(model, tx, mesh, shardings)
+  state, shardings = step_lib.create_state(model, tx, mesh, c.sharding_rules, batch, 0)
+  step, _ = step_lib.make_steps(model, tx, mesh, shardings)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   old = state
   state, _ = step(state, iterator.to_global(batch, sharding))

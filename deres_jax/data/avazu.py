@@ -5,7 +5,7 @@
 (research/ecosystem.md §1.1): `id` is dropped, `hour` becomes hour-of-day, weekday and
 weekend categories, every other field is categorical, min_count 2, a random 8:1:1 split.
 """
-from deres_jax.data.preprocess import RowSpec
+from deres_jax.data.rows import RowSpec
 
 COLUMNS = ('id', 'click', 'hour', 'C1', 'banner_pos', 'site_id', 'site_domain', 'site_category',
            'app_id', 'app_domain', 'app_category', 'device_id', 'device_ip', 'device_model',

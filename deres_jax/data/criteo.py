@@ -6,7 +6,7 @@ their trailing empty fields stripped (e.g. 37 or 38 fields): these are valid and
 missing. BARS Criteo_x4 preprocessing (research/ecosystem.md §1.1): integers bucketed by
 floor(ln(v)^2) into categories, min_count 10, a random 8:1:1 split.
 """
-from deres_jax.data.preprocess import RowSpec
+from deres_jax.data.rows import RowSpec
 
 INTEGER = tuple(f'I{i}' for i in range(1, 14))
 CATEGORICAL = tuple(f'C{i}' for i in range(1, 27))

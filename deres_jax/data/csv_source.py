@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from deres_jax.data.preprocess import RowSpec
+from deres_jax.data.rows import RowSpec
 
 PARQUET_SEP = '\x1f'  # ASCII unit separator
 

@@ -26,6 +26,7 @@ from deres_jax.data import avazu
 from deres_jax.data import criteo
 from deres_jax.data import prepared
 from deres_jax.data import preprocess
+from deres_jax.data import rows
 
 
 class _PreparedCtr(tfds.core.GeneratorBasedBuilder):
@@ -44,7 +45,7 @@ class _PreparedCtr(tfds.core.GeneratorBasedBuilder):
       self._keep_dense = bool(prepared.read_meta(prepared_dir)['spec']['keep_dense'])
     super().__init__(file_format='array_record', **kwargs)
 
-  def row_spec(self) -> preprocess.RowSpec:
+  def row_spec(self) -> rows.RowSpec:
     raise NotImplementedError
 
   def _find_input(self, manual_dir) -> list:

@@ -1,4 +1,6 @@
 """Models. `MODELS` maps `config.model.name` to a Flax module; `build` instantiates one."""
+import dataclasses
+
 from deres_jax.models.dcnv2 import DCNv2
 from deres_jax.models.logreg import LogisticRegression
 from deres_jax.models.transformer import CTRTransformer
@@ -9,12 +11,6 @@ MODELS = {
     'dcnv2': DCNv2,                  # cross network baseline (FuxiCTR comparison)
 }
 
-# Config fields (of config.model) each model takes besides the schema.
-FIELDS = {
-    'logreg': ('dense_transform',),
-    'dcnv2': ('embed_dim', 'num_cross', 'dnn_hidden', 'structure', 'dense_transform', 'dtype'),
-}
-
 
 def build(model_config, schema):
   """Returns the Flax module named by `model_config.name` for a data schema."""
@@ -22,12 +18,8 @@ def build(model_config, schema):
   name = kwargs.pop('name')
   if name not in MODELS:
     raise ValueError(f'config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}')
-  if name in FIELDS:
-    kwargs = {k: kwargs[k] for k in FIELDS[name] if k in kwargs}
-  else:
-    kwargs = {k: v for k, v in kwargs.items() if k not in ('num_cross', 'dnn_hidden', 'structure')}
-  for k in ('head_hidden', 'dnn_hidden'):
-    if k in kwargs:
-      kwargs[k] = tuple(kwargs[k])
+  # config.model holds the fields of every model: pass each model the ones it declares.
+  accepted = {f.name for f in dataclasses.fields(MODELS[name])} - {'parent', 'name'}
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items() if k in accepted}
   return MODELS[name](vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names),
                       **kwargs)

@@ -130,6 +130,11 @@ def _quiet_abandoned_reads():
 
   hook.quiet_abandoned_reads = True
   sys.unraisablehook = hook
+  # The same abandoned reads may instead surface, when their task is garbage-collected, as
+  # asyncio's 'Task exception was never retrieved' log record for Orbax's async_deserialize.
+  logging.getLogger('asyncio').addFilter(
+      lambda record: not ('never retrieved' in record.getMessage() and
+                          'async_deserialize' in record.getMessage()))
 
 
 def abstract(tree):

@@ -1,0 +1,170 @@
+"""One chunk of delimited rows -> checked, typed columns, by a `RowSpec` (which columns are
+the label, dense, bucketed-integer, categorical, hour and scenario fields).
+
+Every categorical value becomes an exact int64 key; Criteo integers become FuxiCTR's
+floor(ln(v)^2) buckets (v > 2; smaller values stay their own category, missing is its own
+key); Avazu's YYMMDDHH hour becomes hour-of-day, weekday and weekend keys. Bad rows are
+counted in a `BadInput` (or raise under strict mode) and dropped, never misparsed.
+Used by `preprocess` (the two-pass preparation) and `csv_source`.
+"""
+import dataclasses
+
+import numpy as np
+
+from deres_jax.data import delimited
+from deres_jax.data.bad_input import BadInput
+
+MISSING_INT = np.iinfo(np.int64).min  # key of a missing integer (bucketed / hour) value
+HOUR_FIELDS = ('hour', 'weekday', 'weekend')
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+  """What the columns of a delimited file are and what each becomes."""
+  name: str                 # 'criteo' | 'avazu' | 'csv' (recorded with the data)
+  columns: tuple            # every column name, in file order
+  label: str                # 0/1 click column
+  dense: tuple = ()         # numeric columns kept as float32 'dense' (NaN = missing)
+  categorical: tuple = ()   # string columns -> vocabulary ids
+  bucketed: tuple = ()      # integer columns -> categories floor(ln(v)^2) (v > 2) or v
+  scenario: str = ''        # optional column -> 'scenario' ids
+  hour: str = ''            # Avazu: a YYMMDDHH column -> hour, weekday, weekend categories
+  sep: str = '\t'           # field separator (one character)
+  header: bool = False      # the first line of each file holds column names
+  min_fields: int = 0       # shorter rows (>= this) are padded as missing; 0 = exact count
+  keep_dense: bool = False  # bucketed columns also kept as raw 'dense' values
+
+  @property
+  def cat_names(self) -> tuple:
+    out = []
+    for c in self.columns:
+      if c in self.bucketed or c in self.categorical:
+        out.append(c)
+      elif c == self.hour:
+        out.extend(HOUR_FIELDS)
+    return tuple(out)
+
+  @property
+  def dense_names(self) -> tuple:
+    keep = set(self.dense) | (set(self.bucketed) if self.keep_dense else set())
+    return tuple(c for c in self.columns if c in keep)
+
+  def validate(self):
+    known = set(self.columns)
+    used = [self.label, *self.dense, *self.categorical, *self.bucketed]
+    used += [c for c in (self.scenario, self.hour) if c]
+    missing = [c for c in used if c not in known]
+    if missing:
+      raise ValueError(f'columns {missing} are not among the file columns {list(self.columns)}')
+    if len(self.sep) != 1:
+      raise ValueError(f'the separator must be one character, got {self.sep!r}')
+    return self
+
+
+@dataclasses.dataclass
+class Parsed:
+  """The good rows of one chunk."""
+  line: np.ndarray          # int64 [n] file line numbers
+  label: np.ndarray         # float32 [n]
+  keys: np.ndarray          # int64 [n, len(cat_names)]
+  dense: np.ndarray         # float32 [n, len(dense_names)]
+  scenario: np.ndarray      # int64 [n] keys, or None
+
+
+def bucketize(values, missing):
+  """FuxiCTR's log-squared bucketing of integer counts, as int64 keys (missing -> MISSING_INT)."""
+  with np.errstate(invalid='ignore', divide='ignore'):
+    big = np.floor(np.log(np.where(values > 2, values, 3.0)) ** 2)
+  keys = np.where(values > 2, big, values)
+  return np.where(missing, MISSING_INT, np.nan_to_num(keys).astype(np.int64))
+
+
+def hour_keys(values, missing):
+  """Avazu hour YYMMDDHH -> (hour of day, weekday 0=Monday, weekend 0/1) keys and a validity mask."""
+  v = np.where(missing | ~np.isfinite(values), 0, values).astype(np.int64)
+  hh, dd, mm, yy = v % 100, v // 100 % 100, v // 10_000 % 100, v // 1_000_000
+  month = ((2000 + yy - 1970) * 12 + np.clip(mm - 1, 0, 11)).astype('datetime64[M]')
+  date = month.astype('datetime64[D]') + np.clip(dd - 1, 0, 30).astype('timedelta64[D]')
+  ok = ((hh < 24) & (mm >= 1) & (mm <= 12) & (dd >= 1) & (v < 100_000_000) & (values >= 0)
+        & (date.astype('datetime64[M]') == month))  # 31 Feb would roll over into March
+  weekday = (date.astype(np.int64) + 3) % 7   # 1970-01-01 was a Thursday
+  keys = np.stack([hh, weekday, (weekday >= 5).astype(np.int64)], axis=-1)
+  return np.where(missing[:, None], MISSING_INT, keys), ok | missing
+
+
+def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput) -> Parsed:
+  """Checks and decodes every line of a chunk; bad lines go to `bad` (strict: raise)."""
+  events = []  # (kind, rows, reason of the first): reported in line order below
+
+  def flag(kind, rows, reason):
+    if len(rows):
+      events.append((kind, np.asarray(rows), reason(rows[0])))
+
+  n_fields = len(spec.columns)
+  ok = np.ones(chunk.num_lines, bool)
+  if spec.header and chunk.first_line == 1:
+    ok[0] = False  # the header line
+  blank = ok & chunk.blank()
+  flag('blank_line', np.flatnonzero(blank), lambda r: 'blank line')
+  ok &= ~blank
+  binary = ok & chunk.bad_bytes()
+  flag('non_utf8', np.flatnonzero(binary), lambda r: 'not valid UTF-8 (or a NUL byte)')
+  ok &= ~binary
+  lo = spec.min_fields or n_fields
+  wrong = ok & ((chunk.num_fields > n_fields) | (chunk.num_fields < lo))
+  want = f'{n_fields}' if lo == n_fields else f'{lo} to {n_fields}'
+  flag('field_count', np.flatnonzero(wrong),
+       lambda r: f'{chunk.num_fields[r]} fields, expected {want} (separator {spec.sep!r})')
+  ok &= ~wrong
+  rows = np.flatnonzero(ok)
+
+  col = {c: i for i, c in enumerate(spec.columns)}
+  numeric = [spec.label, *spec.dense, *spec.bucketed] + ([spec.hour] if spec.hour else [])
+  strings = list(spec.categorical) + ([spec.scenario] if spec.scenario else [])
+  start, end = chunk.fields(rows, [col[c] for c in numeric + strings])
+  nn = len(numeric)
+  values, num_ok, missing = delimited.numbers(chunk, start[:, :nn], end[:, :nn])
+  v = {c: (values[:, i], num_ok[:, i], missing[:, i]) for i, c in enumerate(numeric)}
+
+  def where_text(r, j):
+    i = np.searchsorted(rows, r)
+    return f'{numeric[j]}={chunk.text(start[i, j], end[i, j])!r}'
+
+  lv, lok, lmiss = v[spec.label]
+  good = lok & ~lmiss & ((lv == 0) | (lv == 1))
+  flag('bad_label', rows[~good], lambda r: f'label {where_text(r, 0)} is not 0 or 1')
+  keep = good
+  bad_num = ~num_ok[:, 1:]
+  for c in spec.bucketed:  # integers: '12.5' is as wrong as 'abc'
+    j = numeric.index(c)
+    bad_num[:, j - 1] |= num_ok[:, j] & ~missing[:, j] & (values[:, j] != np.floor(values[:, j]))
+  if spec.hour:
+    hk, hok = hour_keys(*v[spec.hour][::2])
+    bad_num[:, -1] |= ~hok
+  bad_row = keep & bad_num.any(1)
+  flag('non_numeric', rows[bad_row],
+       lambda r: f'field {where_text(r, 1 + int(np.argmax(bad_num[np.searchsorted(rows, r)])))} '
+                 'is not a valid number')
+  keep &= ~bad_row
+
+  if events:  # report in line order: strict mode stops at the earliest bad line
+    for kind, bad_rows, reason in sorted(events, key=lambda e: e[1][0]):
+      bad.add(kind, path, chunk.line_numbers(bad_rows), reason)
+
+  # Keys of the categorical fields, in spec.cat_names order.
+  keys = []
+  skeys = delimited.string_keys(chunk, start[:, nn:], end[:, nn:])
+  for c in spec.columns:
+    if c in spec.bucketed:
+      keys.append(bucketize(v[c][0], v[c][2])[:, None])
+    elif c in spec.categorical:
+      keys.append(skeys[:, strings.index(c)][:, None])
+    elif c == spec.hour:
+      keys.append(hk)
+  keys = np.concatenate(keys, axis=1) if keys else np.zeros((len(rows), 0), np.int64)
+  dense = np.stack([v[c][0] for c in spec.dense_names], axis=1) if spec.dense_names else \
+      np.zeros((len(rows), 0))
+  return Parsed(
+      line=chunk.line_numbers(rows[keep]), label=lv[keep].astype(np.float32),
+      keys=keys[keep], dense=dense[keep].astype(np.float32),
+      scenario=skeys[keep, -1] if spec.scenario else None)

@@ -1,0 +1,121 @@
+"""The train state and the jitted train/predict steps, for any model of `deres_jax.models`.
+
+`create_state` materialises parameters and optimizer state directly into their shardings
+(shapes first, then one jit with out_shardings); `make_steps` builds the train step the
+trainer and the benchmarks share (donated state, batch sharded over 'data', non-finite
+updates never applied).
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
+  """Initialises the train state directly into its shardings; returns (state, shardings).
+
+  Shapes first (`jax.eval_shape`, carrying the logical axis names of the parameters), then
+  the logical names are mapped to mesh axes by `sharding_rules` (e.g. ('vocab', 'model')
+  row-shards embedding tables) and the state is materialised by a jit with those
+  out_shardings: no device ever holds an unsharded copy.
+  """
+  replicated = NamedSharding(mesh, P())
+  rules = tuple(tuple(r) for r in sharding_rules)
+
+  def init_params(rng):
+    return model.init(rng, dummy_batch)['params']
+
+  abstract_params = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  param_sharding = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_params), mesh, rules)
+
+  def init_state(rng):
+    params = nn.unbox(init_params(jax.random.fold_in(rng, 0)))
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
+            'rng': jax.random.fold_in(rng, 1),
+            'nonfinite': jnp.zeros((), jnp.int32),              # updates skipped as non-finite
+            'first_nonfinite': jnp.full((), -1, jnp.int32)}     # step of the first one, -1 = none
+
+  abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+  # Optimizer moments (Adam mu/nu, ...) take the shardings of the parameters they mirror.
+  opt_sharding = _match_shardings(abstract_state['opt_state'], abstract_state['params'],
+                                  param_sharding, replicated)
+  state_sharding = {'params': param_sharding, 'opt_state': opt_sharding, 'step': replicated,
+                    'rng': replicated, 'nonfinite': replicated, 'first_nonfinite': replicated}
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.PRNGKey(seed))
+  return state, state_sharding
+
+
+def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=True):
+  """The jitted (train_step, predict) functions for any model mapping a batch to (logits, aux).
+
+  train_step(state, batch) -> (state, metrics) donates the old state; the batch is sharded
+  over the 'data' axis, parameters as in `state_sharding`.
+  """
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+
+  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+
+    def loss_fn(params):
+      logits, aux = model.apply({'params': params}, batch, train=True, rngs={'dropout': rng})
+      bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
+      if not embed_l2:  # no L2 term at all (not 0 * ...), so XLA drops the embedding norms
+        return bce, (bce, logits)
+      return bce + embed_l2 * aux['embed_sq'].mean(), (bce, logits)
+
+    (loss, (bce, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    # A non-finite loss or gradient never reaches the parameters: the update is skipped and
+    # counted. With nonfinite='stop' every later update is skipped too, so the state stays
+    # at the last good step while the host stops the run.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    apply = finite & ~(stop_on_nonfinite & (state['nonfinite'] > 0))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+    new_state = {
+        'params': keep(params, state['params']), 'opt_state': keep(opt_state, state['opt_state']),
+        'step': state['step'] + 1, 'rng': state['rng'],
+        'nonfinite': state['nonfinite'] + (~finite).astype(jnp.int32),
+        'first_nonfinite': jnp.where(~finite & (state['first_nonfinite'] < 0), state['step'],
+                                     state['first_nonfinite'])}
+    metrics = {'train/loss': bce, 'train/total_loss': loss, 'train/grad_norm': grad_norm,
+               'label/mean': batch['label'].mean(),
+               'prediction/mean': jax.nn.sigmoid(logits).mean()}
+    return new_state, metrics
+
+  @functools.partial(jax.jit, out_shardings=batch_sharding)
+  def predict(params, batch):
+    return model.apply({'params': params}, batch)[0]
+
+  return train_step, predict
+
+
+def _match_shardings(opt_abstract, params_abstract, param_sharding, replicated):
+  """Optimizer-state leaves get the sharding of the parameter they mirror, else replicated.
+
+  A leaf mirrors a parameter when the parameter's dict-key path is a suffix of the leaf's
+  (e.g. `...inner_states['embed'].inner_state[0].mu['tokenizer']['embedding']`) and the
+  shapes agree; this survives optax wrappers such as `multi_transform`'s masked states.
+  """
+  def names(path):
+    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+  shardings = jax.tree.leaves(param_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))
+  index = {}
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params_abstract), shardings):
+    index[names(path)] = (leaf.shape, sharding)
+
+  def assign(path, leaf):
+    key = names(path)
+    for i in range(len(key)):
+      shape, sharding = index.get(key[i:], (None, None))
+      if sharding is not None and shape == getattr(leaf, 'shape', None):
+        return sharding
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(assign, opt_abstract)
