@@ -4,7 +4,7 @@
   python benchmarks/bench_train.py --model=dcnv2 --batch=4096
 
 Measures, in one process on the default device(s):
-  * compile seconds of the jitted train step (the same `step_lib.make_steps` the trainer uses);
+  * compile seconds of the jitted train step (the same `deres_jax.train.step.make_steps` the trainer uses);
   * step time: median over --steps steps after --warmup, and examples/s = batch / median
     (with --model=deres/attnres, DeRes and PreNorm steps are interleaved, so machine load
     affects both alike);
