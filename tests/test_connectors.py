@@ -30,9 +30,9 @@ def _reference_block_attnres(emb, sublayers, queries, block_size, weights='softm
   return blocks, partial
 
 
-def _run_connector(kind, emb, sublayers, queries, block_size, weights, **kw):
+def _run_connector(kind, emb, sublayers, queries, block_size, weights, stacked=True, **kw):
   units = len(sublayers)
-  state = connectors.init_state(kind, jnp.asarray(emb), units, block_size)
+  state = connectors.init_state(kind, jnp.asarray(emb), units, block_size, stacked=stacked)
   for j, (f, w) in enumerate(zip(sublayers, queries)):
     conn = connectors.Connector(kind=kind, width=emb.shape[-1], num_units=units,
                                 block_size=block_size, depth_weights=weights, **kw)
@@ -44,9 +44,10 @@ def _run_connector(kind, emb, sublayers, queries, block_size, weights, **kw):
   return state
 
 
+@pytest.mark.parametrize('stacked', [True, False])  # scan buffer + mask, or unrolled list
 @pytest.mark.parametrize('block_size', [1, 2, 3])
 @pytest.mark.parametrize('weights', ['softmax', 'silu'])
-def test_block_attnres_matches_reference(block_size, weights):
+def test_block_attnres_matches_reference(block_size, weights, stacked):
   rng = np.random.default_rng(0)
   b, t, d, units = 3, 4, 8, 6
   emb = rng.normal(size=(b, t, d)).astype(np.float32)
@@ -54,9 +55,10 @@ def test_block_attnres_matches_reference(block_size, weights):
   sublayers = [lambda x, m=m: np.tanh(x @ m) for m in mats]
   queries = [rng.normal(size=d).astype(np.float32) for _ in range(units)]  # non-zero: a real test
   blocks, partial = _reference_block_attnres(emb, sublayers, queries, block_size, weights)
-  state = _run_connector('attnres', emb, sublayers, queries, block_size, weights)
+  state = _run_connector('attnres', emb, sublayers, queries, block_size, weights, stacked)
   expect = blocks + ([partial] if partial is not None else [])
-  np.testing.assert_allclose(np.asarray(state['src']), np.stack(expect), rtol=2e-5, atol=2e-5)
+  got = state['src'] if stacked else jnp.stack(state['srcs'])
+  np.testing.assert_allclose(np.asarray(got), np.stack(expect), rtol=2e-5, atol=2e-5)
 
 
 def test_full_attnres_is_block_size_one_and_eq_2_to_4():
@@ -100,3 +102,13 @@ def test_source_mask_partial_block():
   # block_size 2: unit 0 sees the embedding; unit 1 also the partial block; unit 2 the completed block.
   masks = [np.asarray(connectors.source_mask(j, 4, 2)) for j in range(5)]
   assert [m.sum() for m in masks] == [1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize('kind,norm', [('softmax', 'none'), ('silu', 'num_sources'),
+                                       ('sigmoid', 'none')])
+def test_list_depth_weights_equal_stacked(kind, norm):
+  """The unrolled path's per-source weights equal the scan path's stacked, masked ones."""
+  scores = 3 * jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3))
+  stacked = connectors.depth_weights(scores, jnp.ones(4, bool), kind, norm)
+  listed = connectors.depth_weights_list(list(scores), kind, norm)
+  np.testing.assert_allclose(np.stack(listed), stacked, rtol=1e-6, atol=1e-7)

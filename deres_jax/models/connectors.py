@@ -25,6 +25,8 @@ compile time does not grow with depth. Unrolled (static j) they are a Python lis
 buffer is rewritten at every unit. Each slot's 1/RMS is cached when the slot changes: the
 key RMSNorm is computed as (w . v) / RMS(v) without materialising normalised keys.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -121,6 +123,18 @@ def depth_weights(scores, mask, kind: str, pointwise_norm: str):
   return alpha
 
 
+def depth_weights_list(scores, kind: str, pointwise_norm: str):
+  """`depth_weights` for a list of n score arrays [B, T], all visible; returns a list."""
+  if kind == 'softmax':
+    m = jax.lax.stop_gradient(functools.reduce(jnp.maximum, scores))
+    e = [jnp.exp(s - m) for s in scores]
+    z = sum(e)
+    return [x / z for x in e]
+  act = {'silu': jax.nn.silu, 'sigmoid': jax.nn.sigmoid}[kind]
+  scale = 1.0 / len(scores) if pointwise_norm == 'num_sources' else 1.0
+  return [act(s) * scale for s in scores]
+
+
 class Connector(nn.Module):
   """Forms the input of unit j from the connector state; one instance per unit."""
   kind: str = 'prenorm'           # 'prenorm' | 'attnres' | 'deres'
@@ -160,16 +174,20 @@ class Connector(nn.Module):
     return jnp.einsum('nbt,nbtd->btd', alpha.astype(src.dtype), src)
 
   def attend_list(self, srcs, rinvs, j: int):
-    """`attend` for a static j over a list of sources: one fused pass per visible source."""
+    """`attend` for a static j over a list of sources.
+
+    The weights stay a list of [B, T] arrays (`depth_weights_list`): no stack, mask or slice
+    ops, whose gradients would cost a pad and an add per source and unit.
+    """
     n = min(len(srcs), j // self.block_size + (1 if j % self.block_size else 0) + 1)
     spec = 'btd,d->bt' if self.query == 'shared' else 'btd,td->bt'
-    scores = jnp.stack([
-        jnp.einsum(spec, v, self.w.astype(v.dtype), preferred_element_type=jnp.float32)
-        * (r if self.key_norm else 1.0) for v, r in zip(srcs[:n], rinvs[:n])])
-    alpha = depth_weights(scores, jnp.ones(n, bool), self.depth_weights, self.pointwise_norm)
-    self.sow('intermediates', 'depth_weights', alpha)
-    alpha = alpha.astype(srcs[0].dtype)
-    return sum(alpha[i][..., None] * v for i, v in enumerate(srcs[:n]))
+    w = self.w.astype(srcs[0].dtype)
+    scores = [jnp.einsum(spec, v, w, preferred_element_type=jnp.float32)
+              * (r if self.key_norm else 1.0) for v, r in zip(srcs[:n], rinvs[:n])]
+    alphas = depth_weights_list(scores, self.depth_weights, self.pointwise_norm)
+    if self.is_mutable_collection('intermediates'):
+      self.sow('intermediates', 'depth_weights', jnp.stack(alphas))
+    return sum(a.astype(v.dtype)[..., None] * v for a, v in zip(alphas, srcs[:n]))
 
   def __call__(self, state, j):
     """Input u_j [B, T, D] of unit j (j = num_units gives the backbone output)."""
