@@ -20,7 +20,7 @@ Three connectors share one small interface (`init_state`, `Connector.unit_input`
 Implementation: slot 0 is the embedding and slot 1 + j // block_size accumulates block
 j // block_size; unit j reads the slots s <= j//S + (j%S > 0) (the partial sum only once the
 current block has an output). Under `nn.scan` (traced j) the sources live in a fixed-size
-buffer src [N_slots, B, T, D], N_slots = 1 + ceil(U / block_size), read through a mask, so
+buffer src [N_slots, T, B, D], N_slots = 1 + ceil(U / block_size), read through a mask, so
 compile time does not grow with depth. Unrolled (static j) they are a Python list, so no
 buffer is rewritten at every unit. Each slot's 1/RMS is cached when the slot changes: the
 key RMSNorm is computed as (w . v) / RMS(v) without materialising normalised keys.
@@ -42,7 +42,7 @@ def num_slots(num_units: int, block_size: int) -> int:
 
 def init_state(kind: str, emb, num_units: int, block_size: int, value: str = 'output',
                stacked: bool = True):
-  """Connector state before unit 0, from the token embedding emb [B, T, D].
+  """Connector state before unit 0, from the token embedding emb [T, B, D] (token-major).
 
   stacked=True keeps the sources in a fixed-size buffer (needed under nn.scan, where j is
   traced); stacked=False keeps them as a Python list (unrolled layers, static j): no buffer is
@@ -69,7 +69,7 @@ def _inv_rms(x, eps: float = 1e-6):
 
 
 def update_state(state, out, j, block_size: int, value: str = 'output'):
-  """Adds unit j's output out [B, T, D] to the stream and to its block's slot."""
+  """Adds unit j's output out [T, B, D] to the stream and to its block's slot."""
   state = dict(state)
   if 'h' in state:
     state['h'] = state['h'] + out
@@ -105,7 +105,7 @@ def source_mask(j, n_slots: int, block_size: int):
 
 
 def depth_weights(scores, mask, kind: str, pointwise_norm: str):
-  """Weights over depth sources from scores [N, B, T] (float32) and mask [N].
+  """Weights over depth sources from scores [N, T, B] (float32) and mask [N].
 
   'softmax': normalised over the visible sources (AttnRes Eq. 2).
   'silu'/'sigmoid': pointwise, unnormalised; SiLU can be negative ("forgetting"). With
@@ -124,7 +124,7 @@ def depth_weights(scores, mask, kind: str, pointwise_norm: str):
 
 
 def depth_weights_list(scores, kind: str, pointwise_norm: str):
-  """`depth_weights` for a list of n score arrays [B, T], all visible; returns a list."""
+  """`depth_weights` for a list of n score arrays [T, B], all visible; returns a list."""
   if kind == 'softmax':
     m = jax.lax.stop_gradient(functools.reduce(jnp.maximum, scores))
     e = [jnp.exp(s - m) for s in scores]
@@ -160,8 +160,8 @@ class Connector(nn.Module):
       self.theta = self.param('gate', nn.initializers.constant(self.gate_init), shape, jnp.float32)
 
   def attend(self, src, rinv, j):
-    """Block AttnRes aggregation over the sources visible to unit j: [B, T, D]."""
-    spec = 'nbtd,d->nbt' if self.query == 'shared' else 'nbtd,td->nbt'
+    """Block AttnRes aggregation over the sources visible to unit j: [T, B, D]."""
+    spec = 'ntbd,d->ntb' if self.query == 'shared' else 'ntbd,td->ntb'
     # w . RMSNorm(v) = (w . v) / RMS(v): the keys are never materialised; values stay raw.
     # No 1/sqrt(d) scaling (AttnRes Eq. 2); scores in float32 for a stable softmax.
     scores = jnp.einsum(spec, src, self.w.astype(src.dtype),
@@ -171,16 +171,16 @@ class Connector(nn.Module):
     alpha = depth_weights(scores, source_mask(j, src.shape[0], self.block_size),
                           self.depth_weights, self.pointwise_norm)
     self.sow('intermediates', 'depth_weights', alpha)
-    return jnp.einsum('nbt,nbtd->btd', alpha.astype(src.dtype), src)
+    return jnp.einsum('ntb,ntbd->tbd', alpha.astype(src.dtype), src)
 
   def attend_list(self, srcs, rinvs, j: int):
     """`attend` for a static j over a list of sources.
 
-    The weights stay a list of [B, T] arrays (`depth_weights_list`): no stack, mask or slice
+    The weights stay a list of [T, B] arrays (`depth_weights_list`): no stack, mask or slice
     ops, whose gradients would cost a pad and an add per source and unit.
     """
     n = min(len(srcs), j // self.block_size + (1 if j % self.block_size else 0) + 1)
-    spec = 'btd,d->bt' if self.query == 'shared' else 'btd,td->bt'
+    spec = 'tbd,d->tb' if self.query == 'shared' else 'tbd,td->tb'
     w = self.w.astype(srcs[0].dtype)
     scores = [jnp.einsum(spec, v, w, preferred_element_type=jnp.float32)
               * (r if self.key_norm else 1.0) for v, r in zip(srcs[:n], rinvs[:n])]
@@ -190,7 +190,7 @@ class Connector(nn.Module):
     return sum(a.astype(v.dtype)[..., None] * v for a, v in zip(alphas, srcs[:n]))
 
   def __call__(self, state, j):
-    """Input u_j [B, T, D] of unit j (j = num_units gives the backbone output)."""
+    """Input u_j [T, B, D] of unit j (j = num_units gives the backbone output)."""
     if self.kind == 'prenorm':
       return state['h']
     if 'srcs' in state:

@@ -78,11 +78,17 @@ class FeatureTokenizer(nn.Module):
     if self.mode == 'field':
       if e == self.width:
         return emb, aux
-      return layers.TokenDense(self.width, True, dtype=self.dtype, name='project')(emb), aux
+      return _project(self.width, self.dtype, emb), aux
     if self.mode == 'group':
       flat = emb.reshape(b, f * e)
       pad = -(f * e) % self.num_tokens
       flat = jnp.pad(flat, ((0, 0), (0, pad)))
       groups = flat.reshape(b, self.num_tokens, (f * e + pad) // self.num_tokens)
-      return layers.TokenDense(self.width, True, dtype=self.dtype, name='project')(groups), aux
+      return _project(self.width, self.dtype, groups), aux
     raise ValueError(f"tokenizer mode must be 'field' or 'group', got {self.mode!r}")
+
+
+def _project(width, dtype, x):
+  """Token-specific projection of x [B, T, E] to [B, T, width] (TokenDense is token-major)."""
+  y = layers.TokenDense(width, True, dtype=dtype, name='project')(x.transpose(1, 0, 2))
+  return y.transpose(1, 0, 2)

@@ -105,6 +105,8 @@ class CTRTransformer(nn.Module):
         self.vocab_sizes, self.num_dense, self.embed_dim, self.width, self.tokenizer,
         self.num_tokens, self.dense_transform, self.table_pad, self.dtype, name='tokenizer')(batch)
     t = emb.shape[1]
+    # The backbone runs token-major, [T, B, D] (see layers.py); the head gets [B, T*D] again.
+    emb = emb.transpose(1, 0, 2)
     units = self.num_units()
     weights = self.depth_weights
     if weights == 'auto':
@@ -132,7 +134,10 @@ class CTRTransformer(nn.Module):
     state = carry[0]
     # Output: PreNorm's final stream; AttnRes/DeRes aggregate all blocks with their own query.
     out = connectors.Connector(name='out_res', **conn)(state, units)
-    out = layers.RMSNorm(name='out_norm')(out)  # [B, T, D]
-    pooled = out.reshape(out.shape[0], -1) if self.head_pool == 'flatten' else out.mean(axis=1)
+    out = layers.RMSNorm(name='out_norm')(out)  # [T, B, D]
+    if self.head_pool == 'flatten':
+      pooled = out.transpose(1, 0, 2).reshape(out.shape[1], -1)  # [B, T*D]
+    else:
+      pooled = out.mean(axis=0)  # [B, D]
     logits = layers.MLPHead(self.head_hidden, self.dtype, name='head')(pooled)
     return logits.astype(jnp.float32), aux
