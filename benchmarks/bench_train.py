@@ -147,11 +147,13 @@ def main():
   p.add_argument('--tokens', type=int, default=8, help='RankMixer tokens (tokenizer=group)')
   p.add_argument('--tokenizer', default='group')
   p.add_argument('--block_size', type=int, default=4)
+  p.add_argument('--layer_unit', default='sublayer',
+                 help="sublayer: 2 connected units per block (AttnRes); block: 1 per block")
   p.add_argument('--batch', type=int, default=1024)
   p.add_argument('--steps', type=int, default=20)
   p.add_argument('--warmup', type=int, default=3)
   p.add_argument('--dtype', default='float32', help='float32 | bfloat16 (compute dtype)')
-  p.add_argument('--scan', type=int, default=1, help='1: nn.scan over blocks, 0: unrolled')
+  p.add_argument('--scan', type=int, default=0, help='0: unrolled blocks (the default), 1: nn.scan')
   p.add_argument('--json', default='', help='also write the results to this file')
   a = p.parse_args()
 
@@ -164,7 +166,8 @@ def main():
   else:
     c.model.update(name='transformer', connector=a.model, depth=a.depth, width=a.width,
                    num_heads=a.heads, tokenizer=a.tokenizer, num_tokens=a.tokens,
-                   block_size=min(a.block_size, 2 * a.depth), scan_layers=bool(a.scan))
+                   layer_unit=a.layer_unit, scan_layers=bool(a.scan),
+                   block_size=min(a.block_size, a.depth * (2 if a.layer_unit == 'sublayer' else 1)))
   peak = matmul_peak(jnp.bfloat16 if a.dtype == 'bfloat16' else jnp.float32)
   runs = {a.model: build(c, schema, a.batch)}
   if a.model in ('deres', 'attnres'):

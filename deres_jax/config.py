@@ -67,8 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.qkv = 'token'           # 'token': OneTrans token-specific Q/K/V/O; 'shared'
   c.model.ffn = 'token'           # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
   c.model.dropout = 0.0           # dropout on sublayer outputs
-  c.model.scan_layers = True      # nn.scan over stacked blocks: compile time independent of depth;
-                                  # False (unrolled) steps faster up to depth ~16 on CPU (see README)
+  # False: blocks unrolled (fastest steps; compile time grows with depth). True: nn.scan over
+  # stacked blocks, compile time independent of depth, for deep stacks (depth >~ 16). On CPU at
+  # depth 4 a DeRes step takes 202 ms unrolled vs 333 ms under scan (benchmarks/README.md).
+  c.model.scan_layers = False
   c.model.head_pool = 'flatten'   # 'flatten' the T tokens (T*D) or 'mean'-pool them (D) for the head
   c.model.head_hidden = (256,)    # hidden sizes of the head MLP
   # Residual connector: 'prenorm' (identity skip), 'attnres' (Attention Residuals), 'deres'.

@@ -27,7 +27,7 @@ def _model(**kw):
   return CTRTransformer(**{**base, **kw})
 
 
-@pytest.mark.parametrize('kw', [dict(), dict(scan_layers=False), dict(layer_unit='block'),
+@pytest.mark.parametrize('kw', [dict(), dict(scan_layers=True), dict(layer_unit='block'),
                                 dict(tokenizer='group', num_tokens=4), dict(query='token'),
                                 dict(gate='scalar', gate_init=2.0), dict(block_size=1)])
 def test_deres_at_init_equals_prenorm(kw):
@@ -130,7 +130,7 @@ def test_gradients_reach_both_paths_and_the_gate():
 def test_query_gradient_nonzero_at_init():
   """SiLU'(0) = 1/2: zero-initialised pseudo-queries still learn from the first step."""
   batch = _batch()
-  de = _model(connector='deres')
+  de = _model(connector='deres', scan_layers=True)
   v = nn.unbox(de.init(jax.random.PRNGKey(4), batch)['params'])
   g = jax.grad(lambda p: de.apply({'params': p}, batch)[0].sum())(v)
   assert float(jnp.abs(g['blocks']['attn_res']['query']).max()) > 0

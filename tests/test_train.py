@@ -19,8 +19,10 @@ def _losses(workdir):
           if 'train/loss' in r}
 
 
-def test_one_step_same_loss_on_1_and_8_devices(tiny_config, tmp_path):
+@pytest.mark.parametrize('scan', [False, True])  # unrolled blocks, or nn.scan over stacked ones
+def test_one_step_same_loss_on_1_and_8_devices(tiny_config, tmp_path, scan):
   c = tiny_config
+  c.model.scan_layers = scan
   c.train.update(num_steps=2, log_every=1)
   ds = data.load(c.data)
   trainer.train_and_evaluate(c, str(tmp_path / 'one'), dataset=ds, devices=jax.devices()[:1])

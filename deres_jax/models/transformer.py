@@ -77,7 +77,7 @@ class CTRTransformer(nn.Module):
   qkv: str = 'token'            # OneTrans: token-specific Q/K/V for non-sequential tokens
   ffn: str = 'token'            # RankMixer/OneTrans per-token FFN
   dropout: float = 0.0
-  scan_layers: bool = True
+  scan_layers: bool = False     # True: nn.scan over stacked blocks (see config.py)
   # Residual connector (see connectors.py and research/deres.md §7.6).
   connector: str = 'prenorm'
   layer_unit: str = 'sublayer'  # A1
