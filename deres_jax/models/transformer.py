@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from deres_jax.models import connectors
 from deres_jax.models import layers
+from deres_jax.models import source_scan
 from deres_jax.models.tokenizer import FeatureTokenizer
 
 
@@ -99,6 +100,16 @@ class CTRTransformer(nn.Module):
   def num_units(self) -> int:
     return self.depth * (2 if self.layer_unit == 'sublayer' else 1)
 
+  def _rebuild_sources(self, train: bool) -> bool:
+    """Whether the scanned blocks use `source_scan` (AttnRes/DeRes source buffer, see there).
+
+    Not at init (nn.scan creates the parameters), nor when sowing intermediates (depth
+    weights for inspection), nor with active dropout (nn.scan splits its RNG per block).
+    """
+    return (self.connector != 'prenorm' and not self.is_initializing()
+            and not self.is_mutable_collection('intermediates')
+            and not (train and self.dropout > 0))
+
   @nn.compact
   def __call__(self, batch, train: bool = False):
     emb, aux = FeatureTokenizer(
@@ -121,7 +132,15 @@ class CTRTransformer(nn.Module):
                     qkv=self.qkv, ffn=self.ffn, layer_unit=self.layer_unit,
                     connector=dict(conn, value=self.value), dropout=self.dropout,
                     deterministic=not train, dtype=self.dtype)
-    if self.scan_layers:
+    if self.scan_layers and self._rebuild_sources(train):
+      # Same parameters as nn.scan below (which creates them at init), applied by a scan whose
+      # backward pass rebuilds the source buffer instead of saving it per block.
+      params = nn.unbox(self.variables['params']['blocks'])
+      block = Block(**block_kw)
+      apply_block = lambda p, st, i: block.apply({'params': p}, (st, i))[0][0]  # noqa: E731
+      per_layer = 2 if self.layer_unit == 'sublayer' else 1
+      carry = (source_scan.scan_blocks(apply_block, per_layer, self.block_size, params, state),)
+    elif self.scan_layers:
       carry = (state, jnp.zeros((), jnp.int32))  # the block index is traced inside the scan
       blocks = nn.scan(Block, variable_axes={'params': 0, 'intermediates': 0},
                        split_rngs={'params': True, 'dropout': True}, length=self.depth,
