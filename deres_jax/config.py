@@ -68,8 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.ffn = 'token'           # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
   c.model.dropout = 0.0           # dropout on sublayer outputs
   # False: blocks unrolled (fastest steps; compile time grows with depth). True: nn.scan over
-  # stacked blocks, compile time independent of depth, for deep stacks (depth >~ 16). On CPU at
-  # depth 4 a DeRes step takes 202 ms unrolled vs 333 ms under scan (benchmarks/README.md).
+  # stacked blocks, compile time independent of depth, for deep stacks (depth >~ 16). On CPU
+  # unrolled steps are faster at the paper's depths (figures in benchmarks/README.md).
   c.model.scan_layers = False
   c.model.head_pool = 'flatten'   # 'flatten' the T tokens (T*D) or 'mean'-pool them (D) for the head
   c.model.head_hidden = (256,)    # hidden sizes of the head MLP

@@ -6,7 +6,10 @@ The residual design is pluggable (`connector`: 'prenorm' | 'attnres' | 'deres', 
 where u_* are the connector's inputs (for PreNorm: the running stream h).
 
 With `scan_layers=True` the L blocks are applied with `nn.scan` over stacked parameters
-(parameters get a leading 'layers' axis) so compile time does not grow with depth.
+(parameters get a leading 'layers' axis) so compile time does not grow with depth; for
+AttnRes/DeRes the training step then runs `source_scan.scan_blocks` on the same parameters,
+which does not store the depth-source buffer per block. The default, `scan_layers=False`,
+unrolls the blocks: faster steps at moderate depth, compile time growing with depth.
 """
 from typing import Any
 
