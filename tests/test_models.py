@@ -156,6 +156,13 @@ def test_scan_does_not_keep_the_source_buffer_per_block(monkeypatch):
   assert saved_per_block - rebuilt > (depth - 1) * buffer_bytes, (saved_per_block, rebuilt)
 
 
+def test_scanned_model_given_unrolled_params_says_so():
+  batch = _batch()
+  unrolled = _model(connector='deres').init(jax.random.PRNGKey(0), batch)['params']
+  with pytest.raises(ValueError, match='not interchangeable'):
+    _model(connector='deres', scan_layers=True).apply({'params': unrolled}, batch)
+
+
 def test_gradients_reach_both_paths_and_the_gate():
   batch = _batch()
   de = _model(connector='deres', scan_layers=False)

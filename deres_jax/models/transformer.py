@@ -7,8 +7,8 @@ where u_* are the connector's inputs (for PreNorm: the running stream h).
 
 With `scan_layers=True` the L blocks are applied with `nn.scan` over stacked parameters
 (parameters get a leading 'layers' axis) so compile time does not grow with depth; for
-AttnRes/DeRes the training step then runs `source_scan.scan_blocks` on the same parameters,
-which does not store the depth-source buffer per block. The default, `scan_layers=False`,
+AttnRes/DeRes, applying the model (after init) runs `source_scan.scan_blocks` on the same
+parameters, whose gradient does not store the depth-source buffer per block. The default, `scan_layers=False`,
 unrolls the blocks: faster steps at moderate depth, compile time growing with depth.
 """
 from typing import Any
@@ -138,8 +138,12 @@ class CTRTransformer(nn.Module):
     if self.scan_layers and self._rebuild_sources(train):
       # Same parameters as nn.scan below (which creates them at init), applied by a scan whose
       # backward pass rebuilds the source buffer instead of saving it per block.
+      if 'blocks' not in self.variables.get('params', {}):
+        raise ValueError('scan_layers=True expects the stacked parameters of nn.scan under '
+                         "'blocks'; these look like an unrolled model's (block_0, block_1, ...). "
+                         'The two layouts are not interchangeable: set scan_layers to match.')
       params = nn.unbox(self.variables['params']['blocks'])
-      block = Block(**block_kw)
+      block = Block(**block_kw, parent=None)  # a free module: applied as a pure function
       apply_block = lambda p, st, i: block.apply({'params': p}, (st, i))[0][0]  # noqa: E731
       per_layer = 2 if self.layer_unit == 'sublayer' else 1
       carry = (source_scan.scan_blocks(apply_block, per_layer, self.block_size, params, state),)
