@@ -16,7 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from deres_jax.data.schema import Schema  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
@@ -27,8 +26,7 @@ def main():
   p.add_argument('--batch', type=int, default=1024)
   p.add_argument('--unrolled_max', type=int, default=16, help='largest depth compiled unrolled')
   a = p.parse_args()
-  schema = Schema(dense_names=tuple(f'I{i}' for i in range(13)),
-                  cat_names=tuple(f'C{i}' for i in range(26)), vocab_sizes=bench_train.CRITEO_VOCAB)
+  schema = bench_train.criteo_schema()
   results = {}
   for scan in (True, False):
     for depth in a.depths:

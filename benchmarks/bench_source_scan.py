@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from deres_jax.config import base_config  # pylint: disable=wrong-import-position
-from deres_jax.data.schema import Schema  # pylint: disable=wrong-import-position
 from deres_jax.models import transformer  # pylint: disable=wrong-import-position
 
 
@@ -30,8 +29,7 @@ def main():
   p.add_argument('--steps', type=int, default=12)
   p.add_argument('--warmup', type=int, default=2)
   a = p.parse_args()
-  schema = Schema(dense_names=tuple(f'I{i}' for i in range(13)),
-                  cat_names=tuple(f'C{i}' for i in range(26)), vocab_sizes=bench_train.CRITEO_VOCAB)
+  schema = bench_train.criteo_schema()
   c = base_config()
   c.model.update(name='transformer', connector='deres', depth=a.depth, width=a.width,
                  num_heads=4, tokenizer='group', num_tokens=8, block_size=4, scan_layers=True)

@@ -39,6 +39,12 @@ from deres_jax.train.optim import make_optimizer
 CRITEO_VOCAB = tuple(int(v) for v in np.geomspace(10, 100_000, 26))
 
 
+def criteo_schema():
+  """Criteo's layout: 13 dense and 26 categorical fields (vocabularies 10 to 100k rows)."""
+  return Schema(dense_names=tuple(f'I{i}' for i in range(13)),
+                cat_names=tuple(f'C{i}' for i in range(26)), vocab_sizes=CRITEO_VOCAB)
+
+
 def matmul_peak(dtype, n=4096, reps=10):
   """Measured FLOP/s of a large square matmul on the first device."""
   a = jnp.ones((n, n), dtype)
@@ -157,8 +163,7 @@ def main():
   p.add_argument('--json', default='', help='also write the results to this file')
   a = p.parse_args()
 
-  schema = Schema(dense_names=tuple(f'I{i}' for i in range(13)),
-                  cat_names=tuple(f'C{i}' for i in range(26)), vocab_sizes=CRITEO_VOCAB)
+  schema = criteo_schema()
   c = base_config()
   c.compute_dtype = a.dtype
   if a.model == 'dcnv2':

@@ -27,9 +27,12 @@ def _current_slot(i, units_per_layer: int, block_size: int):
   return 1 + (units_per_layer * i) // block_size
 
 
-def _forward(apply_block, units_per_layer, block_size, params, state):
+def _forward(apply_block, units_per_layer, block_size, params, state, save: bool):
+  """Runs the blocks; with save=True also returns what the backward pass needs per block."""
   def body(st, xs):
     p, i = xs
+    if not save:  # a forward pass only (evaluation): nothing to keep per block
+      return apply_block(p, st, i), None
     saved = {k: v for k, v in st.items() if k != 'src'}  # h and 1/RMS: one [T, B(, D)] each
     saved['partial'] = st['src'][_current_slot(i, units_per_layer, block_size)]
     return apply_block(p, st, i), saved
@@ -40,11 +43,11 @@ def _forward(apply_block, units_per_layer, block_size, params, state):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def scan_blocks(apply_block, units_per_layer: int, block_size: int, params, state):
   """Applies L blocks in order; returns the final connector state (see module docstring)."""
-  return _forward(apply_block, units_per_layer, block_size, params, state)[0]
+  return _forward(apply_block, units_per_layer, block_size, params, state, save=False)[0]
 
 
 def _scan_fwd(apply_block, units_per_layer, block_size, params, state):
-  final, saved = _forward(apply_block, units_per_layer, block_size, params, state)
+  final, saved = _forward(apply_block, units_per_layer, block_size, params, state, save=True)
   return final, (params, final['src'], saved)
 
 
