@@ -31,7 +31,7 @@ def main():
   a = p.parse_args()
   schema = bench_train.criteo_schema()
   c = base_config()
-  c.model.update(name='transformer', connector='deres', depth=a.depth, width=a.width,
+  c.model.update(connector='deres', depth=a.depth, width=a.width,
                  num_heads=4, tokenizer='group', num_tokens=8, block_size=4, scan_layers=True)
   runs = {'source_scan': bench_train.build(c, schema, a.batch)}
   original = transformer.CTRTransformer._rebuild_sources

@@ -90,9 +90,8 @@ def build(c, schema, batch_size):
   """Compiles the trainer's own train step for config c; returns a dict describing it."""
   mesh = trainer.make_mesh(c.mesh)
   model_config = c.model.copy_and_resolve_references()
-  with model_config.unlocked():
-    model_config.dtype = jnp.bfloat16 if c.compute_dtype == 'bfloat16' else jnp.float32
-  model = models.build(model_config, schema)
+  dtype = jnp.bfloat16 if c.compute_dtype == 'bfloat16' else jnp.float32
+  model = models.build(model_config, schema, dtype=dtype)
   tx = make_optimizer(c.optim, 1000)
   rng = np.random.default_rng(0)
   host = {'label': rng.integers(0, 2, batch_size).astype(np.float32),
@@ -109,7 +108,7 @@ def build(c, schema, batch_size):
   if getattr(model_config, 'scan_layers', False):
     with model_config.unlocked():
       model_config.scan_layers = False
-    unrolled = models.build(model_config, schema)
+    unrolled = models.build(model_config, schema, dtype=dtype)
     ustate, ushard = step_lib.create_state(unrolled, tx, mesh, c.sharding_rules, host, 0)
     flops_step, _ = step_lib.make_steps(unrolled, tx, mesh, ushard)
     cost = flops_step.lower(ustate, batch).cost_analysis()
@@ -167,9 +166,9 @@ def main():
   c = base_config()
   c.compute_dtype = a.dtype
   if a.model == 'dcnv2':
-    c.model.update(name='dcnv2', embed_dim=16, num_cross=3, dnn_hidden=(400, 400, 400))
+    c.model = models.model_config('dcnv2', embed_dim=16, num_cross=3, dnn_hidden=(400, 400, 400))
   else:
-    c.model.update(name='transformer', connector=a.model, depth=a.depth, width=a.width,
+    c.model.update(connector=a.model, depth=a.depth, width=a.width,
                    num_heads=a.heads, tokenizer=a.tokenizer, num_tokens=a.tokens,
                    layer_unit=a.layer_unit, scan_layers=bool(a.scan),
                    block_size=min(a.block_size, a.depth * (2 if a.layer_unit == 'sublayer' else 1)))

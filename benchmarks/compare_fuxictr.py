@@ -84,7 +84,7 @@ def bench_deres_jax(vocab, cat, label, batch, steps, warmup):
   from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from deres_jax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   c = base_config()
-  c.model.update(name='dcnv2', embed_dim=16, num_cross=3, dnn_hidden=(400, 400, 400))
+  c.model = models.model_config('dcnv2', embed_dim=16, num_cross=3, dnn_hidden=(400, 400, 400))
   # deres_jax ids reserve row 0 for OOV: shift ids by one and add the row.
   schema = Schema(cat_names=tuple(f'C{i}' for i in range(len(vocab))),
                   vocab_sizes=tuple(int(v) + 1 for v in vocab))

@@ -11,7 +11,7 @@ import difflib
 
 import ml_collections
 
-from deres_jax.models import connectors
+from deres_jax import models
 
 
 class ConfigError(ValueError):
@@ -53,56 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.std_three = 0.7          # synthetic: std of the 3-way part
   c.data.std_four = 0.6           # synthetic: std of the 4-way part
 
-  # Model (deres_jax.models.MODELS[name]; fields below are CTRTransformer's).
-  c.model = ml_collections.ConfigDict()
-  c.model.name = 'transformer'    # 'transformer' | 'logreg' | 'dcnv2'
-  c.model.embed_dim = 16          # E: embedding size of every field
-  c.model.tokenizer = 'field'     # 'field': one token per field; 'group': RankMixer split into num_tokens
-  c.model.num_tokens = 8          # T when tokenizer='group'
-  c.model.dense_transform = 'log1p'  # dense values x -> sign(x) log(1+|x|) before embedding; or 'none'
-  c.model.depth = 2               # L: Transformer blocks (attention + per-token FFN each)
-  c.model.width = 32              # D: token width
-  c.model.num_heads = 4           # attention heads; must divide width
-  c.model.ffn_mult = 2            # FFN hidden size = ffn_mult * width
-  c.model.qkv = 'token'           # 'token': OneTrans token-specific Q/K/V/O; 'shared'
-  c.model.ffn = 'token'           # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
-  c.model.dropout = 0.0           # dropout on sublayer outputs
-  # False: blocks unrolled (fastest steps; compile time grows with depth). True: nn.scan over
-  # stacked blocks, compile time independent of depth, for deep stacks (depth >~ 16). On CPU
-  # unrolled steps are faster at the paper's depths (figures in benchmarks/README.md).
-  c.model.scan_layers = False
-  c.model.head_pool = 'flatten'   # 'flatten' the T tokens (T*D) or 'mean'-pool them (D) for the head
-  c.model.head_hidden = (256,)    # hidden sizes of the head MLP
-  # Residual connector: 'prenorm' (identity skip), 'attnres' (Attention Residuals), 'deres'.
-  c.model.connector = 'deres'
-  # A1: what a connected "layer" is. 'sublayer': every attention and every FFN sublayer, as in
-  # AttnRes (two connectors per Transformer block); 'block': one per Transformer block.
-  c.model.layer_unit = 'sublayer'
-  # A2: connected units per AttnRes block (1 = Full AttnRes). 4 sublayers = 2 Transformer blocks
-  # per AttnRes block (§7.7). The current block's partial sum is always a source (AttnRes §3.2).
-  c.model.block_size = 4
-  # A3: what a block stores as its value: 'output' = sum of its units' outputs (AttnRes);
-  # 'hidden' = the stream h at the block's end. The token embedding is always source 0.
-  c.model.value = 'output'
-  # A6: weights over depth: 'auto' (softmax for attnres, silu for deres), 'softmax',
-  # 'silu' (Pointwise AttnRes) or 'sigmoid' (AttnRes's ablation).
-  c.model.depth_weights = 'auto'
-  # A6: pointwise weights divided by the number of visible sources ('num_sources', HSTU's 1/N)
-  # or left unnormalised ('none'). Ignored by softmax.
-  c.model.pointwise_norm = 'num_sources'
-  c.model.key_norm = True         # A6: RMSNorm on the keys (never on the values), as in AttnRes
-  c.model.query = 'shared'        # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
-  # A4: merge of the Identity path h and the AttnRes path a, per hidden dimension:
-  # 'add': h + g*a (starts exactly as PreNorm with SiLU weights); 'convex': g*h + (1-g)*a.
-  c.model.merge = 'add'
-  # A5: the gate g = sigmoid(theta): 'vector' (theta in R^D per unit, the abstract's
-  # "vector-wise gate"), 'scalar' (one per unit) or 'none' (g = 1). Static, input-independent.
-  c.model.gate = 'vector'
-  c.model.gate_init = 0.0         # A5: initial theta (0 -> g = 0.5)
-  # DCNv2 (name='dcnv2') only.
-  c.model.num_cross = 3           # cross layers
-  c.model.dnn_hidden = (400, 400, 400)  # deep tower
-  c.model.structure = 'parallel'  # 'parallel' | 'stacked'
+  # Model: exactly the fields of models.MODELS[name], with the defaults and comments of the
+  # model's own dataclass (`models.fields(name)`; README "Model zoo"). Config files start
+  # from `models.model_config(name, **fields)`; on the command line,
+  # --config.model.name=<other> switches the section to that model's fields first.
+  c.model = models.model_config('transformer')
 
   # Optimizer.
   c.optim = ml_collections.ConfigDict()
@@ -125,8 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.progress = True         # show a progress bar
   c.train.transfer_guard = 'disallow'  # implicit host<->device transfers in the loop: 'disallow' | 'log' | 'allow'
 
-  # Evaluation and early stopping (on validation AUC).
+  # Evaluation and early stopping (on the monitored validation metric).
   c.eval = ml_collections.ConfigDict()
+  c.eval.monitor = 'auc'          # metric for the best model and early stopping: 'auc' (up) | 'logloss' (down)
   c.eval.every_steps = 250        # validation every this many steps (and at the end)
   c.eval.batch_size = 8192
   c.eval.patience = 0             # stop after this many evaluations without improvement; 0 = never
@@ -151,21 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 CHOICES = {
     'compute_dtype': ('float32', 'bfloat16'),
-    'model.name': ('transformer', 'logreg', 'dcnv2'),
-    'model.structure': ('parallel', 'stacked'),
-    'model.tokenizer': ('field', 'group'),
-    'model.dense_transform': ('log1p', 'none'),
-    'model.qkv': ('token', 'shared'),
-    'model.ffn': ('token', 'shared'),
-    'model.head_pool': ('flatten', 'mean'),
-    'model.connector': connectors.KINDS,
-    'model.layer_unit': ('sublayer', 'block'),
-    'model.value': ('output', 'hidden'),
-    'model.depth_weights': ('auto', 'softmax', 'silu', 'sigmoid'),
-    'model.pointwise_norm': ('num_sources', 'none'),
-    'model.query': ('shared', 'token'),
-    'model.merge': ('add', 'convex'),
-    'model.gate': ('vector', 'scalar', 'none'),
+    'eval.monitor': ('auc', 'logloss'),
     'optim.name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.schedule': ('constant', 'cosine'),
@@ -185,52 +127,87 @@ def _flatten(cfg, prefix=''):
   return out
 
 
+def _type_ok(value, want) -> bool:
+  if isinstance(want, bool) or isinstance(value, bool):
+    return isinstance(value, bool) == isinstance(want, bool)
+  if isinstance(want, float):
+    return isinstance(value, (int, float))
+  if isinstance(want, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  if want is None:
+    return True
+  return isinstance(value, type(want))
+
+
+def validate_model(model_cfg):
+  """Checks config.model against the chosen model's own fields, choices and check()."""
+  if 'name' not in model_cfg:
+    raise ConfigError(f'config.model.name is missing; choose one of {list(models.MODELS)}.')
+  name = model_cfg.name
+  try:
+    known = models.fields(name)
+  except models.UnknownModelError as e:
+    raise ConfigError(str(e)) from None
+  for key, value in model_cfg.items():
+    if key == 'name':
+      continue
+    if key not in known:
+      raise ConfigError(models.unknown_field_message(name, key))
+    want = known[key][0]
+    if not _type_ok(value, want):
+      raise ConfigError(f'config.model.{key} must be a {type(want).__name__} for model '
+                        f'{name!r}, got {value!r} ({type(value).__name__}).')
+  for key, allowed in models.choices(name).items():
+    if key in model_cfg and model_cfg[key] not in allowed:
+      raise ConfigError(f'config.model.{key}={model_cfg[key]!r} is not one of {list(allowed)} '
+                        f'(model {name!r}).')
+  for key, value in model_cfg.items():  # sizes and counts: a 0 or negative one never runs
+    if (isinstance(value, int) and not isinstance(value, bool) and value <= 0 and
+        isinstance(known[key][0], int) and known[key][0] > 0 and key not in _MAY_BE_ZERO):
+      raise ConfigError(f'config.model.{key} must be positive, got {value} (model {name!r}).')
+  dropout = model_cfg.get('dropout', 0.0)
+  if not 0.0 <= dropout < 1.0:
+    raise ConfigError(f'config.model.dropout must be in [0, 1), got {dropout}.')
+  # The model's own cross-field checks, on a module built for a stand-in schema.
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items() if k != 'name'}
+  try:
+    models.get_class(name)(vocab_sizes=(8, 8), num_dense=1, **kwargs).check()
+  except ValueError as e:
+    raise ConfigError(f'config.model (model {name!r}): {e}') from None
+
+
+# Integer model fields with a positive default for which 0 still means something.
+_MAY_BE_ZERO = ('skip_every', 'num_cross', 'low_rank', 'pyramid_min_tokens', 'aux_every')
+
+
 def validate(config, num_devices: int | None = None):
   """Raises ConfigError on the first problem; returns the config unchanged otherwise."""
   base = _flatten(base_config())
+  base = {k: v for k, v in base.items() if not k.startswith('model.')}
   given = _flatten(config)
   for key in given:
-    if key not in base:
-      # The same field in another section, or a typo of a field ('model.depht').
+    if key not in base and not key.startswith('model.'):
+      # The same field in another section, or a typo of a field ('train.num_step').
       close = ([k for k in base if k.split('.')[-1] == key.split('.')[-1]] or
                difflib.get_close_matches(key, list(base), n=1))
       hint = f' Did you mean {close[0]!r}?' if close else ''
       raise ConfigError(f'Unknown config key {key!r}.{hint}')
   for key, value in given.items():
+    if key.startswith('model.'):
+      continue
     want = base[key]
-    if isinstance(want, bool) or isinstance(value, bool):
-      ok = isinstance(value, bool) == isinstance(want, bool)
-    elif isinstance(want, float):
-      ok = isinstance(value, (int, float))
-    elif isinstance(want, (tuple, list)):
-      ok = isinstance(value, (tuple, list))
-    elif want is None:
-      ok = True
-    else:
-      ok = isinstance(value, type(want))
-    if not ok:
+    if not _type_ok(value, want):
       raise ConfigError(f'config.{key} must be a {type(want).__name__}, got {value!r} '
                         f'({type(value).__name__}).')
   for key, choices in CHOICES.items():
     if key in given and given[key] not in choices:
       raise ConfigError(f'config.{key}={given[key]!r} is not one of {list(choices)}.')
-  m = config.model
-  positive = ['model.depth', 'model.width', 'model.num_heads', 'model.embed_dim',
-              'model.block_size', 'model.num_tokens', 'model.ffn_mult', 'train.batch_size',
-              'train.num_steps', 'train.log_every', 'eval.every_steps', 'eval.batch_size']
+  validate_model(config.model)
+  positive = ['train.batch_size', 'train.num_steps', 'train.log_every', 'eval.every_steps',
+              'eval.batch_size']
   for key in positive:
     if key in given and given[key] <= 0:
       raise ConfigError(f'config.{key} must be positive, got {given[key]}.')
-  if m.name == 'transformer':
-    if m.width % m.num_heads:
-      raise ConfigError(f'config.model.num_heads={m.num_heads} does not divide '
-                        f'config.model.width={m.width}.')
-    units = m.depth * (2 if m.layer_unit == 'sublayer' else 1)
-    if m.connector != 'prenorm' and m.block_size > units:
-      raise ConfigError(f'config.model.block_size={m.block_size} is larger than the {units} '
-                        f'connected units (depth={m.depth}, layer_unit={m.layer_unit!r}).')
-  if not 0.0 <= config.model.dropout < 1.0:
-    raise ConfigError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}.')
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
   if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included
@@ -255,6 +232,57 @@ def validate(config, num_devices: int | None = None):
       if given[key] % data:
         raise ConfigError(f'config.{key}={given[key]} is not divisible by the data axis of size '
                           f'{data}.')
+  return config
+
+
+def split_model_flags(argv):
+  """Takes the --config.model.<field>=<value> flags out of argv: (other argv, [(field, text)]).
+
+  They are applied after the config file by `apply_model_overrides`, because which fields
+  exist depends on --config.model.name.
+  """
+  rest, pairs, i = [], [], 0
+  prefix = '--config.model.'
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith(prefix):
+      key, eq, text = arg[len(prefix):].partition('=')
+      if not eq and i + 1 < len(argv):  # '--config.model.depth 8'
+        i += 1
+        text = argv[i]
+      pairs.append((key, text))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, pairs
+
+
+def apply_model_overrides(config, pairs):
+  """Applies [(field, text)] model overrides: name first (switching the section), then fields.
+
+  Raises ConfigError with one sentence for an unknown model, a field the chosen model does
+  not have, or a value that does not parse.
+  """
+  names = [text for key, text in pairs if key == 'name']
+  with config.unlocked():
+    if names and names[-1] != config.model.get('name'):
+      try:
+        config.model = models.switch(config.model, names[-1])
+      except models.UnknownModelError as e:
+        raise ConfigError(str(e)) from None
+    name = config.model.name
+    known = models.fields(name)
+    for key, text in pairs:
+      if key == 'name':
+        continue
+      if key not in known:
+        raise ConfigError(models.unknown_field_message(name, key))
+      try:
+        value = models.parse_value(name, key, text)
+        with config.model.ignore_type():
+          config.model[key] = value
+      except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
   return config
 
 

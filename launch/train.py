@@ -2,6 +2,10 @@
 
   python launch/train.py --config=configs/quickstart.py --workdir=/tmp/quickstart
   python launch/train.py --config=configs/quickstart.py --workdir=/tmp/q --config.model.depth=8
+  python launch/train.py --config=configs/quickstart.py --workdir=/tmp/q1 --config.model.name=onetrans
+
+`--config.model.*` flags are applied after the config file, name first: switching the model
+switches `config.model` to that model's own fields (README "Model zoo").
 """
 import sys
 
@@ -24,6 +28,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 _STARTED = False
+_MODEL_FLAGS = []  # (field, text) pairs of --config.model.* flags, see config.split_model_flags
 
 
 def main(argv):
@@ -37,7 +42,11 @@ def main(argv):
   from deres_jax import data  # pylint: disable=g-import-not-at-top
   from deres_jax.train import checkpoint, distributed, report, trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  config = _CONFIG.value
+  try:
+    config = config_lib.apply_model_overrides(_CONFIG.value, _MODEL_FLAGS)
+  except config_lib.ConfigError as e:
+    print(f'error: bad --config.model override: {e}', file=sys.stderr)
+    sys.exit(2)
   # Before anything touches devices: in a multi-process job every process must join first.
   distributed.initialize(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
@@ -69,6 +78,8 @@ def _override_error(e: Exception) -> str:
 
 
 if __name__ == '__main__':
+  from deres_jax.config import split_model_flags  # pylint: disable=g-import-not-at-top
+  sys.argv, _MODEL_FLAGS[:] = split_model_flags(sys.argv)
   try:
     app.run(main)
   except (AttributeError, KeyError, TypeError, ValueError) as e:

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deres_jax.models import backbone
 from deres_jax.models import connectors
 from deres_jax.models.logreg import LogisticRegression
 from deres_jax.models.transformer import CTRTransformer
@@ -79,15 +80,14 @@ def test_full_attnres_equals_block_attnres_with_block_size_one():
   out_full, inter = full.apply({'params': v}, batch, mutable=['intermediates'])
   # Same parameters under scan (stacked) must give the same function.
   scanned = _model(connector='attnres', block_size=1, scan_layers=True)
-  stacked = {k: w for k, w in v.items() if not k.startswith('block_')}
-  stacked['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[v[f'block_{i}'] for i in range(3)])
+  stacked = _stack_blocks(v)
   out_scan = scanned.apply({'params': stacked}, batch)[0]
   np.testing.assert_allclose(np.asarray(out_full[0]), np.asarray(out_scan), rtol=1e-5, atol=1e-5)
   # Unit j of Full AttnRes attends over exactly j + 1 sources (embedding + j outputs).
   w = inter['intermediates']
   for i in range(3):
-    for name, j in (('attn_res', 2 * i), ('ffn_res', 2 * i + 1)):
-      alpha = np.asarray(w[f'block_{i}'][name]['depth_weights'][0])
+    for name, j in (('mixer_res', 2 * i), ('ffn_res', 2 * i + 1)):
+      alpha = np.asarray(w['backbone'][f'block_{i}'][name]['depth_weights'][0])
       assert (np.abs(alpha).sum(axis=(1, 2)) > 0).sum() == j + 1
       np.testing.assert_allclose(alpha.sum(0), 1.0, rtol=1e-5)  # softmax sums to one
 
@@ -99,17 +99,18 @@ def test_scan_equals_loop(connector):
   v = nn.unbox(loop.init(jax.random.PRNGKey(2), batch)['params'])
   v = jax.tree_util.tree_map_with_path(
       lambda p, x: x + 0.2 if getattr(p[-1], 'key', '') in ('query', 'gate') else x, v)
-  stacked = {k: w for k, w in v.items() if not k.startswith('block_')}
-  stacked['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[v[f'block_{i}'] for i in range(3)])
+  stacked = _stack_blocks(v)
   a = loop.apply({'params': v}, batch)[0]
   b = _model(connector=connector, scan_layers=True).apply({'params': stacked}, batch)[0]
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
 def _stack_blocks(tree, depth=3):
-  out = {k: w for k, w in tree.items() if not k.startswith('block_')}
-  out['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[f'block_{i}'] for i in range(depth)])
-  return out
+  """Unrolled parameters (backbone/block_i) -> the stacked layout of nn.scan (backbone/blocks)."""
+  bb = tree['backbone']
+  out = {k: w for k, w in bb.items() if not k.startswith('block_')}
+  out['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs), *[bb[f'block_{i}'] for i in range(depth)])
+  return dict(tree, backbone=out)
 
 
 @pytest.mark.parametrize('kw', [dict(connector='deres'), dict(connector='attnres'),
@@ -149,7 +150,7 @@ def test_scan_does_not_keep_the_source_buffer_per_block(monkeypatch):
     return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
 
   rebuilt = temp_bytes()
-  monkeypatch.setattr(CTRTransformer, '_rebuild_sources', lambda self, train: False)
+  monkeypatch.setattr(backbone.Backbone, '_rebuild_sources', lambda self, train: False)
   saved_per_block = temp_bytes()
   t, d = 3 + len(VOCAB), 16  # tokens (one per dense and categorical field), width
   buffer_bytes = connectors.num_slots(2 * depth, 2) * t * 256 * d * 4
@@ -176,12 +177,12 @@ def test_gradients_reach_both_paths_and_the_gate():
 
   g = jax.grad(loss)(v)
   for i in range(3):
-    for conn in ('attn_res', 'ffn_res'):
-      assert float(jnp.abs(g[f'block_{i}'][conn]['gate']).max()) > 0, (i, conn, 'gate')
-      assert float(jnp.abs(g[f'block_{i}'][conn]['query']).max()) > 0, (i, conn, 'query')
+    for conn in ('mixer_res', 'ffn_res'):
+      assert float(jnp.abs(g['backbone'][f'block_{i}'][conn]['gate']).max()) > 0, (i, conn, 'gate')
+      assert float(jnp.abs(g['backbone'][f'block_{i}'][conn]['query']).max()) > 0, (i, conn, 'query')
     # Sublayer weights (reached through the identity path and the attention path).
-    assert float(jnp.abs(g[f'block_{i}']['ffn']['down']['kernel']).max()) > 0
-  assert float(jnp.abs(g['out_res']['gate']).max()) > 0
+    assert float(jnp.abs(g['backbone'][f'block_{i}']['ffn']['down']['kernel']).max()) > 0
+  assert float(jnp.abs(g['backbone']['out_res']['gate']).max()) > 0
   assert float(jnp.abs(g['tokenizer']['embedding']).max()) > 0
 
 
@@ -191,7 +192,7 @@ def test_query_gradient_nonzero_at_init():
   de = _model(connector='deres', scan_layers=True)
   v = nn.unbox(de.init(jax.random.PRNGKey(4), batch)['params'])
   g = jax.grad(lambda p: de.apply({'params': p}, batch)[0].sum())(v)
-  assert float(jnp.abs(g['blocks']['attn_res']['query']).max()) > 0
+  assert float(jnp.abs(g['backbone']['blocks']['mixer_res']['query']).max()) > 0
 
 
 def test_missing_dense_and_oov_ids_use_their_rows():

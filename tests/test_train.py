@@ -83,7 +83,8 @@ def test_short_run_beats_logistic_regression_near_the_oracle(tmp_path):
 def test_unknown_config_key_is_named():
   c = config_lib.base_config()
   c.model.depht = 3
-  with pytest.raises(config_lib.ConfigError, match=r"Unknown config key 'model.depht'"):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"model 'transformer' has no field 'depht'. Did you mean 'depth'"):
     config_lib.validate(c)
 
 

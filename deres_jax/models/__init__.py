@@ -1,25 +1,169 @@
-"""Models. `MODELS` maps `config.model.name` to a Flax module; `build` instantiates one."""
+"""The model zoo. `MODELS` maps `config.model.name` to a Flax module class; `build` makes one.
+
+Each model's config section holds exactly that model's fields: `model_config(name)` reads
+them, with their defaults and comments, from the model's own dataclass, so no hand-kept list
+can drift from the code. Fields filled from the data (`vocab_sizes`, `num_dense`) and
+internal ones (`dtype`, `table_pad`) are not config fields.
+
+Every model maps a batch to `(logits [B], aux)`; `aux['embed_sq']` [B] is the squared norm of
+the looked-up embeddings and `aux['losses']` (optional) a dict of named scalar auxiliary
+losses that the train step adds to the loss and logs as `train/loss/<name>`. Every model has
+`check()` (raises ValueError on impossible field combinations) and `flops_per_example()`
+(analytic forward FLOPs by part, see flops.py).
+"""
+import ast
 import dataclasses
+import inspect
+import re
+
+import ml_collections
 
 from deres_jax.models.dcnv2 import DCNv2
 from deres_jax.models.logreg import LogisticRegression
 from deres_jax.models.transformer import CTRTransformer
 
 MODELS = {
-    'transformer': CTRTransformer,   # OneTrans-style CTR Transformer with prenorm/attnres/deres
+    'transformer': CTRTransformer,   # CTR Transformer with a pluggable connector (default DeRes)
+    'dcnv2': DCNv2,                  # cross network + DNN (Wang et al., WWW 2021)
     'logreg': LogisticRegression,    # first-order baseline
-    'dcnv2': DCNv2,                  # cross network baseline (FuxiCTR comparison)
 }
 
+# Optional models: each is added when its module is present (so the zoo grows file by file).
+for _name, _module, _cls in (
+    ('onetrans', 'onetrans', 'OneTrans'), ('rankmixer', 'rankmixer', 'RankMixer'),
+    ('tokenmixer_large', 'tokenmixer_large', 'TokenMixerLarge'),
+    ('unimixer', 'unimixer', 'UniMixer'), ('hiformer', 'hiformer', 'HiFormer'),
+    ('wukong', 'wukong', 'Wukong'), ('finalnet', 'finalnet', 'FinalNet'), ('dnn', 'dnn', 'DNN')):
+  try:
+    MODELS[_name] = getattr(__import__(f'deres_jax.models.{_module}', fromlist=[_cls]), _cls)
+  except ModuleNotFoundError as _e:
+    if _e.name != f'deres_jax.models.{_module}':
+      raise
 
-def build(model_config, schema):
-  """Returns the Flax module named by `model_config.name` for a data schema."""
-  kwargs = dict(model_config)
-  name = kwargs.pop('name')
+# Attributes that are not config fields: filled from the data schema, or internal.
+NOT_CONFIG = ('vocab_sizes', 'num_dense', 'dtype', 'table_pad', 'parent', 'name')
+
+_FIELD_LINE = re.compile(r'^\s+(\w+)\s*:\s*[^=#]+=\s*(?:.+?)\s*#\s*(.*)$')
+
+
+class UnknownModelError(ValueError):
+  """config.model.name is not a key of MODELS."""
+
+
+def get_class(name: str):
   if name not in MODELS:
-    raise ValueError(f'config.model.name={name!r} is not a model; choose one of {sorted(MODELS)}')
-  # config.model holds the fields of every model: pass each model the ones it declares.
-  accepted = {f.name for f in dataclasses.fields(MODELS[name])} - {'parent', 'name'}
-  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items() if k in accepted}
-  return MODELS[name](vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names),
-                      **kwargs)
+    raise UnknownModelError(f'config.model.name={name!r} is not a model; choose one of '
+                            f'{list(MODELS)}.')
+  return MODELS[name]
+
+
+def fields(name: str) -> dict:
+  """{field: (default, comment)} of a model's config section, in declaration order."""
+  cls = get_class(name)
+  comments = {}
+  for klass in reversed(cls.__mro__):
+    try:
+      source = inspect.getsource(klass)
+    except (OSError, TypeError):
+      continue
+    for line in source.splitlines():
+      m = _FIELD_LINE.match(line)
+      if m:
+        comments[m.group(1)] = m.group(2).strip()
+  out = {}
+  for f in dataclasses.fields(cls):
+    if f.name in NOT_CONFIG or f.default is dataclasses.MISSING:
+      continue
+    out[f.name] = (f.default, comments.get(f.name, ''))
+  return out
+
+
+def choices(name: str) -> dict:
+  """{field: allowed values} of a model's string fields with a fixed set of values."""
+  return dict(getattr(get_class(name), 'CHOICES', {}))
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """The config section of model `name`: its fields and defaults, then `overrides`."""
+  c = ml_collections.ConfigDict({'name': name})
+  for k, (default, _) in fields(name).items():
+    c[k] = default
+  for k, v in overrides.items():
+    if k not in c:
+      raise ValueError(unknown_field_message(name, k))
+    c[k] = v
+  return c
+
+
+def unknown_field_message(name: str, key: str) -> str:
+  have = list(fields(name))
+  import difflib  # pylint: disable=g-import-not-at-top
+  close = difflib.get_close_matches(key, have, n=1)
+  hint = f' Did you mean {close[0]!r}?' if close else ''
+  others = [m for m in MODELS if m != name and key in fields(m)]
+  also = f" ({key!r} is a field of {', '.join(others)}.)" if others else ''
+  return (f'model {name!r} has no field {key!r}.{hint}{also} Its fields are: '
+          f"{', '.join(have)}.")
+
+
+def switch(model_cfg, name: str) -> ml_collections.ConfigDict:
+  """`model_cfg` turned into model `name`'s section.
+
+  Fields the two models share keep their values (a config file's embed_dim, depth or width
+  carry over, so models compare at the same size) when the new model accepts the value;
+  every other field takes the new model's default.
+  """
+  new = model_config(name)
+  allowed = choices(name)
+  for k, v in model_cfg.items():
+    if k != 'name' and k in new and (k not in allowed or v in allowed[k]):
+      new[k] = tuple(v) if isinstance(v, list) else v
+  return new
+
+
+def parse_value(name: str, key: str, text: str):
+  """A command-line string for field `key` of model `name`, parsed to the default's type."""
+  if key == 'name':
+    return text
+  default = fields(name)[key][0]
+  if isinstance(default, bool):
+    if text.lower() in ('true', '1', 'yes'):
+      return True
+    if text.lower() in ('false', '0', 'no'):
+      return False
+    raise ValueError(f'config.model.{key} must be true or false, got {text!r}.')
+  if isinstance(default, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f'config.model.{key}={text!r} is not a {type(default).__name__}.') from None
+  if isinstance(default, tuple) and isinstance(value, (int, float)):
+    value = (value,)
+  return tuple(value) if isinstance(value, list) else value
+
+
+def build(model_config_, schema, dtype=None):
+  """Returns the Flax module named by `model_config_.name` for a data schema."""
+  kwargs = dict(model_config_)
+  name = kwargs.pop('name')
+  cls = get_class(name)
+  known = fields(name)
+  for k in kwargs:
+    if k not in known and k != 'dtype':
+      raise ValueError(unknown_field_message(name, k))
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  if dtype is not None:
+    kwargs['dtype'] = dtype
+  return cls(vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names), **kwargs)
+
+
+def param_counts(params) -> dict:
+  """Parameters split into embedding tables (any leaf named 'embedding') and dense ones."""
+  import jax  # pylint: disable=g-import-not-at-top
+  out = {'embedding': 0, 'dense': 0}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    is_embed = any(getattr(k, 'key', None) == 'embedding' for k in path)
+    out['embedding' if is_embed else 'dense'] += int(leaf.size)
+  out['total'] = out['embedding'] + out['dense']
+  return out

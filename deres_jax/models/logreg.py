@@ -5,9 +5,12 @@ categorical value (OOV row 0 included) and t the same dense transform as the tok
 It sees no feature interactions, so on the synthetic data its gap to the oracle measures
 how much of the signal is pairwise or higher-order.
 """
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
 from deres_jax.models.tokenizer import VOCAB, table_layout
 
@@ -15,8 +18,22 @@ from deres_jax.models.tokenizer import VOCAB, table_layout
 class LogisticRegression(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
-  dense_transform: str = 'log1p'
+  dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|); or 'none'
   table_pad: int = 8
+
+  CHOICES: ClassVar[dict] = {'dense_transform': ('log1p', 'none')}
+
+  def check(self):
+    """Nothing can be combined wrongly: logistic regression has one field."""
+
+  def flops_per_example(self) -> dict:
+    # Elementwise work is all there is, counted op by op as written in __call__: per dense
+    # field isnan, where, sign, abs, log1p, a product, weight product, select and the sum's add
+    # (9); per categorical field two range compares, or, where, offset add, the sum's add and
+    # the squared norm's square and add (8), plus jnp.take's out-of-bounds fill (two compares,
+    # an and and two selects: 5); the bias (1).
+    return flops_lib.total({'dense': 9 * self.num_dense, 'categorical': 13 * len(self.vocab_sizes),
+                            'bias': 1})
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

@@ -35,6 +35,8 @@ class FeatureTokenizer(nn.Module):
   mode='group': RankMixer tokenization: concatenate all field embeddings, split the
     [F*E] vector into `num_tokens` equal groups and project each group to D with its own
     weights.
+  mode='autosplit': OneTrans's Auto-Split tokenizer, split(Dense(concat(all fields)), T):
+    one dense layer [F*E] -> [T*D], reshaped into T tokens (research/deres.md §4.1).
   """
   vocab_sizes: tuple            # rows per categorical field, OOV row (id 0) included
   num_dense: int                # number of dense fields
@@ -85,7 +87,23 @@ class FeatureTokenizer(nn.Module):
       flat = jnp.pad(flat, ((0, 0), (0, pad)))
       groups = flat.reshape(b, self.num_tokens, (f * e + pad) // self.num_tokens)
       return _project(self.width, self.dtype, groups), aux
-    raise ValueError(f"tokenizer mode must be 'field' or 'group', got {self.mode!r}")
+    if self.mode == 'autosplit':
+      flat = nn.Dense(self.num_tokens * self.width, dtype=self.dtype, name='autosplit')(
+          emb.reshape(b, f * e))
+      return flat.reshape(b, self.num_tokens, self.width), aux
+    raise ValueError(f"tokenizer mode must be 'field', 'group' or 'autosplit', got {self.mode!r}")
+
+  def num_output_tokens(self) -> int:
+    return self.num_dense + len(self.vocab_sizes) if self.mode == 'field' else self.num_tokens
+
+  def flops(self) -> int:
+    """Forward FLOPs per example of the projections to width D (the lookups cost none)."""
+    f = self.num_dense + len(self.vocab_sizes)
+    if self.mode == 'field':
+      return 0 if self.embed_dim == self.width else 2 * f * self.embed_dim * self.width
+    if self.mode == 'group':
+      return 2 * (f * self.embed_dim + (-(f * self.embed_dim) % self.num_tokens)) * self.width
+    return 2 * f * self.embed_dim * self.num_tokens * self.width
 
 
 def _project(width, dtype, x):

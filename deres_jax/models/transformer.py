@@ -1,67 +1,59 @@
-"""CTR Transformer: feature tokenizer -> L blocks (attention + per-token FFN) -> pooled MLP head.
+"""CTR Transformer (the DeRes flagship): tokenizer -> L blocks -> pooled MLP head.
 
-The residual design is pluggable (`connector`: 'prenorm' | 'attnres' | 'deres', see
-`connectors.py`). Each block is RMSNorm pre-norm inside each sublayer:
-    attn_out = Attn(RMSNorm(u_attn)),   ffn_out = FFN(RMSNorm(u_ffn)),
-where u_* are the connector's inputs (for PreNorm: the running stream h).
+The blocks are the shared backbone (`backbone.py`) with multi-head self-attention as the token
+mixer and a per-token GELU FFN, RMSNorm pre-norm inside each sublayer:
+    attn_out = Attn(RMSNorm(u_mix)),   ffn_out = FFN(RMSNorm(u_ffn)),
+where u_* are the connector's inputs (for PreNorm: the running stream h). The residual design
+is pluggable (`connector`: 'prenorm' | 'attnres' | 'deres' | 'postnorm' | 'siamese'); the
+default is DeRes (arXiv 2606.07980, reconstructed in research/deres.md §7): an Identity path
+and a Block AttnRes path with Pointwise (SiLU) depth weights merged by a vector gate.
 
 With `scan_layers=True` the L blocks are applied with `nn.scan` over stacked parameters
 (parameters get a leading 'layers' axis) so compile time does not grow with depth; for
 AttnRes/DeRes, applying the model (after init) runs `source_scan.scan_blocks` on the same
-parameters, whose gradient does not store the depth-source buffer per block. The default, `scan_layers=False`,
-unrolls the blocks: faster steps at moderate depth, compile time growing with depth.
+parameters, whose gradient does not store the depth-source buffer per block. The default,
+`scan_layers=False`, unrolls the blocks: faster steps at moderate depth.
 """
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deres_jax.models import connectors
+from deres_jax.models import backbone as backbone_lib
+from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
-from deres_jax.models import source_scan
 from deres_jax.models.tokenizer import FeatureTokenizer
 
+# Choices shared by every model built on the backbone with attention-style connectors.
+BACKBONE_CHOICES = {
+    'tokenizer': ('field', 'group', 'autosplit'),
+    'dense_transform': ('log1p', 'none'),
+    'head_pool': ('flatten', 'mean'),
+    'connector': backbone_lib.KINDS,
+    'layer_unit': ('sublayer', 'block'),
+    'value': ('output', 'hidden'),
+    'depth_weights': ('auto', 'softmax', 'silu', 'sigmoid'),
+    'pointwise_norm': ('num_sources', 'none'),
+    'query': ('shared', 'token'),
+    'merge': ('add', 'convex'),
+    'gate': ('vector', 'scalar', 'none'),
+}
 
-class Block(nn.Module):
-  """One Transformer block; a scan body mapping (state, layer) -> (state, layer + 1)."""
-  width: int
-  num_heads: int
-  ffn_mult: int
-  qkv: str                  # 'token' | 'shared'
-  ffn: str                  # 'token' | 'shared'
-  layer_unit: str           # 'sublayer' | 'block': what the connector wraps (A1)
-  connector: dict           # Connector attributes (kind, block_size, ...)
-  dropout: float = 0.0
-  deterministic: bool = True
-  dtype: Any = jnp.float32
+# The connector fields every Transformer-family model passes to the backbone.
+CONNECTOR_FIELDS = ('connector', 'layer_unit', 'block_size', 'value', 'depth_weights',
+                    'pointwise_norm', 'key_norm', 'query', 'merge', 'gate', 'gate_init')
 
-  @nn.compact
-  def __call__(self, carry, _=None):
-    state, layer = carry  # the block index: an int, or an int32 scalar traced under scan
-    conn = dict(self.connector)
-    value = conn.get('value', 'output')
-    value = 'output' if value is None else value
-    kw = {k: v for k, v in conn.items() if k != 'value'}
-    attn = layers.SelfAttention(self.num_heads, self.qkv == 'token', dtype=self.dtype, name='attn')
-    ffn = layers.FeedForward(self.ffn_mult, self.ffn == 'token', dtype=self.dtype, name='ffn')
-    norm_attn = layers.RMSNorm(name='attn_norm')
-    norm_ffn = layers.RMSNorm(name='ffn_norm')
-    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
-    bs = conn['block_size']
-    if self.layer_unit == 'sublayer':
-      # Two connected units per block (AttnRes §3: one AttnRes before attention, one before MLP).
-      j = 2 * layer
-      u = connectors.Connector(name='attn_res', **kw)(state, j)
-      state = connectors.update_state(state, drop(attn(norm_attn(u))), j, bs, value)
-      u = connectors.Connector(name='ffn_res', **kw)(state, j + 1)
-      state = connectors.update_state(state, drop(ffn(norm_ffn(u))), j + 1, bs, value)
-    else:
-      # One connected unit per block; inside it the usual PreNorm residual.
-      u = connectors.Connector(name='block_res', **kw)(state, layer)
-      a = drop(attn(norm_attn(u)))
-      f = drop(ffn(norm_ffn(u + a)))
-      state = connectors.update_state(state, a + f, layer, bs, value)
-    return (state, layer + 1), None
+
+def backbone_kwargs(model) -> dict:
+  """The connector and loop fields of a Transformer-family model, for `backbone.Backbone`."""
+  kw = {k: getattr(model, k) for k in CONNECTOR_FIELDS}
+  return dict(kw, depth=model.depth, dropout=model.dropout, scan_layers=model.scan_layers,
+              dtype=model.dtype)
+
+
+def _naming(name):
+  """A child module's name, or an unbound module (name=None) for checks and FLOPs counts."""
+  return dict(name=name) if name else dict(parent=None)
 
 
 class CTRTransformer(nn.Module):
@@ -69,101 +61,75 @@ class CTRTransformer(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
   # Tokenizer.
-  embed_dim: int = 16           # E: per-field embedding size
-  tokenizer: str = 'field'      # 'field' | 'group' (RankMixer)
-  num_tokens: int = 8           # T for tokenizer='group'
-  dense_transform: str = 'log1p'
+  embed_dim: int = 16           # E: embedding size of every field
+  tokenizer: str = 'field'      # 'field': a token per field; 'group': RankMixer groups; 'autosplit': OneTrans
+  num_tokens: int = 8           # T when tokenizer is 'group' or 'autosplit'
+  dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|) before embedding; or 'none'
   # Backbone.
-  depth: int = 2                # L: Transformer blocks
-  width: int = 64               # D
-  num_heads: int = 4
-  ffn_mult: int = 4
-  qkv: str = 'token'            # OneTrans: token-specific Q/K/V for non-sequential tokens
-  ffn: str = 'token'            # RankMixer/OneTrans per-token FFN
-  dropout: float = 0.0
-  scan_layers: bool = False     # True: nn.scan over stacked blocks (see config.py)
-  # Residual connector (see connectors.py and research/deres.md §7.6).
-  connector: str = 'prenorm'
-  layer_unit: str = 'sublayer'  # A1
-  block_size: int = 4           # A2 (units per AttnRes block)
-  value: str = 'output'         # A3
-  depth_weights: str = 'auto'   # A6: 'auto' = 'softmax' for attnres, 'silu' for deres
-  pointwise_norm: str = 'num_sources'
-  key_norm: bool = True
-  query: str = 'shared'         # A7
-  merge: str = 'add'            # A4
-  gate: str = 'vector'          # A5
-  gate_init: float = 0.0
+  depth: int = 2                # L: Transformer blocks (attention + per-token FFN each)
+  width: int = 32               # D: token width
+  num_heads: int = 4            # attention heads; must divide width
+  ffn_mult: int = 2             # FFN hidden size = ffn_mult * width
+  qkv: str = 'token'            # 'token': OneTrans token-specific Q/K/V/O; 'shared'
+  ffn: str = 'token'            # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
+  dropout: float = 0.0          # dropout on sublayer outputs
+  scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
+  # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
+  connector: str = 'deres'      # 'prenorm' | 'attnres' | 'deres' | 'postnorm' | 'siamese'
+  layer_unit: str = 'sublayer'  # A1: 'sublayer' = a connector per attention and FFN; 'block'
+  block_size: int = 4           # A2: connected units per AttnRes block (1 = Full AttnRes)
+  value: str = 'output'         # A3: a block stores its units' output sum, or 'hidden' (stream h)
+  depth_weights: str = 'auto'   # A6: 'auto' (softmax for attnres, silu for deres), 'softmax', 'silu', 'sigmoid'
+  pointwise_norm: str = 'num_sources'  # A6: pointwise weights / number of visible sources, or 'none'
+  key_norm: bool = True         # A6: RMSNorm on the keys (never on the values), as in AttnRes
+  query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
+  merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
+  gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
+  gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5)
   # Head.
-  head_pool: str = 'flatten'    # 'flatten' [B, T*D] | 'mean' [B, D]
-  head_hidden: tuple = (256,)
+  head_pool: str = 'flatten'    # 'flatten' the T tokens (T*D) or 'mean'-pool them (D)
+  head_hidden: tuple = (256,)   # hidden sizes of the head MLP
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  def num_units(self) -> int:
-    return self.depth * (2 if self.layer_unit == 'sublayer' else 1)
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, qkv=('token', 'shared'),
+                                 ffn=('token', 'shared'))
 
-  def _rebuild_sources(self, train: bool) -> bool:
-    """Whether the scanned blocks use `source_scan` (AttnRes/DeRes source buffer, see there).
+  def make_tokenizer(self, name='tokenizer'):
+    return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
+                            self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
+                            self.dtype, **_naming(name))
 
-    Not at init (nn.scan creates the parameters), nor when sowing intermediates (depth
-    weights for inspection), nor with active dropout (nn.scan splits its RNG per block).
-    """
-    return (self.connector != 'prenorm' and not self.is_initializing()
-            and not self.is_mutable_collection('intermediates')
-            and not (train and self.dropout > 0))
+  def make_backbone(self, name='backbone'):
+    return backbone_lib.Backbone(
+        mixer=layers.SelfAttention, mixer_kw=dict(num_heads=self.num_heads,
+                                                  token_specific=self.qkv == 'token'),
+        ffn=layers.FeedForward, ffn_kw=dict(mult=self.ffn_mult, token_specific=self.ffn == 'token'),
+        **backbone_kwargs(self), **_naming(name))
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    emb, aux = FeatureTokenizer(
-        self.vocab_sizes, self.num_dense, self.embed_dim, self.width, self.tokenizer,
-        self.num_tokens, self.dense_transform, self.table_pad, self.dtype, name='tokenizer')(batch)
-    t = emb.shape[1]
+    emb, aux = self.make_tokenizer()(batch)  # [B, T, D]
     # The backbone runs token-major, [T, B, D] (see layers.py); the head gets [B, T*D] again.
-    emb = emb.transpose(1, 0, 2)
-    units = self.num_units()
-    weights = self.depth_weights
-    if weights == 'auto':
-      weights = 'softmax' if self.connector == 'attnres' else 'silu'
-    conn = dict(kind=self.connector, width=self.width, num_tokens=t, num_units=units,
-                block_size=self.block_size, depth_weights=weights,
-                pointwise_norm=self.pointwise_norm, key_norm=self.key_norm, query=self.query,
-                merge=self.merge, gate=self.gate, gate_init=self.gate_init)
-    state = connectors.init_state(self.connector, emb, units, self.block_size, self.value,
-                                  stacked=self.scan_layers)
-    block_kw = dict(width=self.width, num_heads=self.num_heads, ffn_mult=self.ffn_mult,
-                    qkv=self.qkv, ffn=self.ffn, layer_unit=self.layer_unit,
-                    connector=dict(conn, value=self.value), dropout=self.dropout,
-                    deterministic=not train, dtype=self.dtype)
-    if self.scan_layers and self._rebuild_sources(train):
-      # Same parameters as nn.scan below (which creates them at init), applied by a scan whose
-      # backward pass rebuilds the source buffer instead of saving it per block.
-      if 'blocks' not in self.variables.get('params', {}):
-        raise ValueError('scan_layers=True expects the stacked parameters of nn.scan under '
-                         "'blocks'; these look like an unrolled model's (block_0, block_1, ...). "
-                         'The two layouts are not interchangeable: set scan_layers to match.')
-      params = nn.unbox(self.variables['params']['blocks'])
-      block = Block(**block_kw, parent=None)  # a free module: applied as a pure function
-      apply_block = lambda p, st, i: block.apply({'params': p}, (st, i))[0][0]  # noqa: E731
-      per_layer = 2 if self.layer_unit == 'sublayer' else 1
-      carry = (source_scan.scan_blocks(apply_block, per_layer, self.block_size, params, state),)
-    elif self.scan_layers:
-      carry = (state, jnp.zeros((), jnp.int32))  # the block index is traced inside the scan
-      blocks = nn.scan(Block, variable_axes={'params': 0, 'intermediates': 0},
-                       split_rngs={'params': True, 'dropout': True}, length=self.depth,
-                       metadata_params={nn.PARTITION_NAME: 'layers'})
-      carry, _ = blocks(name='blocks', **block_kw)(carry, None)
-    else:
-      carry = (state, 0)  # a static block index: connectors use Python lists of sources
-      for i in range(self.depth):
-        carry, _ = Block(name=f'block_{i}', **block_kw)(carry, None)
-    state = carry[0]
-    # Output: PreNorm's final stream; AttnRes/DeRes aggregate all blocks with their own query.
-    out = connectors.Connector(name='out_res', **conn)(state, units)
-    out = layers.RMSNorm(name='out_norm')(out)  # [T, B, D]
-    if self.head_pool == 'flatten':
-      pooled = out.transpose(1, 0, 2).reshape(out.shape[1], -1)  # [B, T*D]
-    else:
-      pooled = out.mean(axis=0)  # [B, D]
-    logits = layers.MLPHead(self.head_hidden, self.dtype, name='head')(pooled)
+    out, _ = self.make_backbone()(emb.transpose(1, 0, 2), train)
+    logits = layers.MLPHead(self.head_hidden, self.dtype, name='head')(
+        layers.pool_tokens(out, self.head_pool))
     return logits.astype(jnp.float32), aux
+
+  def check(self):
+    if self.width % self.num_heads:
+      raise ValueError(f'num_heads={self.num_heads} does not divide width={self.width}.')
+    self.make_backbone(name=None).check()
+
+  def flops_per_example(self) -> dict:
+    tok = self.make_tokenizer(name=None)
+    t, d = tok.num_output_tokens(), self.width
+    attn = layers.SelfAttention(self.num_heads, self.qkv == 'token', parent=None)
+    ffn = layers.FeedForward(self.ffn_mult, self.ffn == 'token', parent=None)
+    return flops_lib.total({
+        'tokenizer': tok.flops(),
+        'attention': self.depth * attn.flops(t, t, d),
+        'ffn': self.depth * ffn.flops(t, d),
+        'connectors': self.make_backbone(name=None).connector_flops([t] * self.depth, d),
+        'head': layers.head_flops(t * d if self.head_pool == 'flatten' else d, self.head_hidden),
+    })

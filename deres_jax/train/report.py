@@ -4,13 +4,14 @@ import os
 
 import ml_collections
 
+from deres_jax import models
 from deres_jax.train import trainer
 
 
 def logreg_config(config) -> ml_collections.ConfigDict:
   """The same data, batch and steps as `config`, with the logistic-regression model."""
   c = ml_collections.ConfigDict(config.to_dict())
-  c.model.name = 'logreg'
+  c.model = models.switch(c.model, 'logreg')
   c.optim.name = c.optim.embed_name = 'adam'
   c.optim.learning_rate = c.optim.embed_learning_rate = config.baseline.learning_rate
   c.optim.embed_l2 = 0.0

@@ -59,15 +59,21 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
   @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(state_sharding, replicated))
   def train_step(state, batch):
     rng = jax.random.fold_in(state['rng'], state['step'])
+    # Models with a schedule of their own (UniMixer's temperature annealing) read the step.
+    batch = dict(batch, step=state['step'])
 
     def loss_fn(params):
       logits, aux = model.apply({'params': params}, batch, train=True, rngs={'dropout': rng})
       bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
-      if not embed_l2:  # no L2 term at all (not 0 * ...), so XLA drops the embedding norms
-        return bce, (bce, logits)
-      return bce + embed_l2 * aux['embed_sq'].mean(), (bce, logits)
+      terms = {f'train/loss/{k}': v for k, v in sorted(aux.get('losses', {}).items())}
+      loss = bce + sum(terms.values())
+      if embed_l2:  # no L2 term at all (not 0 * ...), so XLA drops the embedding norms
+        terms['train/loss/embed_l2'] = embed_l2 * aux['embed_sq'].mean()
+        loss = loss + terms['train/loss/embed_l2']
+      return loss, (bce, logits, terms)
 
-    (loss, (bce, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    (loss, (bce, logits, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
@@ -85,11 +91,14 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
                                      state['first_nonfinite'])}
     metrics = {'train/loss': bce, 'train/total_loss': loss, 'train/grad_norm': grad_norm,
                'label/mean': batch['label'].mean(),
-               'prediction/mean': jax.nn.sigmoid(logits).mean()}
+               'prediction/mean': jax.nn.sigmoid(logits).mean(), **terms}
     return new_state, metrics
 
   @functools.partial(jax.jit, out_shardings=batch_sharding)
-  def predict(params, batch):
+  def predict(params, batch, step=None):
+    """Logits of a batch; `step` (the training step of `params`) for models with schedules."""
+    if step is not None:
+      batch = dict(batch, step=step)
     return model.apply({'params': params}, batch)[0]
 
   return train_step, predict

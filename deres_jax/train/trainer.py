@@ -47,12 +47,14 @@ def _host(x):
   return np.asarray(jax.device_get(x))
 
 
-def evaluate(predict_fn, params, split, batch_size, batch_sharding):
-  """Exact AUC and logloss of a model over a whole split."""
+def evaluate(predict_fn, params, split, batch_size, batch_sharding, step=None):
+  """Exact AUC and logloss of a model over a whole split (`step`: the training step of params)."""
   outs = []
+  if step is not None:  # an explicit transfer (the loop runs under a transfer guard)
+    step = jax.device_put(np.int32(step), NamedSharding(batch_sharding.mesh, P()))
   for batch, mask in iterator_lib.eval_batches(split, batch_size, jax.process_index(),
                                                jax.process_count()):
-    outs.append(predict_fn(params, iterator_lib.to_global(batch, batch_sharding)))
+    outs.append(predict_fn(params, iterator_lib.to_global(batch, batch_sharding), step))
   n = len(split['label'])
   logits = np.concatenate([_host(o) for o in outs])[:n]
   probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
@@ -125,16 +127,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   batch_sharding = NamedSharding(mesh, P('data'))
 
   # ---------------------------------------------------------------- Model & optimizer.
-  model_config = ml_collections.ConfigDict(config.model)
-  with model_config.unlocked():  # models that take a computation dtype get compute_dtype
-    model_config.dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
-  model = models.build(model_config, ds.schema)
+  dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
+  model = models.build(config.model, ds.schema, dtype=dtype)
   tx = make_optimizer(config.optim, config.train.num_steps)
 
   # ---------------------------------------------------------------- Shardings & init.
   dummy = {k: v[:2] for k, v in train_split.items() if k in iterator_lib.TRAIN_COLUMNS}
   state, state_sharding = create_state(model, tx, mesh, config.sharding_rules, dummy, config.seed)
-  num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state['params'])))
+  sizes = models.param_counts(state['params'])
+  flops = model.flops_per_example()
 
   # ---------------------------------------------------------------- Step functions.
   stop_on_nonfinite = config.train.nonfinite == 'stop'
@@ -144,7 +145,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   # ---------------------------------------------------------------- Restore.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
   best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), 1, async_save=False)
-  meta = {'best_auc': -1.0, 'best_step': -1, 'bad_evals': 0, 'stopped_early': False,
+  # The monitored validation metric (eval.monitor): higher AUC or lower logloss is better.
+  monitor = config.eval.monitor
+  sign = 1.0 if monitor == 'auc' else -1.0
+  meta = {'best_value': -np.inf, 'best_step': -1, 'bad_evals': 0, 'stopped_early': False,
           'train_seconds': 0.0, 'examples': 0}
   restored = ckpt.restore(ckpt_lib.abstract(state))
   if restored is not None:
@@ -218,20 +222,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
               'config.train.nonfinite="skip" to skip such updates.')
       if step % eval_every == 0 or last:
         t0 = time.perf_counter()
-        val = evaluate(predict, state['params'], val_split, config.eval.batch_size, batch_sharding)
+        val = evaluate(predict, state['params'], val_split, config.eval.batch_size, batch_sharding,
+                       step)
         writer.write(step, {f'eval/{k}': v for k, v in val.items()})
-        if val['auc'] > meta['best_auc']:
-          meta.update(best_auc=val['auc'], best_step=step, bad_evals=0)
+        if sign * val[monitor] > meta['best_value']:
+          meta.update(best_value=sign * val[monitor], best_step=step, bad_evals=0)
           if config.eval.restore_best:
-            best_ckpt.save(step, {'params': state['params']}, {'val_auc': val['auc']})
+            best_ckpt.save(step, {'params': state['params']}, {f'val_{monitor}': val[monitor]})
         else:
           meta['bad_evals'] += 1
           if config.eval.patience and meta['bad_evals'] >= config.eval.patience:
             meta['stopped_early'] = True
             if is_main:
-              print(f'Early stopping at step {step}: validation AUC has not improved for '
-                    f'{meta["bad_evals"]} evaluations (best {meta["best_auc"]:.5f} at step '
-                    f'{meta["best_step"]}).', flush=True)
+              print(f'Early stopping at step {step}: validation {monitor} has not improved for '
+                    f'{meta["bad_evals"]} evaluations (best {sign * meta["best_value"]:.5f} at '
+                    f'step {meta["best_step"]}).', flush=True)
         eval_seconds += time.perf_counter() - t0
       if (ckpt_every and step % ckpt_every == 0) or last or meta['stopped_early'] or preempt.signal:
         save(step)
@@ -255,16 +260,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   meta['train_seconds'] += run_seconds if steps_this_run else 0.0
 
   # ---------------------------------------------------------------- Final evaluation.
-  final_params = state['params']
+  final_params, final_step = state['params'], step
   if config.eval.restore_best and best_ckpt.steps():
     best = best_ckpt.restore({'params': ckpt_lib.abstract(state['params'])})
-    final_params = best[1]['params']
-  val = evaluate(predict, final_params, val_split, config.eval.batch_size, batch_sharding)
-  test = evaluate(predict, final_params, test_split, config.eval.batch_size, batch_sharding)
+    final_params, final_step = best[1]['params'], best[0]
+  val = evaluate(predict, final_params, val_split, config.eval.batch_size, batch_sharding,
+                 final_step)
+  test = evaluate(predict, final_params, test_split, config.eval.batch_size, batch_sharding,
+                  final_step)
   oracle = oracle_metrics(test_split)
   summary = {
       'model': config.model.name, 'connector': config.model.get('connector'),
-      'dataset': ds.source, 'num_params': num_params,
+      'dataset': ds.source, 'num_params': sizes['total'],
+      'embedding_params': sizes['embedding'], 'dense_params': sizes['dense'],
+      'flops_per_example': flops['total'],
       'test_auc': test['auc'], 'test_logloss': test['logloss'],
       'val_auc': val['auc'], 'val_logloss': val['logloss'],
       'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss'),

@@ -1,0 +1,254 @@
+"""The shared CTR backbone: L blocks of (token mixer, per-token FFN), each wrapped by a connector.
+
+Every Transformer-family model of the zoo (transformer/DeRes, OneTrans, RankMixer,
+TokenMixer-Large, UniMixer, HiFormer) is this backbone with its own token mixer and FFN:
+
+    block l:  u = C_mix(state);  state <- state (+) mixer(Norm(u))      (unit 2l)
+              u = C_ffn(state);  state <- state (+) ffn(Norm(u))        (unit 2l + 1)
+
+where C is the residual connector of `connectors.py` ('prenorm', 'attnres', 'deres'), or with
+`layer_unit='block'` one connector around the whole block (inside it a PreNorm residual).
+Two further residual forms live here because they renormalise the stream itself:
+  * 'postnorm' (RankMixer as published, research/deres.md §4.2): no pre-norm; after each
+    unit h <- LayerNorm(h + f(h)).
+  * 'siamese' (UniMixer's SiameseNorm, §4.4): two streams; the normalised one
+    h <- RMSNorm(h + f(h)) feeds the units, the raw one y <- y + f(h) accumulates; the
+    backbone output is h + RMSNorm(y).
+
+A mixer is a module class called as `mixer(**mixer_kw)(x [T, B, D])` returning [T', B, D]
+(T' = T except under OneTrans's pyramid, where `num_queries` is passed); an FFN likewise
+maps [T, B, D] -> [T, B, D]. Pyramid (`keep_tokens`, research/deres.md §7.6 A8): block l
+keeps only the last keep_tokens[l] tokens; the connector state (stream and every depth
+source) is truncated to the same last tokens before the block's output is added.
+TokenMixer-Large's inter-block skips (`skip_every` = s): h^(l+s) += h^(l).
+
+Activations are token-major, [T, B, D]. With `scan_layers=True` the blocks run under
+`nn.scan` (AttnRes/DeRes via `source_scan.scan_blocks` after init); pyramid and skips need
+unrolled blocks.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from deres_jax.models import connectors
+from deres_jax.models import flops as flops_lib
+from deres_jax.models import layers
+from deres_jax.models import source_scan
+
+# Residual forms: the connectors of connectors.py plus the two renormalising ones above.
+KINDS = connectors.KINDS + ('postnorm', 'siamese')
+
+
+def _truncate(state, keep: int):
+  """The connector state restricted to the last `keep` tokens (OneTrans pyramid, A8)."""
+  out = {}
+  for k, v in state.items():
+    if k in ('srcs', 'rinvs'):
+      out[k] = [x[-keep:] for x in v]
+    elif k in ('src', 'rinv'):
+      out[k] = v[:, -keep:]
+    else:
+      out[k] = v[-keep:]
+  return out
+
+
+class Block(nn.Module):
+  """One block; a scan body mapping (state, layer) -> (state, layer + 1)."""
+  mixer: Any                # token mixer module class
+  mixer_kw: dict            # its attributes
+  ffn: Any                  # FFN module class
+  ffn_kw: dict
+  layer_unit: str           # 'sublayer' | 'block': what the connector wraps (A1)
+  connector: dict           # Connector attributes (kind, block_size, value, ...)
+  keep: int = 0             # pyramid: tokens kept by this block (0 = all)
+  dropout: float = 0.0
+  deterministic: bool = True
+  dtype: Any = jnp.float32
+
+  def _unit(self, name, sublayer, state, j, conn, value):
+    """Connector input -> sublayer -> state update, for one connected unit j."""
+    kind = conn['kind']
+    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
+    if kind in ('postnorm', 'siamese'):
+      out = drop(sublayer(state['h']))
+      if self.keep:
+        state = _truncate(state, self.keep)
+      state = dict(state)
+      if kind == 'siamese':
+        state['y'] = state['y'] + out
+        state['h'] = layers.RMSNorm(name=f'{name}_post_norm')(state['h'] + out)
+      else:
+        state['h'] = nn.LayerNorm(name=f'{name}_post_norm')(state['h'] + out)
+      return state
+    u = connectors.Connector(name=f'{name}_res', **dict(conn, num_tokens=state_tokens(state)))(
+        state, j)
+    out = drop(sublayer(layers.RMSNorm(name=f'{name}_norm')(u)))
+    if self.keep and out.shape[0] != state_tokens(state):
+      state = _truncate(state, out.shape[0])
+    return connectors.update_state(state, out, j, conn['block_size'], value)
+
+  @nn.compact
+  def __call__(self, carry, _=None):
+    state, layer = carry  # the block index: an int, or an int32 scalar traced under scan
+    conn = {k: v for k, v in self.connector.items() if k != 'value'}
+    value = self.connector.get('value') or 'output'
+    mix_kw = dict(self.mixer_kw, num_queries=self.keep) if self.keep else self.mixer_kw
+    mixer = self.mixer(dtype=self.dtype, name='mixer', **mix_kw)
+    ffn = self.ffn(dtype=self.dtype, name='ffn', **self.ffn_kw)
+    if self.layer_unit == 'sublayer' or conn['kind'] in ('postnorm', 'siamese'):
+      # Two connected units per block (AttnRes §3: one before attention, one before the MLP).
+      j = 2 * layer
+      state = self._unit('mixer', mixer, state, j, conn, value)
+      state = self._unit('ffn', ffn, state, j + 1, conn, value)
+    else:
+      # One connected unit per block; inside it the usual PreNorm residual.
+      u = connectors.Connector(name='block_res', **dict(conn, num_tokens=state_tokens(state)))(
+          state, layer)
+      drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
+      a = drop(mixer(layers.RMSNorm(name='mixer_norm')(u)))
+      if a.shape[0] != u.shape[0]:
+        state, u = _truncate(state, a.shape[0]), u[-a.shape[0]:]
+      f = drop(ffn(layers.RMSNorm(name='ffn_norm')(u + a)))
+      state = connectors.update_state(state, a + f, layer, conn['block_size'], value)
+    return (state, layer + 1), None
+
+
+def state_tokens(state) -> int:
+  """T of the connector state."""
+  if 'h' in state:
+    return state['h'].shape[0]
+  return state['srcs'][0].shape[0] if 'srcs' in state else state['src'].shape[1]
+
+
+class Backbone(nn.Module):
+  """Tokens [T, B, D] -> L blocks -> output connector -> RMSNorm: returns (out, per-block h)."""
+  mixer: Any                    # token mixer module class
+  mixer_kw: dict
+  ffn: Any                      # FFN module class
+  ffn_kw: dict
+  depth: int = 2                # L
+  connector: str = 'deres'      # one of KINDS
+  layer_unit: str = 'sublayer'  # A1
+  block_size: int = 4           # A2
+  value: str = 'output'         # A3
+  depth_weights: str = 'auto'   # A6
+  pointwise_norm: str = 'num_sources'
+  key_norm: bool = True
+  query: str = 'shared'         # A7
+  merge: str = 'add'            # A4
+  gate: str = 'vector'          # A5
+  gate_init: float = 0.0
+  keep_tokens: tuple = ()       # pyramid: tokens kept after each block; () = all
+  skip_every: int = 0           # inter-block skip h^(l+s) += h^(l); 0 = none
+  dropout: float = 0.0
+  scan_layers: bool = False
+  dtype: Any = jnp.float32
+
+  def num_units(self) -> int:
+    return self.depth * (2 if self.layer_unit == 'sublayer' else 1)
+
+  def _rebuild_sources(self, train: bool) -> bool:
+    """Whether the scanned blocks use `source_scan` (AttnRes/DeRes source buffer, see there).
+
+    Not at init (nn.scan creates the parameters), nor when sowing intermediates (depth
+    weights for inspection), nor with active dropout (nn.scan splits its RNG per block).
+    """
+    return (self.connector in ('attnres', 'deres') and not self.is_initializing()
+            and not self.is_mutable_collection('intermediates')
+            and not (train and self.dropout > 0))
+
+  def connector_config(self, num_tokens: int) -> dict:
+    weights = self.depth_weights
+    if weights == 'auto':
+      weights = 'softmax' if self.connector == 'attnres' else 'silu'
+    return dict(kind=self.connector, width=0, num_tokens=num_tokens, num_units=self.num_units(),
+                block_size=self.block_size, depth_weights=weights,
+                pointwise_norm=self.pointwise_norm, key_norm=self.key_norm, query=self.query,
+                merge=self.merge, gate=self.gate, gate_init=self.gate_init)
+
+  @nn.compact
+  def __call__(self, emb, train: bool = False):  # emb [T, B, D]
+    t, _, d = emb.shape
+    units = self.num_units()
+    conn = dict(self.connector_config(t), width=d)
+    base_kind = self.connector if self.connector in connectors.KINDS else 'prenorm'
+    state = connectors.init_state(base_kind, emb, units, self.block_size, self.value,
+                                  stacked=self.scan_layers)
+    if self.connector == 'siamese':
+      state['y'] = emb
+    block_kw = dict(mixer=self.mixer, mixer_kw=self.mixer_kw, ffn=self.ffn, ffn_kw=self.ffn_kw,
+                    layer_unit=self.layer_unit, connector=dict(conn, value=self.value),
+                    dropout=self.dropout, deterministic=not train, dtype=self.dtype)
+    hidden = []  # the stream after each block (unrolled only), e.g. for auxiliary heads
+    if self.scan_layers and self._rebuild_sources(train):
+      # Same parameters as nn.scan below (which creates them at init), applied by a scan whose
+      # backward pass rebuilds the source buffer instead of saving it per block.
+      if 'blocks' not in self.variables.get('params', {}):
+        raise ValueError('scan_layers=True expects the stacked parameters of nn.scan under '
+                         "'blocks'; these look like an unrolled model's (block_0, block_1, ...). "
+                         'The two layouts are not interchangeable: set scan_layers to match.')
+      params = nn.unbox(self.variables['params']['blocks'])
+      block = Block(**block_kw, parent=None)  # a free module: applied as a pure function
+      apply_block = lambda p, st, i: block.apply({'params': p}, (st, i))[0][0]  # noqa: E731
+      per_layer = 2 if self.layer_unit == 'sublayer' else 1
+      state = source_scan.scan_blocks(apply_block, per_layer, self.block_size, params, state)
+    elif self.scan_layers:
+      carry = (state, jnp.zeros((), jnp.int32))  # the block index is traced inside the scan
+      blocks = nn.scan(Block, variable_axes={'params': 0, 'intermediates': 0},
+                       split_rngs={'params': True, 'dropout': True}, length=self.depth,
+                       metadata_params={nn.PARTITION_NAME: 'layers'})
+      (state, _), _ = blocks(name='blocks', **block_kw)(carry, None)
+    else:
+      carry = (state, 0)  # a static block index: connectors use Python lists of sources
+      for i in range(self.depth):
+        keep = self.keep_tokens[i] if self.keep_tokens else 0
+        keep = 0 if keep >= state_tokens(carry[0]) else keep
+        if self.skip_every and i % self.skip_every == 0:
+          skip_from = carry[0]['h']
+        carry, _ = Block(name=f'block_{i}', keep=keep, **block_kw)(carry, None)
+        if self.skip_every and (i + 1) % self.skip_every == 0:
+          st = dict(carry[0])
+          st['h'] = st['h'] + skip_from[-st['h'].shape[0]:]
+          carry = (st, carry[1])
+        hidden.append(carry[0].get('h'))
+      state = carry[0]
+    # Output: the final stream; AttnRes/DeRes aggregate all blocks with their own query.
+    if self.connector in ('postnorm', 'prenorm'):
+      out = state['h']
+    elif self.connector == 'siamese':
+      out = state['h'] + layers.RMSNorm(name='out_siamese_norm')(state['y'])
+    else:
+      out = connectors.Connector(name='out_res', **dict(conn, num_tokens=state_tokens(state)))(
+          state, units)
+    return layers.RMSNorm(name='out_norm')(out), hidden  # [T, B, D]
+
+  def check(self):
+    """Raises ValueError naming the fields of an impossible combination."""
+    units = self.num_units()
+    if self.connector in ('attnres', 'deres') and self.block_size > units:
+      raise ValueError(f'block_size={self.block_size} is larger than the {units} connected units '
+                       f'(depth={self.depth}, layer_unit={self.layer_unit!r}).')
+    if self.keep_tokens and len(self.keep_tokens) != self.depth:
+      raise ValueError(f'the pyramid keeps tokens per block: {len(self.keep_tokens)} counts for '
+                       f'depth={self.depth}.')
+    if (self.keep_tokens or self.skip_every) and self.scan_layers:
+      raise ValueError('a token pyramid and inter-block skips need scan_layers=False.')
+    if self.skip_every and self.connector == 'attnres':
+      raise ValueError("inter-block skips add to the identity stream, which connector='attnres' "
+                       'does not have; use prenorm, deres, postnorm or siamese.')
+    if self.connector in ('postnorm', 'siamese') and self.layer_unit == 'block':
+      raise ValueError(f"connector={self.connector!r} wraps every sublayer: set "
+                       "layer_unit='sublayer'.")
+
+  def connector_flops(self, tokens: list, width: int) -> int:
+    """Depth-attention FLOPs per example: scoring (w . v) and mixing, per visible source."""
+    if self.connector not in ('attnres', 'deres'):
+      return 0
+    total, per_block = 0, 2 if self.layer_unit == 'sublayer' else 1
+    for j in range(self.num_units() + 1):
+      t = tokens[min(j // per_block, len(tokens) - 1)]
+      visible = 1 + j // self.block_size + (1 if j % self.block_size else 0)
+      visible = min(visible, connectors.num_slots(self.num_units(), self.block_size))
+      total += visible * 2 * flops_lib.dense(width, 1, t)  # score + weighted sum
+    return total

@@ -1,0 +1,192 @@
+"""Every model of the zoo: per-model config, training on 1 and 8 devices, FLOPs, errors."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deres_jax import config as config_lib
+from deres_jax import data as data_lib
+from deres_jax import models
+from deres_jax.data import iterator
+from deres_jax.models import backbone
+from deres_jax.models import flops as flops_lib
+from deres_jax.models import layers
+from deres_jax.models import onetrans
+from deres_jax.train import optim
+from deres_jax.train import step as step_lib
+from deres_jax.train import trainer
+
+# Tiny sizes per model (shared fields carry over from the tiny Transformer by models.switch).
+TINY_TRANSFORMER = dict(depth=2, width=16, num_heads=2, embed_dim=8, ffn_mult=2, head_hidden=(16,),
+                        tokenizer='group', num_tokens=4, block_size=2)
+TINY = {
+    'dcnv2': dict(num_cross=2, dnn_hidden=(32, 32)),
+    'dnn': dict(hidden=(32, 32)),
+    'wukong': dict(num_layers=2, num_fmb=4, num_lcb=4, rank=4, fmb_hidden=(32,), head_hidden=(32,)),
+    'finalnet': dict(block1_hidden=(32, 32), block2_hidden=(32,)),
+    'onetrans': dict(pyramid_tokens=2, connector='deres'),
+    'rankmixer': dict(num_tokens=4, num_heads=0),
+    'tokenmixer_large': dict(num_tokens=3),
+    'unimixer': dict(num_tokens=4),
+    'hiformer': dict(low_rank=8),
+}
+
+
+def tiny_model_config(name):
+  cfg = models.switch(models.model_config('transformer', **TINY_TRANSFORMER), name)
+  for k, v in TINY.get(name, {}).items():
+    if k in cfg:  # a model's field names are its own; skip sizes a model does not have
+      cfg[k] = v
+  return cfg
+
+
+@pytest.fixture(scope='module')
+def tiny_data():
+  c = config_lib.base_config()
+  c.data.update(num_train=2048, num_val=256, num_test=256, max_vocab=200)
+  return data_lib.load(c.data)
+
+
+def _batch(ds, n=256):
+  return {k: v[:n] for k, v in ds.splits['train'].items() if k in iterator.TRAIN_COLUMNS}
+
+
+def _losses(model, ds, devices, steps):
+  """Losses of `steps` Adam steps on a mesh over `devices` (same batches, same init)."""
+  c = config_lib.base_config()
+  c.optim.learning_rate = c.optim.embed_learning_rate = 3e-3
+  mesh = trainer.make_mesh((('data', -1), ('model', 1)), devices)
+  tx = optim.make_optimizer(c.optim, steps)
+  state, shardings = step_lib.create_state(model, tx, mesh, c.sharding_rules, _batch(ds, 2), 0)
+  train_step, _ = step_lib.make_steps(model, tx, mesh, shardings)
+  it = iterator.BatchIterator(ds.splits['train'], 256, seed=0)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  out = []
+  for _ in range(steps):
+    state, m = train_step(state, iterator.to_global(next(it), sharding))
+    out.append(float(m['train/loss']))
+  return np.array(out)
+
+
+@pytest.mark.parametrize('name', list(models.MODELS))
+def test_model_trains_the_same_on_1_and_8_devices(name, tiny_data):
+  model = models.build(tiny_model_config(name), tiny_data.schema)
+  one = _losses(model, tiny_data, jax.devices()[:1], 30)
+  eight = _losses(model, tiny_data, jax.devices(), 30)
+  assert one[-5:].mean() < one[:5].mean(), one  # the loss falls
+  np.testing.assert_allclose(eight, one, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', list(models.MODELS))
+def test_analytic_flops_agree_with_xla(name, tiny_data):
+  for cfg in (tiny_model_config(name), models.model_config(name)):
+    model = models.build(cfg, tiny_data.schema)
+    batch = _batch(tiny_data, 256)
+    variables = model.init(jax.random.PRNGKey(0), batch)
+    analytic = model.flops_per_example()
+    xla = flops_lib.xla_flops_per_example(model, variables, batch)
+    assert analytic['total'] == sum(v for k, v in analytic.items() if k != 'total')
+    assert 0.75 * xla <= analytic['total'] <= 1.25 * xla, (dict(cfg), analytic, xla)
+
+
+@pytest.mark.parametrize('name', list(models.MODELS))
+def test_config_section_is_the_models_own_fields(name):
+  fields = models.fields(name)
+  cfg = models.model_config(name)
+  assert set(cfg) == {'name'} | set(fields)
+  for key, (default, comment) in fields.items():
+    assert cfg[key] == default
+    assert comment, f'{name}.{key} has no comment for users'
+  config_lib.validate_model(cfg)  # the defaults are valid
+  for key, allowed in models.choices(name).items():
+    assert fields[key][0] in allowed, (name, key)
+
+
+def test_unknown_field_and_unknown_model_give_one_sentence():
+  c = config_lib.base_config()
+  c.model = models.model_config('dcnv2')
+  with c.model.unlocked():
+    c.model.width = 64
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  msg = str(e.value)
+  assert "model 'dcnv2' has no field 'width'" in msg and 'num_cross' in msg and '\n' not in msg
+  with pytest.raises(config_lib.ConfigError, match=r"'nope' is not a model; choose one of"):
+    config_lib.apply_model_overrides(config_lib.base_config(), [('name', 'nope')])
+  with pytest.raises(config_lib.ConfigError, match=r"model 'transformer' has no field 'num_cross'"):
+    config_lib.apply_model_overrides(config_lib.base_config(), [('num_cross', '3')])
+  # PreNorm has the Transformer's fields, so merge is accepted there: it is a Transformer field.
+  c = config_lib.apply_model_overrides(config_lib.base_config(),
+                                       [('name', 'dcnv2'), ('num_cross', '4'),
+                                        ('dnn_hidden', '(8,8)')])
+  assert c.model.num_cross == 4 and c.model.dnn_hidden == (8, 8) and 'width' not in c.model
+  assert c.model.embed_dim == config_lib.base_config().model.embed_dim  # shared fields carry
+
+
+def test_switch_keeps_shared_fields_and_drops_the_rest():
+  cfg = models.model_config('transformer', depth=3, width=48, embed_dim=12, connector='attnres')
+  ot = models.switch(cfg, 'onetrans')
+  assert (ot.depth, ot.width, ot.embed_dim, ot.connector) == (3, 48, 12, 'attnres')
+  lr = models.switch(cfg, 'logreg')
+  assert set(lr) == {'name', 'dense_transform'}
+
+
+def test_pyramid_keeps_the_last_tokens():
+  """One block whose queries are only the last k tokens equals the last k rows of the full block.
+
+  Keys and values come from all tokens either way, so only the rows of the dropped tokens
+  differ; token-specific weights of the kept tokens are the full model's last k slices.
+  """
+  t, d, k = 6, 16, 2
+  x = jax.random.normal(jax.random.PRNGKey(0), (t, 5, d))
+  for conn in ('prenorm', 'deres'):
+    kw = dict(mixer=layers.SelfAttention, mixer_kw=dict(num_heads=2), ffn=layers.FeedForward,
+              ffn_kw=dict(mult=2), depth=1, connector=conn, block_size=1)
+    full = backbone.Backbone(**kw)
+    pyr = backbone.Backbone(keep_tokens=(k,), **kw)
+    p = nn.unbox(full.init(jax.random.PRNGKey(1), x)['params'])
+    p = jax.tree_util.tree_map_with_path(  # live depth weights
+        lambda path, v: v + 0.3 if getattr(path[-1], 'key', '') in ('query', 'gate') else v, p)
+    shapes = jax.tree.map(lambda v: v.shape, nn.unbox(pyr.init(jax.random.PRNGKey(1), x)['params']))
+
+    def cut(v, shape):  # token-specific parameters: keep the last k tokens' slices
+      return v[-shape[0]:] if v.shape != shape else v
+    pp = jax.tree.map(cut, p, shapes, is_leaf=lambda v: isinstance(v, jax.Array))
+    out_full, _ = full.apply({'params': p}, x)
+    out_pyr, hidden = pyr.apply({'params': pp}, x)
+    assert out_pyr.shape[0] == k and hidden[0].shape[0] == k
+    np.testing.assert_allclose(np.asarray(out_pyr), np.asarray(out_full[-k:]), rtol=1e-5, atol=1e-5)
+
+
+def test_pyramid_schedule_is_linear_to_the_final_count():
+  assert onetrans.pyramid_schedule(12, 4, 4) == (10, 8, 6, 4)
+  assert onetrans.pyramid_schedule(8, 0, 3) == ()
+  with pytest.raises(config_lib.ConfigError, match='scan_layers=False'):
+    config_lib.validate_model(models.model_config('onetrans', pyramid_tokens=2, scan_layers=True))
+
+
+def test_aux_losses_are_added_and_logged(tiny_data):
+  """A model's aux['losses'] enter the loss and the metrics as train/loss/<name>."""
+
+  class WithAux(nn.Module):
+    inner: nn.Module
+
+    def __call__(self, batch, train=False):
+      logits, aux = self.inner(batch, train)
+      return logits, dict(aux, losses={'const': jnp.float32(0.25)})
+
+    def flops_per_example(self):
+      return self.inner.flops_per_example()
+
+  base = models.build(tiny_model_config('logreg'), tiny_data.schema)
+  c = config_lib.base_config()
+  mesh = trainer.make_mesh((('data', -1), ('model', 1)), jax.devices())
+  tx = optim.make_optimizer(c.optim, 10)
+  model = WithAux(base)
+  state, shardings = step_lib.create_state(model, tx, mesh, c.sharding_rules, _batch(tiny_data, 2), 0)
+  train_step, _ = step_lib.make_steps(model, tx, mesh, shardings)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  _, m = train_step(state, iterator.to_global(_batch(tiny_data), sharding))
+  assert float(m['train/loss/const']) == 0.25
+  np.testing.assert_allclose(float(m['train/total_loss']), float(m['train/loss']) + 0.25, rtol=1e-6)
