@@ -116,8 +116,8 @@ def main():
   p.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
   a = p.parse_args()
   try:
-    import fuxictr  # pylint: disable=g-import-not-at-top,unused-import
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import fuxictr  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
     sys.exit(f'error: this comparison needs FuxiCTR and PyTorch ({e}); install them yourself, '
              'e.g. `pip install torch fuxictr` (deres_jax itself never installs or imports them).')

@@ -31,15 +31,20 @@ def bad_file(tmp_path):
   lines.append(SHORT[0])                                    # short rows are valid
   add('field_count', next(g) + b'\textra')                   # 41 fields
   add('field_count', b'\t'.join(next(g).split(b'\t')[:10]))  # 10 fields: lost integer fields
-  f = next(g).split(b'\t'); f[5] = b'abc'
+  f = next(g).split(b'\t')
+  f[5] = b'abc'
   add('non_numeric', b'\t'.join(f))
-  f = next(g).split(b'\t'); f[3] = b'12.5'                   # not an integer
+  f = next(g).split(b'\t')
+  f[3] = b'12.5'  # not an integer
   add('non_numeric', b'\t'.join(f))
-  f = next(g).split(b'\t'); f[0] = b'2'
+  f = next(g).split(b'\t')
+  f[0] = b'2'
   add('bad_label', b'\t'.join(f))
-  f = next(g).split(b'\t'); f[0] = b''
+  f = next(g).split(b'\t')
+  f[0] = b''
   add('bad_label', b'\t'.join(f))
-  f = next(g).split(b'\t'); f[20] = b'\xff\xfe\x00'
+  f = next(g).split(b'\t')
+  f[20] = b'\xff\xfe\x00'
   add('non_utf8', b'\t'.join(f))
   lines += [next(g), next(g)]
   path = tmp_path / 'bad.txt'
@@ -64,7 +69,8 @@ def test_strict_stops_at_first_bad_row_with_line_and_reason(tmp_path):
     preprocess.prepare(criteo.spec(), [str(path)], str(tmp_path / 'p'), preprocess.Options(strict=True), **QUIET)
   assert not os.path.exists(tmp_path / 'p')
   # The reason names the field and value.
-  f = GOOD[0].split(b'\t'); f[5] = b'abc'
+  f = GOOD[0].split(b'\t')
+  f[5] = b'abc'
   (tmp_path / 'one.txt').write_bytes(GOOD[1] + b'\n' + b'\t'.join(f) + b'\n')
   with pytest.raises(BadInputError, match=r"one.txt:2: field I5='abc' is not a valid number"):
     preprocess.prepare(criteo.spec(), [str(tmp_path / 'one.txt')], str(tmp_path / 'q'),
