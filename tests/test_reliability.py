@@ -326,15 +326,16 @@ def _set(path, value):
 
 
 BAD_CONFIGS = [
-    (_set('model.depht', 3), r"^Unknown config key 'model.depht'\. Did you mean 'model.depth'\?$"),
+    (_set('model.depht', 3), r"^model 'transformer' has no field 'depht'\. Did you mean 'depth'\? "
+                             r"Its fields are: embed_dim, .*\.$"),
     (_set('train.num_steps', 10.5), r'^config\.train\.num_steps must be a int, got 10\.5 \(float\)\.$'),
     (_set('train.progress', 1), r'^config\.train\.progress must be a bool, got 1 \(int\)\.$'),
     (_set('model.connector', 'dense'), r"^config\.model\.connector='dense' is not one of \["),
-    (_set('model.depth', 0), r'^config\.model\.depth must be positive, got 0\.$'),
-    (_set('model.num_heads', 3), r'^config\.model\.num_heads=3 does not divide '
-                                 r'config\.model\.width=16\.$'),
-    (_set('model.block_size', 5), r'^config\.model\.block_size=5 is larger than the 4 connected '
-                                  r"units \(depth=2, layer_unit='sublayer'\)\.$"),
+    (_set('model.depth', 0), r"^config\.model\.depth must be positive, got 0 \(model 'transformer'\)\.$"),
+    (_set('model.num_heads', 3), r"^config\.model \(model 'transformer'\): num_heads=3 does not divide "
+                                 r'width=16\.$'),
+    (_set('model.block_size', 5), r"^config\.model \(model 'transformer'\): block_size=5 is larger than "
+                                  r"the 4 connected units \(depth=2, layer_unit='sublayer'\)\.$"),
     (_set('mesh', (('data', 3), ('model', 1))),
      r"^config\.mesh=\(\('data', 3\), \('model', 1\)\) does not match the 8 available devices\.$"),
     (_set('mesh', (('data', -1), ('model', 3))), r'^config\.mesh=.* does not match the 8 available'),

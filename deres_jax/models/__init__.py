@@ -19,26 +19,31 @@ import re
 import ml_collections
 
 from deres_jax.models.dcnv2 import DCNv2
+from deres_jax.models.dnn import DNN
+from deres_jax.models.finalnet import FinalNet
+from deres_jax.models.hiformer import HiFormer
 from deres_jax.models.logreg import LogisticRegression
+from deres_jax.models.onetrans import OneTrans
+from deres_jax.models.rankmixer import RankMixer
+from deres_jax.models.tokenmixer_large import TokenMixerLarge
 from deres_jax.models.transformer import CTRTransformer
+from deres_jax.models.unimixer import UniMixer
+from deres_jax.models.wukong import Wukong
 
+# config.model.name -> model class (each in its own module, named after the model).
 MODELS = {
-    'transformer': CTRTransformer,   # CTR Transformer with a pluggable connector (default DeRes)
-    'dcnv2': DCNv2,                  # cross network + DNN (Wang et al., WWW 2021)
-    'logreg': LogisticRegression,    # first-order baseline
+    'transformer': CTRTransformer,        # CTR Transformer, pluggable connector (default DeRes)
+    'onetrans': OneTrans,                 # OneTrans: Auto-Split tokens, mixed params, pyramid
+    'rankmixer': RankMixer,               # RankMixer: parameter-free token mixing + per-token FFN
+    'tokenmixer_large': TokenMixerLarge,  # TokenMixer-Large: mix-and-revert, pSwiGLU, aux loss
+    'unimixer': UniMixer,                 # UniMixer: Sinkhorn global/local mixing, SiameseNorm
+    'hiformer': HiFormer,                 # HiFormer: heterogeneous attention, low-rank projection
+    'wukong': Wukong,                     # Wukong: stacked FM blocks + linear compression
+    'dcnv2': DCNv2,                       # DCNv2: cross network + DNN
+    'finalnet': FinalNet,                 # FinalNet: factorized interaction blocks
+    'dnn': DNN,                           # DNN: MLP over concatenated embeddings
+    'logreg': LogisticRegression,         # logistic regression: the first-order baseline
 }
-
-# Optional models: each is added when its module is present (so the zoo grows file by file).
-for _name, _module, _cls in (
-    ('onetrans', 'onetrans', 'OneTrans'), ('rankmixer', 'rankmixer', 'RankMixer'),
-    ('tokenmixer_large', 'tokenmixer_large', 'TokenMixerLarge'),
-    ('unimixer', 'unimixer', 'UniMixer'), ('hiformer', 'hiformer', 'HiFormer'),
-    ('wukong', 'wukong', 'Wukong'), ('finalnet', 'finalnet', 'FinalNet'), ('dnn', 'dnn', 'DNN')):
-  try:
-    MODELS[_name] = getattr(__import__(f'deres_jax.models.{_module}', fromlist=[_cls]), _cls)
-  except ModuleNotFoundError as _e:
-    if _e.name != f'deres_jax.models.{_module}':
-      raise
 
 # Attributes that are not config fields: filled from the data schema, or internal.
 NOT_CONFIG = ('vocab_sizes', 'num_dense', 'dtype', 'table_pad', 'parent', 'name')
@@ -153,8 +158,8 @@ def build(model_config_, schema, dtype=None):
     if k not in known and k != 'dtype':
       raise ValueError(unknown_field_message(name, k))
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  if dtype is not None:
-    kwargs['dtype'] = dtype
+  if dtype is not None and 'dtype' in {f.name for f in dataclasses.fields(cls)}:
+    kwargs['dtype'] = dtype  # models without a computation dtype (logreg) run in float32
   return cls(vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names), **kwargs)
 
 

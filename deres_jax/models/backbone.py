@@ -79,7 +79,7 @@ class Block(nn.Module):
         state['y'] = state['y'] + out
         state['h'] = layers.RMSNorm(name=f'{name}_post_norm')(state['h'] + out)
       else:
-        state['h'] = nn.LayerNorm(name=f'{name}_post_norm')(state['h'] + out)
+        state['h'] = nn.LayerNorm(dtype=self.dtype, name=f'{name}_post_norm')(state['h'] + out)
       return state
     u = connectors.Connector(name=f'{name}_res', **dict(conn, num_tokens=state_tokens(state)))(
         state, j)
