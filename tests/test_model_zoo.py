@@ -150,11 +150,18 @@ def test_unknown_field_and_unknown_model_give_one_sentence():
 
 
 def test_switch_keeps_shared_fields_and_drops_the_rest():
-  cfg = models.model_config('transformer', depth=3, width=48, embed_dim=12, connector='attnres')
+  cfg = models.model_config('transformer', depth=3, width=48, embed_dim=12, connector='attnres',
+                            tokenizer='group')
   ot = models.switch(cfg, 'onetrans')
-  assert (ot.depth, ot.width, ot.embed_dim, ot.connector) == (3, 48, 12, 'attnres')
+  assert (ot.depth, ot.width, ot.embed_dim) == (3, 48, 12)  # sizes carry
+  # Fields whose defaults differ make OneTrans OneTrans: they take its own defaults.
+  assert (ot.connector, ot.tokenizer) == ('prenorm', 'autosplit')
   lr = models.switch(cfg, 'logreg')
   assert set(lr) == {'name', 'dense_transform'}
+  # A shared value the new model refuses (RankMixer needs H = T) is not carried over.
+  rm = models.switch(models.model_config('transformer', num_heads=4, num_tokens=8), 'rankmixer')
+  assert rm.num_heads == models.fields('rankmixer')['num_heads'][0] and rm.num_tokens == 8
+  config_lib.validate_model(rm)
 
 
 def test_pyramid_keeps_the_last_tokens():
@@ -165,7 +172,7 @@ def test_pyramid_keeps_the_last_tokens():
   """
   t, d, k = 6, 16, 2
   x = jax.random.normal(jax.random.PRNGKey(0), (t, 5, d))
-  for conn in ('prenorm', 'deres'):
+  for conn in ('deres',):  # DeRes: the stream and every depth source are truncated
     kw = dict(mixer=layers.SelfAttention, mixer_kw=dict(num_heads=2), ffn=layers.FeedForward,
               ffn_kw=dict(mult=2), depth=1, connector=conn, block_size=1)
     full = backbone.Backbone(**kw)

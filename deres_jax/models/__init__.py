@@ -114,15 +114,32 @@ def unknown_field_message(name: str, key: str) -> str:
 def switch(model_cfg, name: str) -> ml_collections.ConfigDict:
   """`model_cfg` turned into model `name`'s section.
 
-  Fields the two models share keep their values (a config file's embed_dim, depth or width
-  carry over, so models compare at the same size) when the new model accepts the value;
-  every other field takes the new model's default.
+  A field carries over when both models have it with the same default, i.e. it means the
+  same thing in both (embed_dim, width, depth for most pairs: a config file's sizes carry, so
+  models compare at the same size), and the new model accepts the value (one of its choices,
+  and its `check()` passes). A field whose default differs (OneTrans's connector 'prenorm' and
+  tokenizer 'autosplit', RankMixer's num_heads = T) is part of what the new model is, so it
+  takes the new model's default; so does every field the old model did not have.
   """
   new = model_config(name)
   allowed = choices(name)
+  cls = get_class(name)
+  old_defaults = fields(model_cfg.name) if model_cfg.get('name') in MODELS else {}
+
+  def passes(cfg):
+    kwargs = {k: v for k, v in cfg.items() if k != 'name'}
+    try:
+      cls(vocab_sizes=(8, 8), num_dense=1, **kwargs).check()
+    except ValueError:
+      return False
+    return True
+
   for k, v in model_cfg.items():
-    if k != 'name' and k in new and (k not in allowed or v in allowed[k]):
-      new[k] = tuple(v) if isinstance(v, list) else v
+    same_meaning = k in old_defaults and k in new and old_defaults[k][0] == new[k]
+    if k != 'name' and same_meaning and (k not in allowed or v in allowed[k]):
+      old, new[k] = new[k], tuple(v) if isinstance(v, list) else v
+      if not passes(new):
+        new[k] = old
   return new
 
 
