@@ -4,6 +4,7 @@ import os
 
 from deres_jax.data import prepared
 from deres_jax.data import synthetic
+from deres_jax.data import synthetic_interest
 from deres_jax.data.schema import Schema, check_split
 
 
@@ -24,6 +25,14 @@ def load_synthetic(data_config) -> Dataset:
                                     if f.name in data_config})
   schema, splits = synthetic.generate(spec)
   return Dataset(schema, splits, source=f'synthetic(seed={spec.seed})')
+
+
+def load_synthetic_interest(data_config) -> Dataset:
+  spec = synthetic_interest.InterestSpec(**{
+      f.name: data_config[f.name] for f in dataclasses.fields(synthetic_interest.InterestSpec)
+      if f.name in data_config})
+  schema, splits = synthetic_interest.generate(spec)
+  return Dataset(schema, splits, source=f'synthetic_interest(seed={spec.seed})')
 
 
 def prepare_command(data_config) -> str:
@@ -56,6 +65,7 @@ def load_prepared(data_config) -> Dataset:
 
 DATASETS = {
     'synthetic': load_synthetic,   # Criteo-schema data with a known oracle
+    'synthetic_interest': load_synthetic_interest,  # multi-interest users, dense x cat crosses, oracle
     'criteo': load_prepared,       # Kaggle Criteo, prepared by launch/prepare_data.py criteo
     'avazu': load_prepared,        # Kaggle Avazu, prepared by launch/prepare_data.py avazu
     'csv': load_prepared,          # your own CSV/TSV/Parquet, prepared by ... prepare_data.py csv

@@ -46,8 +46,8 @@ class OneTrans(transformer.CTRTransformer):
     return backbone_lib.Backbone(
         mixer=layers.SelfAttention, mixer_kw=dict(num_heads=self.num_heads,
                                                   token_specific=self.qkv == 'token'),
-        ffn=layers.FeedForward, ffn_kw=dict(mult=self.ffn_mult, token_specific=self.ffn == 'token'),
-        keep_tokens=self.keep_tokens(), **transformer.backbone_kwargs(self),
+        ffn=self.ffn_spec()[0], ffn_kw=self.ffn_spec()[1], keep_tokens=self.keep_tokens(),
+        **transformer.backbone_kwargs(self),
         **transformer._naming(name))  # pylint: disable=protected-access
 
   def check(self):
@@ -60,7 +60,8 @@ class OneTrans(transformer.CTRTransformer):
     t, d = tok.num_output_tokens(), self.width
     keep = self.keep_tokens() or (t,) * self.depth
     attn = layers.SelfAttention(self.num_heads, self.qkv == 'token', parent=None)
-    ffn = layers.FeedForward(self.ffn_mult, self.ffn == 'token', parent=None)
+    cls, kw = self.ffn_spec()
+    ffn = cls(**kw, parent=None)
     t_in = (t,) + keep[:-1]  # tokens entering each block
     return flops_lib.total({
         'tokenizer': tok.flops(),

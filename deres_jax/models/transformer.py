@@ -72,6 +72,7 @@ class CTRTransformer(nn.Module):
   ffn_mult: int = 2             # FFN hidden size = ffn_mult * width
   qkv: str = 'token'            # 'token': OneTrans token-specific Q/K/V/O; 'shared'
   ffn: str = 'token'            # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
+  ffn_act: str = 'gelu'         # 'gelu' MLP, or 'swiglu' (gated: products of features, docs/quality.md)
   dropout: float = 0.0          # dropout on sublayer outputs
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
@@ -93,7 +94,12 @@ class CTRTransformer(nn.Module):
   table_pad: int = 8
 
   CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, qkv=('token', 'shared'),
-                                 ffn=('token', 'shared'))
+                                 ffn=('token', 'shared'), ffn_act=('gelu', 'swiglu'))
+
+  def ffn_spec(self):
+    """(FFN class, kwargs) of the per-token FFN: GELU MLP or SwiGLU."""
+    cls = layers.SwiGLU if self.ffn_act == 'swiglu' else layers.FeedForward
+    return cls, dict(mult=self.ffn_mult, token_specific=self.ffn == 'token')
 
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
@@ -104,8 +110,7 @@ class CTRTransformer(nn.Module):
     return backbone_lib.Backbone(
         mixer=layers.SelfAttention, mixer_kw=dict(num_heads=self.num_heads,
                                                   token_specific=self.qkv == 'token'),
-        ffn=layers.FeedForward, ffn_kw=dict(mult=self.ffn_mult, token_specific=self.ffn == 'token'),
-        **backbone_kwargs(self), **_naming(name))
+        ffn=self.ffn_spec()[0], ffn_kw=self.ffn_spec()[1], **backbone_kwargs(self), **_naming(name))
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -125,7 +130,8 @@ class CTRTransformer(nn.Module):
     tok = self.make_tokenizer(name=None)
     t, d = tok.num_output_tokens(), self.width
     attn = layers.SelfAttention(self.num_heads, self.qkv == 'token', parent=None)
-    ffn = layers.FeedForward(self.ffn_mult, self.ffn == 'token', parent=None)
+    cls, kw = self.ffn_spec()
+    ffn = cls(**kw, parent=None)
     return flops_lib.total({
         'tokenizer': tok.flops(),
         'attention': self.depth * attn.flops(t, t, d),

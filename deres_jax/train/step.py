@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from deres_jax.train import regularization
+
 def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
   """Initialises the train state directly into its shardings; returns (state, shardings).
 
@@ -47,11 +49,13 @@ def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
   return state, state_sharding
 
 
-def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=True):
+def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=True,
+               embed_l2_rows='table'):
   """The jitted (train_step, predict) functions for any model mapping a batch to (logits, aux).
 
   train_step(state, batch) -> (state, metrics) donates the old state; the batch is sharded
-  over the 'data' axis, parameters as in `state_sharding`.
+  over the 'data' axis, parameters as in `state_sharding`. `embed_l2` > 0 adds the embedding
+  penalty of `regularization.embed_penalty` (BARS/FuxiCTR semantics; `embed_l2_rows`).
   """
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
@@ -67,8 +71,10 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
       bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
       terms = {f'train/loss/{k}': v for k, v in sorted(aux.get('losses', {}).items())}
       loss = bce + sum(terms.values())
-      if embed_l2:  # no L2 term at all (not 0 * ...), so XLA drops the embedding norms
-        terms['train/loss/embed_l2'] = embed_l2 * aux['embed_sq'].mean()
+      if embed_l2:  # no L2 term at all (not 0 * ...) when it is off
+        terms['train/loss/embed_l2'] = regularization.embed_penalty(
+            params, embed_l2, embed_l2_rows, batch.get('cat'), getattr(model, 'vocab_sizes', ()),
+            getattr(model, 'table_pad', 8))
         loss = loss + terms['train/loss/embed_l2']
       return loss, (bce, logits, terms)
 

@@ -140,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   # ---------------------------------------------------------------- Step functions.
   stop_on_nonfinite = config.train.nonfinite == 'stop'
   train_step, predict = make_steps(model, tx, mesh, state_sharding, config.optim.embed_l2,
-                                   stop_on_nonfinite)
+                                   stop_on_nonfinite, config.optim.embed_l2_rows)
 
   # ---------------------------------------------------------------- Restore.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
