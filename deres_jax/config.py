@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 0.0         # global-norm clipping, 0 = off
   c.optim.embed_name = 'adam'     # optimizer of the embedding tables (same choices)
   c.optim.embed_learning_rate = 1e-3
-  c.optim.embed_l2 = 0.0          # L2 on the embeddings looked up in a batch, per example
+  c.optim.embed_l2 = 0.0          # BARS/FuxiCTR embedding_regularizer: + embed_l2/2 * ||E||^2 (train/regularization.py)
+  c.optim.embed_l2_rows = 'table'  # 'table': whole tables every step (FuxiCTR); 'batch': distinct rows looked up
 
   # Training.
   c.train = ml_collections.ConfigDict()
@@ -111,6 +112,7 @@ CHOICES = {
     'optim.name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.schedule': ('constant', 'cosine'),
+    'optim.embed_l2_rows': ('table', 'batch'),
     'train.nonfinite': ('stop', 'skip'),
     'train.transfer_guard': ('disallow', 'log', 'allow'),
 }
