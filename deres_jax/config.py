@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.min_count = 10           # train occurrences a category needs for its own id (BARS: Criteo 10, Avazu 2)
   c.data.split = (0.8, 0.1, 0.1)  # train/val/test fractions of the random per-row split
   c.data.split_seed = 2018        # seed of the split (a hash of seed, file and line number)
+  c.data.split_by = ''            # '' = that random split; 'time:<column>': earliest rows train, then val, test
   c.data.keep_dense = False       # Criteo: also keep I1..I13 as raw float 'dense' columns
   c.data.strict = False           # stop at the first bad input row instead of counting and skipping
   # Your own data (name='csv'): a CSV/TSV/Parquet schema; column names as in the file.
@@ -48,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.csv_scenario = ''        # optional scenario column ('' = none)
   c.data.csv_sep = ','            # field separator: ',' or '\t' or any one character
   c.data.csv_header = True        # the first line of each text file holds the column names
+  c.data.csv_val_files = ()       # validation files; if set (or csv_test_files): csv_files = train, split by file
+  c.data.csv_test_files = ()      # test files (split by file, like csv_val_files)
   c.data.std_first = 1.0          # synthetic: std of the first-order part of the true logit
   c.data.std_pair = 0.8           # synthetic: std of the pairwise part
   c.data.std_three = 0.7          # synthetic: std of the 3-way part
