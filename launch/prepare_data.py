@@ -3,6 +3,11 @@
   python launch/prepare_data.py criteo --manual_dir=~/dac --data_dir=/data/criteo_x4
   python launch/prepare_data.py avazu --manual_dir=~/avazu --data_dir=/data/avazu_x4
   python launch/prepare_data.py csv --config=configs/byo_csv.py --data_dir=/data/mine
+  # your own split: separate files (the BARS x4 layout), or by time (earliest rows train):
+  python launch/prepare_data.py csv --config=configs/byo_csv.py --data_dir=/data/mine \
+      --train_files=train.csv --val_files=valid.csv --test_files=test.csv
+  python launch/prepare_data.py avazu --manual_dir=~/avazu --data_dir=/data/avazu_time \
+      --split=time:hour --fractions=0.8,0.1,0.1
   # score new rows with the vocabularies of an existing preparation (one split 'all'):
   python launch/prepare_data.py criteo --files=new.txt --score_with=/data/criteo_x4 --data_dir=/data/new
 
@@ -19,6 +24,16 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (needed for csv).')
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Directory holding the Kaggle download.')
 _FILES = flags.DEFINE_list('files', None, 'Input files (instead of --manual_dir).')
+_TRAIN_FILES = flags.DEFINE_list('train_files', None, 'Split by file: the training files '
+                                 '(csv: default config.data.csv_files).')
+_VAL_FILES = flags.DEFINE_list('val_files', None, 'Split by file: the validation files '
+                               '(csv: default config.data.csv_val_files).')
+_TEST_FILES = flags.DEFINE_list('test_files', None, 'Split by file: the test files '
+                                '(csv: default config.data.csv_test_files).')
+_SPLIT = flags.DEFINE_string('split', None, "'random' (hash of seed, file, line) or 'time:<column>' "
+                             '(earliest rows train, then val, test). Default: config.data.split_by.')
+_FRACTIONS = flags.DEFINE_list('fractions', None, 'train,val,test fractions of the random or time '
+                               'split, e.g. 0.8,0.1,0.1. Default: config.data.split.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Output: the prepared directory '
                                 '(config.data.path); the TFDS copy goes to DATA_DIR/tfds.')
 _MIN_COUNT = flags.DEFINE_integer('min_count', None, 'Default: Criteo 10, Avazu 2, csv config.')
@@ -42,16 +57,29 @@ def main(argv):
   if not _DATA_DIR.value:
     raise app.UsageError('--data_dir (the output directory) is required')
   data = (_CONFIG.value or config_lib.base_config()).data
+  if _FILES.value and _TRAIN_FILES.value:
+    raise app.UsageError('give --files (one input, split by --split) or --train_files (split by file), not both')
+  split_by = data.split_by if _SPLIT.value is None else _SPLIT.value
+  split_by = '' if split_by == 'random' else split_by
+  fractions = tuple(float(x) for x in _FRACTIONS.value) if _FRACTIONS.value else tuple(data.split)
+  if len(fractions) != 3 or min(fractions) < 0 or not sum(fractions):
+    raise app.UsageError(f'--fractions needs three non-negative train,val,test fractions, got {fractions}')
+  spec = None
   if name == 'csv':
     if _CONFIG.value is None:
       raise app.UsageError('csv needs --config=<a config with config.data.csv_*>')
-    spec, min_count = csv_source.spec_from_config(data), data.min_count
-    files = _FILES.value or list(data.csv_files)
+    files = _TRAIN_FILES.value or _FILES.value or list(data.csv_files)
+    data.csv_files = tuple(files)  # the column names come from the header of the first one
+    val, test = _VAL_FILES.value or list(data.csv_val_files), _TEST_FILES.value or list(data.csv_test_files)
+    min_count = data.min_count
   else:
     module = {'criteo': criteo, 'avazu': avazu}[name]
     spec = criteo.spec(keep_dense=_KEEP_DENSE.value) if name == 'criteo' else avazu.spec()
     min_count = module.MIN_COUNT
-    files = _FILES.value
+    files = _TRAIN_FILES.value or _FILES.value
+    val, test = _VAL_FILES.value or [], _TEST_FILES.value or []
+    if (val or test) and not _TRAIN_FILES.value:
+      raise app.UsageError('--val_files/--test_files need --train_files (the training files)')
     if not files:
       if not _MANUAL_DIR.value:
         raise app.UsageError(f'--manual_dir or --files is required.\n{module.MANUAL_DOWNLOAD_INSTRUCTIONS}')
@@ -61,13 +89,18 @@ def main(argv):
         print(f'error: none of {list(module.FILES)} is in {manual}.\n'
               f'{module.MANUAL_DOWNLOAD_INSTRUCTIONS}', file=sys.stderr)
         sys.exit(2)
+  if val or test:  # split by file: every row of a file lands in that file's split
+    if split_by:
+      raise app.UsageError(f'split by files (--val_files/--test_files) or by --split={split_by}, not both')
+    files = {'train': files, 'val': val, 'test': test}
   options = preprocess.Options(
       min_count=_MIN_COUNT.value if _MIN_COUNT.value is not None else min_count,
-      split=tuple(data.split),
+      split=fractions, split_by=split_by,
       seed=_SPLIT_SEED.value if _SPLIT_SEED.value is not None else data.split_seed,
       strict=_STRICT.value or data.strict)
   out = os.path.abspath(os.path.expanduser(_DATA_DIR.value))
   try:
+    spec = spec or csv_source.spec_from_config(data)
     preprocess.prepare(spec, files, out, options, overwrite=_OVERWRITE.value,
                        vocab_from=_SCORE_WITH.value)
   except (bad_input.BadInputError, FileExistsError, FileNotFoundError, ValueError) as e:
@@ -80,7 +113,9 @@ def main(argv):
   if _SCORE_WITH.value:
     print(f'Scored rows (split "all", ids of {_SCORE_WITH.value}): {out}/all/*.npy')
     return
-  print(f'Train with: python launch/train.py --config=configs/{name if name != "csv" else "byo_csv"}.py '
+  # The config the user passed (with its ':arg' if any); criteo/avazu default to their own.
+  config_file = flags.FLAGS['config'].config_filename if _CONFIG.value is not None else f'configs/{name}.py'
+  print(f'Train with: python launch/train.py --config={config_file} '
         f'--workdir=/tmp/{name}_run --config.data.path={out}')
 
 

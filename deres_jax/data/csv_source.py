@@ -6,6 +6,7 @@ Text files go through the same reader and checks as Criteo and Avazu (`delimited
 one code path; their "line numbers" in error messages are row numbers + 1.
 """
 import gzip
+import os
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -25,6 +26,41 @@ def header_columns(path: str, sep: str) -> tuple:
   return tuple(name.strip().strip('"') for name in first.split(sep))  # "a","b" headers too
 
 
+def file_columns(path: str, spec: RowSpec):
+  """The column names a file declares (Parquet schema, or header line), or None (no header)."""
+  if path.endswith('.parquet'):
+    return tuple(pq.read_schema(path).names)
+  return header_columns(path, spec.sep) if spec.header else None
+
+
+def check_same_columns(labelled_paths, spec: RowSpec):
+  """Raises one ValueError naming every file whose columns differ from the first file's.
+
+  Args:
+    labelled_paths: (label, path) pairs, e.g. ('train', 'a.csv'); the first is the reference.
+    spec: the row format (its separator and header flag; headerless text is not checked).
+  Text files are read by position, so their headers must match in order too; Parquet columns
+  are read by name, so a Parquet file only has to hold the same set.
+  """
+  named = [(label, p, file_columns(p, spec)) for label, p in labelled_paths]
+  named = [x for x in named if x[2] is not None]
+  if len(named) < 2:
+    return
+  ref_label, ref_path, ref = named[0]
+  problems = []
+  for label, path, cols in named[1:]:
+    by_name = path.endswith('.parquet') or ref_path.endswith('.parquet')
+    if cols == ref or (by_name and set(cols) == set(ref)):
+      continue
+    lacks, extra = [c for c in ref if c not in cols], [c for c in cols if c not in ref]
+    what = (f'lacks {lacks}' if lacks else '') + (' and ' if lacks and extra else '') + \
+        (f'has extra {extra}' if extra else '')
+    problems.append(f'  {label} {path}: {what or "the same columns in another order"}')
+  if problems:
+    raise ValueError(f'the input files do not have the same columns as {ref_label} {ref_path} '
+                     f'({len(ref)} columns):\n' + '\n'.join(problems))
+
+
 def spec_from_config(data_config) -> RowSpec:
   """The RowSpec of `config.data.csv_*` (the columns come from the header if not given)."""
   files = tuple(data_config.csv_files)
@@ -33,6 +69,8 @@ def spec_from_config(data_config) -> RowSpec:
   columns = tuple(data_config.csv_columns)
   if not columns:
     first = files[0]
+    if not os.path.isfile(first):
+      raise FileNotFoundError(f'input file {first!r} does not exist')
     if first.endswith('.parquet'):
       columns = tuple(pq.read_schema(first).names)
     elif data_config.csv_header:

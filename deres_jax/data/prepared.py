@@ -2,7 +2,8 @@
 
 Layout of `<path>/`:
   COMPLETE                  summary JSON, written last: its absence means "not prepared"
-  schema.json               the Schema, the RowSpec and options it was prepared with
+  schema.json               the Schema, the RowSpec and options it was prepared with, and
+                            'split': how rows were split (mode, column, thresholds, files)
   vocab.npz                 per field '<f>/keys' (int64, id order from 1) and '<f>/counts'
   {train,val,test}/*.npy    columns: label, cat, dense (if any), scenario (if any)
   tfds/                     optional TFDS ArrayRecord copy (see tfds_builders.py)

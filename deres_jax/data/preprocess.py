@@ -23,6 +23,16 @@ Conventions (research/ecosystem.md §1.1, FuxiCTR `criteo.py::convert_to_bucket`
     (seed, file, line). It is deterministic and independent of chunking, but the split sizes
     are 8:1:1 only up to sampling noise, and it is NOT the sklearn StratifiedKFold split of
     Criteo_x4 (that one is reproducible only with sklearn 0.19.1).
+
+Two other splits (the mode, column, thresholds and files are recorded in schema.json 'split'):
+  - by file: `paths={'train': [...], 'val': [...], 'test': [...]}` (the BARS x4 layout
+    train.csv/valid.csv/test.csv): every row of a file lands in that file's split.
+  - by time: `Options.split_by='time:<column>'`. A pre-pass reads only that column (and the
+    label, so that it sees the rows pass 1 keeps) and counts each distinct time; the
+    thresholds are the times at which the cumulative count first reaches the `split`
+    fractions. Rows with time <= t1 are train, <= t2 val, the rest test: a timestamp equal to
+    a threshold goes to the earlier split, so ties make train (then val) slightly larger.
+Whatever the split, the vocabularies count the training rows only.
 """
 import collections
 import concurrent.futures
@@ -60,11 +70,33 @@ def assign_split(seed: int, file_index: int, lines, fractions) -> np.ndarray:
   return np.searchsorted(edges, u, side='right').astype(np.int8)
 
 
+def time_column(split_by: str) -> str:
+  """The column of split_by='time:<column>'; '' for the hashed split (split_by='')."""
+  if not split_by:
+    return ''
+  mode, _, column = split_by.partition(':')
+  if mode != 'time' or not column:
+    raise ValueError(f"split_by={split_by!r}: use '' (the hashed random split) or 'time:<column>'")
+  return column
+
+
+def row_splits(rule: dict, file_index: int, parsed) -> np.ndarray:
+  """0/1/2 (train/val/test) per parsed row under a split rule (see `_prepare`)."""
+  mode = rule['mode']
+  if mode == 'hash':
+    return assign_split(rule['seed'], file_index, parsed.line, rule['fractions'])
+  if mode == 'files':
+    return np.full(len(parsed.line), rule['file_split'][file_index], np.int8)
+  if mode == 'time':  # side='left': a time equal to a threshold goes to the earlier split
+    return np.searchsorted(np.asarray(rule['thresholds']), parsed.time, side='left').astype(np.int8)
+  return np.zeros(len(parsed.line), np.int8)  # 'all': scoring with given vocabularies
+
+
 class KeyCounts:
   """Streaming (key -> count) of one field; merges geometrically so each key is re-sorted O(log) times."""
 
-  def __init__(self):
-    self.keys, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+  def __init__(self, dtype=np.int64):
+    self.keys, self.counts = np.zeros(0, dtype), np.zeros(0, np.int64)
     self._pending, self._pending_size = [], 0
 
   def add(self, u, c):
@@ -85,6 +117,11 @@ class KeyCounts:
     self.keys, self.counts = k[first], np.add.reduceat(c, first) if len(k) else c
     self._pending, self._pending_size = [], 0
 
+  def items(self):
+    """(keys, counts) in key order."""
+    self._merge()
+    return self.keys, self.counts
+
   def vocabulary(self, min_count: int):
     """(keys, counts) with count >= min_count, most frequent first (ties: by key): ids 1..V."""
     self._merge()
@@ -104,7 +141,8 @@ def encode(keys, vocab_keys):
 class Options:
   """How to prepare (mirrors config.data)."""
   min_count: int = 10                 # train occurrences for a category to get its own id
-  split: tuple = (0.8, 0.1, 0.1)      # train/val/test fractions
+  split: tuple = (0.8, 0.1, 0.1)      # train/val/test fractions (hashed or time split)
+  split_by: str = ''                  # '' = hashed random split; 'time:<column>' = earliest rows train
   seed: int = 2018                    # split seed
   strict: bool = False                # stop at the first bad row
   chunk_bytes: int = 8 << 20          # text read per chunk (its arrays stay < 32 MiB)
@@ -118,9 +156,11 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
 
   Args:
     spec: the columns and what each becomes.
-    paths: input files (plain or .gz, or .parquet), read in order.
+    paths: input files (plain or .gz, or .parquet), read in order and split by
+      `options.split_by`; or {'train': files, 'val': files, 'test': files} to split by file
+      (a split may be left out: it is then empty).
     out_dir: output directory; written via `<out_dir>.tmp-<pid>` and an atomic rename.
-    options: min_count, split, seed, strict, chunk size, parallelism.
+    options: min_count, split fractions and mode, seed, strict, chunk size, parallelism.
     overwrite: replace an existing prepared `out_dir`.
     log: progress printer.
     vocab_from: a prepared directory whose vocabularies to reuse (scoring new files): every
@@ -128,11 +168,43 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
   Returns:
     The summary dict (rows per split, bad-row counts, seconds, rows per second).
   """
+  from deres_jax.data import csv_source  # pylint: disable=g-import-not-at-top
   spec.validate()
-  paths = [paths] if isinstance(paths, str) else list(paths)
-  for p in paths:
-    if not os.path.isfile(p):
-      raise FileNotFoundError(f'input file {p!r} does not exist')
+  as_list = lambda x: [x] if isinstance(x, str) else list(x)
+  by_file = isinstance(paths, dict)
+  if by_file:
+    if set(paths) - set(SPLITS):
+      raise ValueError(f'split files: unknown splits {sorted(set(paths) - set(SPLITS))}; use {SPLITS}')
+    labelled = [(s, p) for s in SPLITS for p in as_list(paths.get(s, ()))]
+    if not as_list(paths.get('train', ())):
+      raise ValueError('split files: no training files (the vocabularies are fitted on them)')
+  else:
+    labelled = [('input', p) for p in as_list(paths)]
+  column = time_column(options.split_by)
+  if (by_file or column) and vocab_from:
+    raise ValueError('scoring (vocab_from) puts every row in split "all": give plain files, no split')
+  if by_file and column:
+    raise ValueError(f'split by files or by time ({options.split_by!r}), not both')
+  if column:  # raises naming the column and the available ones
+    spec = dataclasses.replace(spec, time=column).validate()
+  missing = [f'{s} {p}' if by_file else p for s, p in labelled if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f'input files do not exist: {", ".join(missing)}')
+  paths = [p for _, p in labelled]
+  if not paths:
+    raise ValueError('no input files')
+  csv_source.check_same_columns(labelled, spec)  # before any work: one message for all files
+  if by_file:
+    rule = {'mode': 'files', 'file_split': [SPLITS.index(s) for s, _ in labelled],
+            'files': {s: [os.path.abspath(p) for x, p in labelled if x == s] for s in SPLITS}}
+  elif vocab_from:
+    rule = {'mode': 'all', 'files': [os.path.abspath(p) for p in paths]}
+  elif column:
+    rule = {'mode': 'time', 'column': column, 'fractions': list(options.split),
+            'files': [os.path.abspath(p) for p in paths]}
+  else:
+    rule = {'mode': 'hash', 'seed': options.seed, 'fractions': list(options.split),
+            'files': [os.path.abspath(p) for p in paths]}
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and not overwrite:
     raise FileExistsError(f'{out_dir} already exists; pass overwrite=True (--overwrite) to replace it')
@@ -148,7 +220,7 @@ def prepare(spec: RowSpec, paths, out_dir: str, options: Options = Options(),
         processes, mp_context=multiprocessing.get_context('spawn'), initializer=_keep_freed_memory)
   _keep_freed_memory()
   try:
-    summary = _prepare(spec, paths, tmp, options, log, vocab_from, pool)
+    summary = _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule)
     shutil.rmtree(os.path.join(tmp, 'spill'))
     with open(os.path.join(tmp, 'COMPLETE'), 'w') as f:
       json.dump(summary, f, indent=2)
@@ -178,12 +250,11 @@ def _ordered(pool, fn, items, depth):
     yield pending.popleft().result()
 
 
-def _spill_one(spec, path, file_index, first_line, data, index, spill, options, count):
+def _spill_one(spec, path, file_index, first_line, data, index, spill, options, count, rule):
   """Pass 1 on one chunk: parse, split, spill; returns (rows per split, bad rows, train key counts)."""
   bad = BadInput(options.strict)
   p = parse_chunk(spec, delimited.Chunk(data, first_line, spec.sep), path, bad)
-  split = (assign_split(options.seed, file_index, p.line, options.split) if count
-           else np.zeros(len(p.line), np.int8))
+  split = row_splits(rule, file_index, p)
   arrays = {'split': split, 'label': p.label, 'keys': p.keys, 'dense': p.dense}
   if p.scenario is not None:
     arrays['scenario'] = p.scenario
@@ -199,14 +270,20 @@ def _spill_one(spec, path, file_index, first_line, data, index, spill, options, 
   return np.bincount(split, minlength=len(SPLITS) if count else 1), bad, counts
 
 
-def _chunks(spec, paths, options, errors):
-  """(file_spec, path, file_index, first_line, data) of every chunk; a damaged gzip ends its file."""
+def _chunks(spec, paths, options, errors, columns=()):
+  """(file_spec, path, file_index, first_line, data) of every chunk; a damaged gzip ends its file.
+
+  `columns`: Parquet reads only these (in file order; text is always read whole).
+  """
   for file_index, path in enumerate(paths):
     file_spec = spec
     if path.endswith('.parquet'):
       from deres_jax.data import csv_source  # pylint: disable=g-import-not-at-top
-      stream = csv_source.parquet_chunks(path, spec.columns)
-      file_spec = dataclasses.replace(spec, sep=csv_source.PARQUET_SEP, header=False)
+      cols = tuple(c for c in spec.columns if c in columns) if columns else spec.columns
+      stream = csv_source.parquet_chunks(path, cols)
+      # Parquet rows always have every column: min_fields (Criteo's short rows) does not apply.
+      file_spec = dataclasses.replace(spec, columns=cols, sep=csv_source.PARQUET_SEP, header=False,
+                                      min_fields=0)
     else:
       stream = delimited.read_chunks(path, options.chunk_bytes)
     try:
@@ -216,10 +293,10 @@ def _chunks(spec, paths, options, errors):
       errors.append((path, e))
 
 
-def spill_chunks(spec, paths, spill, options, bad, counts, log, pool):
+def spill_chunks(spec, paths, spill, options, bad, counts, log, pool, rule):
   """Pass 1 over all chunks. Returns (number of chunks, rows per split)."""
   errors = []
-  items = ((*c, i, spill, options, counts is not None)
+  items = ((*c, i, spill, options, counts is not None, rule)
            for i, c in enumerate(_chunks(spec, paths, options, errors)))
   rows, chunks, t0 = 0, 0, time.perf_counter()
   for chunk_rows, chunk_bad, chunk_counts in _ordered(pool, _spill_one, items, 4):
@@ -234,6 +311,64 @@ def spill_chunks(spec, paths, spill, options, bad, counts, log, pool):
   for path, e in errors:
     bad.add('corrupt_gzip', path, [e.line], e.reason + '; the rows before it are kept')
   return chunks, np.atleast_1d(rows)
+
+
+def _times_one(spec, path, file_index, first_line, data, strict):
+  """Time pre-pass on one chunk: (distinct times, their counts, bad rows, first number / date line)."""
+  del file_index
+  bad = BadInput(strict)
+  p = parse_chunk(spec, delimited.Chunk(data, first_line, spec.sep), path, bad)
+  u, c = np.unique(p.time, return_counts=True)
+  first = lambda m: (path, int(p.line[np.argmax(m)])) if m.any() else None
+  return u, c, bad, first(~p.time_date), first(p.time_date)
+
+
+def time_thresholds(spec, paths, options, pool, log):
+  """Pre-pass of the time split: reads the time column, returns (thresholds, split record).
+
+  Memory: one chunk plus the distinct times with their counts. Rows that pass 1 drops (bad
+  label, field count, bad time) are dropped here too, so the fractions are of the kept rows.
+  """
+  only = RowSpec(name=spec.name, columns=spec.columns, label=spec.label, time=spec.time,
+                 sep=spec.sep, header=spec.header, min_fields=spec.min_fields)
+  counts, bad, errors = KeyCounts(np.float64), BadInput(options.strict), []
+  first_number = first_date = None
+  items = ((*c, options.strict) for c in _chunks(only, paths, options, errors, (spec.label, spec.time)))
+  for u, c, chunk_bad, number, date in _ordered(pool, _times_one, items, 4):
+    counts.add(u, c)
+    bad.merge(chunk_bad)
+    first_number, first_date = first_number or number, first_date or date
+  if first_number and first_date:
+    raise ValueError(f'time-split column {spec.time!r} mixes numbers ({"%s:%d" % first_number}) and '
+                     f'ISO dates ({"%s:%d" % first_date}): one kind per column')
+  times, n = counts.items()
+  if not len(times):
+    raise ValueError(f'no row has a valid time in column {spec.time!r} of {paths}; {bad.summary()}')
+  cum = np.cumsum(n)
+  thresholds = []
+  for edge in np.cumsum(options.split)[:-1] / np.sum(options.split):
+    target = int(round(edge * cum[-1]))  # rows the earlier splits should hold together
+    thresholds.append(-np.inf if target == 0 else float(times[np.searchsorted(cum, target)]))
+  is_date = first_date is not None
+
+  def show(t):  # JSON-readable: None for "before every row", ISO text for dates
+    if not np.isfinite(t):
+      return None
+    if is_date:
+      return str(np.datetime64(int(t), 'us').astype('datetime64[s]' if t % 1e6 == 0 else 'datetime64[us]'))
+    return int(t) if t == int(t) else float(t)
+  record = {'kind': 'iso_date' if is_date else 'number',
+            'thresholds': [show(t) for t in thresholds],
+            'time_range': [show(times[0]), show(times[-1])]}
+  log(f'time split on {spec.time!r} ({record["kind"]}, {record["time_range"][0]} .. '
+      f'{record["time_range"][1]}): train <= {record["thresholds"][0]} < val <= '
+      f'{record["thresholds"][1]} < test')
+  upto = [int(cum[i - 1]) if i else 0 for i in np.searchsorted(times, thresholds, side='right')]
+  sizes = np.diff([0, *upto, int(cum[-1])])  # rows per split, as pass 1 will assign them
+  for name, size, fraction in zip(SPLITS, sizes, options.split):
+    if fraction > 0 and not size:
+      log(f'warning: the {name} split is empty: too many rows share the times around its threshold')
+  return thresholds, record
 
 
 def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
@@ -277,16 +412,24 @@ def _vocab_cached(path):
   return _VOCAB[path]
 
 
-def _prepare(spec, paths, tmp, options, log, vocab_from, pool):
+def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
   t0 = time.perf_counter()
+  pass1_rule = {k: v for k, v in rule.items() if k in ('mode', 'seed', 'fractions', 'file_split')}
+  if rule['mode'] == 'time':  # thresholds before the vocabulary counting of pass 1
+    pass1_rule['thresholds'], record = time_thresholds(spec, paths, options, pool, log)
+    rule.update(record)  # JSON-readable thresholds (ISO text for dates)
   bad = BadInput(options.strict)
   fields = spec.cat_names
   spill = os.path.join(tmp, 'spill')
   counts = None if vocab_from else [KeyCounts() for _ in fields] + [KeyCounts()]  # + scenario
-  chunks, rows = spill_chunks(spec, paths, spill, options, bad, counts, log, pool)
+  chunks, rows = spill_chunks(spec, paths, spill, options, bad, counts, log, pool, pass1_rule)
   split_names = ('all',) if vocab_from else SPLITS
   if not rows.sum():
     raise ValueError(f'no valid rows in {paths}; {bad.summary()}')
+  if rule['mode'] == 'files' and not rows[0]:
+    raise ValueError(f'no valid training rows in {rule["files"]["train"]}: the vocabularies '
+                     f'are fitted on them; {bad.summary()}')
+  split_record = {k: v for k, v in rule.items() if k != 'file_split'}
   t1 = time.perf_counter()
 
   # Vocabularies (train rows only), saved with the data; scoring reuses the given ones.
@@ -308,6 +451,7 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool):
       'format_version': FORMAT_VERSION, 'schema': schema.to_json(),
       'spec': dataclasses.asdict(spec), 'options': dataclasses.asdict(options),
       'vocab_from': vocab_from, 'sources': [os.path.abspath(p) for p in paths],
+      'split': split_record,
   }
   with open(os.path.join(tmp, 'schema.json'), 'w') as f:
     json.dump(meta, f, indent=2)
@@ -338,7 +482,7 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool):
       'rows': {name: int(n) for name, n in zip(split_names, rows)},
       'bad_rows': bad.to_json(), 'bad_total': bad.total,
       'seconds': round(seconds, 3), 'pass1_seconds': round(t1 - t0, 3),
-      'rows_per_second': round(total / seconds),
+      'rows_per_second': round(total / seconds), 'split': split_record,
   }
   log(f'prepared {total:,} rows ({", ".join(f"{k} {v:,}" for k, v in summary["rows"].items())}) '
       f'in {seconds:.1f} s ({summary["rows_per_second"]:,} rows/s)')

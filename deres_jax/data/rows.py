@@ -6,8 +6,13 @@ floor(ln(v)^2) buckets (v > 2; smaller values stay their own category, missing i
 key); Avazu's YYMMDDHH hour becomes hour-of-day, weekday and weekend keys. Bad rows are
 counted in a `BadInput` (or raise under strict mode) and dropped, never misparsed.
 Used by `preprocess` (the two-pass preparation) and `csv_source`.
+
+A time-split column (`RowSpec.time`) becomes a float64 sort key per row: a number as it is
+(Unix seconds, Avazu's YYMMDDHH, ...), or an ISO 8601 date/time as microseconds since
+1970 (exact in float64 until the year 2255).
 """
 import dataclasses
+import re
 
 import numpy as np
 
@@ -16,6 +21,9 @@ from deres_jax.data.bad_input import BadInput
 
 MISSING_INT = np.iinfo(np.int64).min  # key of a missing integer (bucketed / hour) value
 HOUR_FIELDS = ('hour', 'weekday', 'weekend')
+# ISO 8601 dates/times a time column may hold: a date, optionally a time (T or space) with
+# seconds and fractions (to ns, kept to us), optionally a final Z. UTC offsets (+02:00) are rejected.
+ISO_TIME = re.compile(rb'\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?Z?')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +41,7 @@ class RowSpec:
   header: bool = False      # the first line of each file holds column names
   min_fields: int = 0       # shorter rows (>= this) are padded as missing; 0 = exact count
   keep_dense: bool = False  # bucketed columns also kept as raw 'dense' values
+  time: str = ''            # column ordering the rows for a time split (Parsed.time); may be a feature too
 
   @property
   def cat_names(self) -> tuple:
@@ -51,6 +60,9 @@ class RowSpec:
 
   def validate(self):
     known = set(self.columns)
+    if self.time and self.time not in known:
+      raise ValueError(f'the time-split column {self.time!r} is not a column of the input; '
+                       f'the columns are {list(self.columns)}')
     used = [self.label, *self.dense, *self.categorical, *self.bucketed]
     used += [c for c in (self.scenario, self.hour) if c]
     missing = [c for c in used if c not in known]
@@ -69,6 +81,8 @@ class Parsed:
   keys: np.ndarray          # int64 [n, len(cat_names)]
   dense: np.ndarray         # float32 [n, len(dense_names)]
   scenario: np.ndarray      # int64 [n] keys, or None
+  time: np.ndarray = None   # float64 [n] time-split sort keys (spec.time), or None
+  time_date: np.ndarray = None  # bool [n] the time was an ISO date (else a number), or None
 
 
 def bucketize(values, missing):
@@ -90,6 +104,47 @@ def hour_keys(values, missing):
   weekday = (date.astype(np.int64) + 3) % 7   # 1970-01-01 was a Thursday
   keys = np.stack([hh, weekday, (weekday >= 5).astype(np.int64)], axis=-1)
   return np.where(missing[:, None], MISSING_INT, keys), ok | missing
+
+
+def time_values(chunk: delimited.Chunk, start, end):
+  """Time-split sort keys of one field per row: (float64 values, ok, is_date).
+
+  Vectorised over the distinct texts of the chunk (a time column has few): a
+  number (delimited.NUMBER) is its value; an ISO 8601 date/time (ISO_TIME) is microseconds
+  since 1970-01-01; anything else, an empty field included, is not ok.
+  """
+  length = end - start
+  values, ok, is_date = np.full(len(start), np.nan), np.zeros(len(start), bool), np.zeros(len(start), bool)
+  width = min(int(length.max()) if len(length) else 0, 32)  # longer texts are no times
+  if not len(start) or not width:
+    return values, ok, is_date
+  at = start[:, None] + np.arange(width)
+  text = np.where(at < end[:, None], chunk.buf[np.minimum(at, len(chunk.buf) - 1)], 0).astype(np.uint8)
+  uniq, inverse = np.unique(np.ascontiguousarray(text).view(f'S{width}')[:, 0], return_inverse=True)
+  # The patterns only tell digits apart by class: match each distinct "shape" (every digit
+  # written as '0', e.g. b'0000-00-00') once; a column has a handful of shapes.
+  u8 = uniq.view(np.uint8).reshape(len(uniq), width)
+  shape = np.where((u8 >= ord('0')) & (u8 <= ord('9')), ord('0'), u8).astype(np.uint8)
+  shapes, s_inverse = np.unique(np.ascontiguousarray(shape).view(f'S{width}')[:, 0], return_inverse=True)
+  texts = shapes.tolist()  # 'S' drops the NUL padding; no field holds a NUL
+  s_inverse = s_inverse.reshape(-1)
+  u_num = np.array([delimited.NUMBER.fullmatch(t) is not None for t in texts], bool)[s_inverse]
+  u_date = np.array([ISO_TIME.fullmatch(t) is not None for t in texts], bool)[s_inverse] & ~u_num
+  u_val = np.full(len(uniq), np.nan)
+  u_val[u_num] = uniq[u_num].astype(np.float64)
+  dates = np.char.rstrip(uniq[u_date], b'Z')
+  try:  # numpy checks the calendar (no 30 February)
+    u_val[u_date] = dates.astype('datetime64[us]').astype(np.int64)
+  except ValueError:  # one bad date: parse them one by one
+    for i, t in zip(np.flatnonzero(u_date), dates.tolist()):
+      try:
+        u_val[i] = np.datetime64(t.decode(), 'us').astype(np.int64)
+      except ValueError:
+        u_date[i] = False
+  u_ok = (u_num | u_date) & np.isfinite(u_val)
+  inverse = inverse.reshape(-1)
+  long = length > width
+  return u_val[inverse], u_ok[inverse] & ~long, u_date[inverse] & ~long
 
 
 def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput) -> Parsed:
@@ -141,10 +196,20 @@ def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput)
   if spec.hour:
     hk, hok = hour_keys(*v[spec.hour][::2])
     bad_num[:, -1] |= ~hok
-  bad_row = keep & bad_num.any(1)
-  flag('non_numeric', rows[bad_row],
-       lambda r: f'field {where_text(r, 1 + int(np.argmax(bad_num[np.searchsorted(rows, r)])))} '
-                 'is not a valid number')
+  bad_time = np.zeros(len(rows), bool)
+  if spec.time:  # a missing or unparseable time is a bad row like a bad number
+    t_start, t_end = chunk.fields(rows, [col[spec.time]])
+    t, t_ok, t_date = time_values(chunk, t_start[:, 0], t_end[:, 0])
+    bad_time = ~t_ok
+
+  def bad_number_reason(r):
+    i = np.searchsorted(rows, r)
+    if bad_num[i].any():
+      return f'field {where_text(r, 1 + int(np.argmax(bad_num[i])))} is not a valid number'
+    return (f'time-split field {spec.time}={chunk.text(t_start[i, 0], t_end[i, 0])!r} is neither a '
+            'number nor an ISO 8601 date/time (YYYY-MM-DD[Thh:mm[:ss[.fff]]][Z])')
+  bad_row = keep & (bad_num.any(1) | bad_time)
+  flag('non_numeric', rows[bad_row], bad_number_reason)
   keep &= ~bad_row
 
   if events:  # report in line order: strict mode stops at the earliest bad line
@@ -167,4 +232,5 @@ def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput)
   return Parsed(
       line=chunk.line_numbers(rows[keep]), label=lv[keep].astype(np.float32),
       keys=keys[keep], dense=dense[keep].astype(np.float32),
-      scenario=skeys[keep, -1] if spec.scenario else None)
+      scenario=skeys[keep, -1] if spec.scenario else None,
+      time=t[keep] if spec.time else None, time_date=t_date[keep] if spec.time else None)
