@@ -73,12 +73,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.embed_name = 'adam'     # optimizer of the embedding tables (same choices)
   c.optim.embed_learning_rate = 1e-3
   c.optim.embed_l2 = 0.0          # BARS/FuxiCTR embedding_regularizer: + embed_l2/2 * ||E||^2 (train/regularization.py)
+  c.optim.plateau_factor = 0.0    # > 0: both learning rates *= this after a validation without gain (FuxiCTR 0.1)
   c.optim.embed_l2_rows = 'table'  # 'table': whole tables every step (FuxiCTR); 'batch': distinct rows looked up
 
   # Training.
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024       # global batch, split over the 'data' mesh axis
   c.train.num_steps = 1000
+  c.train.num_epochs = 0.0        # > 0: this many passes over the training split instead of num_steps
   c.train.log_every = 50          # steps between lines of metrics.jsonl
   c.train.nonfinite = 'stop'      # a non-finite loss/gradient: 'stop' with a message, or 'skip' the update
   c.train.progress = True         # show a progress bar
@@ -88,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.monitor = 'auc'          # metric for the best model and early stopping: 'auc' (up) | 'logloss' (down)
   c.eval.every_steps = 250        # validation every this many steps (and at the end)
+  c.eval.every_epochs = 0.0       # > 0: validation every this many epochs instead of every_steps
   c.eval.batch_size = 8192
   c.eval.patience = 0             # stop after this many evaluations without improvement; 0 = never
   c.eval.restore_best = True      # evaluate the test split with the best-validation parameters
@@ -213,6 +216,12 @@ def validate(config, num_devices: int | None = None):
   for key in positive:
     if key in given and given[key] <= 0:
       raise ConfigError(f'config.{key} must be positive, got {given[key]}.')
+  for key in ('train.num_epochs', 'eval.every_epochs'):
+    if given.get(key, 0) < 0:
+      raise ConfigError(f'config.{key} must be >= 0 (0 = use the steps field), got {given[key]}.')
+  if not 0.0 <= config.optim.plateau_factor < 1.0:
+    raise ConfigError('config.optim.plateau_factor must be in [0, 1) (0 = off, FuxiCTR uses 0.1), '
+                      f'got {config.optim.plateau_factor}.')
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
   if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included

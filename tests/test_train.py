@@ -117,3 +117,26 @@ def test_nonfinite_loss_stops_with_the_step(tiny_config, tmp_path):
   c.optim.name = c.optim.embed_name = 'sgd'
   with pytest.raises(trainer.NonFiniteError, match=r'Non-finite loss or gradients at step \d+'):
     trainer.train_and_evaluate(c, str(tmp_path))
+
+
+def test_epochs_and_reduce_on_plateau(tiny_config, tmp_path):
+  """train.num_epochs / eval.every_epochs set the steps; a plateau scales both rates, resumably."""
+  c = tiny_config
+  c.train.num_epochs, c.eval.every_epochs = 1.5, 0.5   # 4096 rows / 256 = 16 steps per epoch
+  c.optim.plateau_factor = 0.5
+  c.optim.learning_rate = c.optim.embed_learning_rate = 0.5  # so large that validation stalls
+  c.ckpt.every_steps = 8
+  ds = data.load(c.data)
+  s = trainer.train_and_evaluate(c, str(tmp_path / 'a'), dataset=ds)
+  assert s['steps'] == 24 and s['epochs'] == 1.5
+  evals = [r['step'] for r in metric_writer.read(str(tmp_path / 'a' / 'metrics.jsonl')) if 'eval/auc' in r]
+  assert evals == [8, 16, 24]
+  assert s['lr_reductions'] >= 1
+  # Interrupted after step 16 and resumed: the reduced rates come back with the state.
+  c16 = config_lib.base_config()
+  c16.update(c.to_dict())
+  c16.train.num_epochs = 1.0
+  trainer.train_and_evaluate(c16, str(tmp_path / 'b'), dataset=ds)
+  r = trainer.train_and_evaluate(c, str(tmp_path / 'b'), dataset=ds)
+  a, b = _losses(tmp_path / 'a'), _losses(tmp_path / 'b')
+  assert a[24] == b[24] and r['test_auc'] == s['test_auc']

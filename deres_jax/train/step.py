@@ -37,14 +37,16 @@ def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
     return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
             'rng': jax.random.fold_in(rng, 1),
             'nonfinite': jnp.zeros((), jnp.int32),              # updates skipped as non-finite
-            'first_nonfinite': jnp.full((), -1, jnp.int32)}     # step of the first one, -1 = none
+            'first_nonfinite': jnp.full((), -1, jnp.int32),     # step of the first one, -1 = none
+            'lr_scale': jnp.ones((), jnp.float32)}              # reduce-on-plateau factor so far
 
   abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
   # Optimizer moments (Adam mu/nu, ...) take the shardings of the parameters they mirror.
   opt_sharding = _match_shardings(abstract_state['opt_state'], abstract_state['params'],
                                   param_sharding, replicated)
   state_sharding = {'params': param_sharding, 'opt_state': opt_sharding, 'step': replicated,
-                    'rng': replicated, 'nonfinite': replicated, 'first_nonfinite': replicated}
+                    'rng': replicated, 'nonfinite': replicated, 'first_nonfinite': replicated,
+                    'lr_scale': replicated}
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.PRNGKey(seed))
   return state, state_sharding
 
@@ -82,6 +84,8 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
         state['params'])
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    # Learning rates times the reduce-on-plateau scale (exactly 1.0 until a plateau).
+    updates = jax.tree.map(lambda u: u * state['lr_scale'].astype(u.dtype), updates)
     params = optax.apply_updates(state['params'], updates)
     # A non-finite loss or gradient never reaches the parameters: the update is skipped and
     # counted. With nonfinite='stop' every later update is skipped too, so the state stays
@@ -91,7 +95,7 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
     new_state = {
         'params': keep(params, state['params']), 'opt_state': keep(opt_state, state['opt_state']),
-        'step': state['step'] + 1, 'rng': state['rng'],
+        'step': state['step'] + 1, 'rng': state['rng'], 'lr_scale': state['lr_scale'],
         'nonfinite': state['nonfinite'] + (~finite).astype(jnp.int32),
         'first_nonfinite': jnp.where(~finite & (state['first_nonfinite'] < 0), state['step'],
                                      state['first_nonfinite'])}

@@ -129,7 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   # ---------------------------------------------------------------- Model & optimizer.
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, ds.schema, dtype=dtype)
-  tx = make_optimizer(config.optim, config.train.num_steps)
+  num_steps, eval_every = schedule(config, len(train_split['label']))
+  tx = make_optimizer(config.optim, num_steps)
 
   # ---------------------------------------------------------------- Shardings & init.
   dummy = {k: v[:2] for k, v in train_split.items() if k in iterator_lib.TRAIN_COLUMNS}
@@ -163,9 +164,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       process_index=jax.process_index(), process_count=jax.process_count())
 
   # ---------------------------------------------------------------- Train loop.
-  num_steps = config.train.num_steps
-  eval_every, ckpt_every, log_every = (config.eval.every_steps, config.ckpt.every_steps,
-                                       config.train.log_every)
+  ckpt_every, log_every = config.ckpt.every_steps, config.train.log_every
+  # Reduce-on-plateau (optim.plateau_factor): the learning-rate scale lives in the train state,
+  # so it is checkpointed with it and a resumed run continues with the same rates.
+  plateau = config.optim.plateau_factor
+  scale_lr = jax.jit(lambda st: dict(st, lr_scale=st['lr_scale'] * plateau), donate_argnums=0,
+                     out_shardings=state_sharding)
   # Per-step metrics not yet logged when the checkpoint was written come back with it, so
   # the next log line averages the same steps as in an uninterrupted run.
   pending, step, loop_start = meta.pop('pending_metrics', []), start_step, time.perf_counter()
@@ -231,6 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
             best_ckpt.save(step, {'params': state['params']}, {f'val_{monitor}': val[monitor]})
         else:
           meta['bad_evals'] += 1
+          if plateau:
+            state = scale_lr(state)
+            meta['lr_reductions'] = meta.get('lr_reductions', 0) + 1
           if config.eval.patience and meta['bad_evals'] >= config.eval.patience:
             meta['stopped_early'] = True
             if is_main:
@@ -277,7 +284,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       'test_auc': test['auc'], 'test_logloss': test['logloss'],
       'val_auc': val['auc'], 'val_logloss': val['logloss'],
       'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss'),
-      'steps': step, 'best_step': meta['best_step'], 'stopped_early': meta['stopped_early'],
+      'steps': step, 'epochs': step / data_iter.batches_per_epoch,
+      'best_step': meta['best_step'], 'stopped_early': meta['stopped_early'],
+      'lr_reductions': meta.get('lr_reductions', 0),
       'train_seconds': meta['train_seconds'],
       'examples_per_second': (steps_this_run * config.train.batch_size / run_seconds
                               if steps_this_run and run_seconds > 0 else None),
@@ -289,6 +298,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2)
   return summary
+
+
+def schedule(config, num_train: int) -> tuple:
+  """(training steps, steps between validations): from train.num_epochs / eval.every_epochs
+  when those are set (> 0), else train.num_steps / eval.every_steps."""
+  per_epoch = max(1, num_train // config.train.batch_size)  # as BatchIterator: the remainder is dropped
+  steps = (max(1, int(np.ceil(config.train.num_epochs * per_epoch))) if config.train.num_epochs
+           else config.train.num_steps)
+  every = (max(1, int(round(config.eval.every_epochs * per_epoch))) if config.eval.every_epochs
+           else config.eval.every_steps)
+  return steps, every
 
 
 class Preempted(SystemExit):
