@@ -185,7 +185,7 @@ def validate_model(model_cfg):
 
 
 # Integer model fields with a positive default for which 0 still means something.
-_MAY_BE_ZERO = ('skip_every', 'num_cross', 'low_rank', 'pyramid_min_tokens', 'aux_every')
+_MAY_BE_ZERO = ('embed_cross', 'skip_every', 'num_cross', 'low_rank', 'pyramid_min_tokens', 'aux_every')
 
 
 def validate(config, num_devices: int | None = None):

@@ -47,6 +47,7 @@ class FeatureTokenizer(nn.Module):
   dense_transform: str = 'log1p'  # 'log1p': sign(x) log(1+|x|) before embedding; 'none'
   table_pad: int = 8            # pad the table's rows to a multiple of this
   dtype: Any = jnp.float32
+  cross_layers: int = 0         # DCNv2 cross layers on x0 = concat(field embeddings) before tokens
 
   @nn.compact
   def __call__(self, batch):
@@ -77,6 +78,12 @@ class FeatureTokenizer(nn.Module):
     aux = {'embed_sq': jnp.sum(jnp.square(emb), axis=(1, 2))}
     emb = emb.astype(self.dtype)
     b, f, e = emb.shape
+    if self.cross_layers:  # x_{l+1} = x0 * (W_l x_l + b_l) + x_l (DCNv2 Eq. 1), then tokens of x_L
+      x0 = emb.reshape(b, f * e)
+      x = x0
+      for i in range(self.cross_layers):
+        x = x0 * nn.Dense(f * e, dtype=self.dtype, name=f'cross_{i}')(x) + x
+      emb = x.reshape(b, f, e)
     if self.mode == 'field':
       if e == self.width:
         return emb, aux
@@ -99,6 +106,10 @@ class FeatureTokenizer(nn.Module):
   def flops(self) -> int:
     """Forward FLOPs per example of the projections to width D (the lookups cost none)."""
     f = self.num_dense + len(self.vocab_sizes)
+    cross = self.cross_layers * 2 * (f * self.embed_dim) ** 2
+    return cross + self._project_flops(f)
+
+  def _project_flops(self, f) -> int:
     if self.mode == 'field':
       return 0 if self.embed_dim == self.width else 2 * f * self.embed_dim * self.width
     if self.mode == 'group':
