@@ -23,7 +23,8 @@ from benchmarks.quality_ablations import apply, load_config  # noqa: E402  pylin
 
 TASKS = ('synthetic', 'synthetic_interest')
 MODELS = {  # label -> overrides on the config's model section
-    'deres': [],
+    'deres': [],                                   # the config's DeRes (cross stem on)
+    'deres_no_stem': ['model.embed_cross=0'],      # the paper's DeRes (no cross stem)
     'prenorm': ['model.connector=prenorm'],
     'onetrans': ['model.name=onetrans'],
     'dcnv2': ['model.name=dcnv2'],
@@ -78,8 +79,9 @@ def main():
   table = '\n'.join(lines)
   print(table)
   if a.out:
-    with open(a.out, 'w') as f:
-      f.write(table)
+    with open(a.out + '.tmp', 'w') as f:  # atomic: a killed run never leaves half a table
+      f.write(table + '\n')
+    os.replace(a.out + '.tmp', a.out)
 
 
 if __name__ == '__main__':

@@ -25,8 +25,6 @@ def get_config():
   # Data: prepared by launch/prepare_data.py avazu (the path is required).
   config.data.name = 'avazu'
   config.data.min_count = 2
-  # Training: about one epoch of the 32.3M training rows.
-  config.train.num_steps = 3_200
-  config.eval.every_steps = 800
+  # Training: the Criteo epoch recipe over the 32.3M training rows.
   config.ckpt.every_steps = 800
   return config

@@ -4,6 +4,8 @@
       --config.data.csv_files=my_clicks.csv
   python launch/train.py --config=configs/byo_csv.py --workdir=/tmp/mine --config.data.path=/data/mine
 
+(The example sample has 200 rows: add --config.train.batch_size=64 to train on it.)
+
 The example schema reads the DeepCTR Criteo sample (tests/data/deepctr_criteo_sample.txt:
 a CSV with a header, label,I1..I13,C1..C26): I1..I13 as dense values, C1..C26 as categories.
 Edit the csv_* fields for your columns (docs/data.md).
@@ -24,16 +26,24 @@ def get_config():
   config.data.csv_sep = ','
   config.data.csv_header = True
   config.data.min_count = 2                        # tiny sample: keep values seen twice
-  # Model: a small DeRes.
+  # Model: a small DeRes with the cross stem (docs/quality.md).
   config.model.connector = 'deres'
   config.model.tokenizer = 'group'
   config.model.num_tokens = 8
   config.model.depth = 2
   config.model.width = 32
-  # Training: a short run (the sample has 200 rows).
-  config.train.batch_size = 64
-  config.train.num_steps = 50
+  config.model.block_size = 2                      # Block AttnRes over completed layers
+  config.model.embed_cross = 3                     # DCNv2 cross stem (0 = the paper's DeRes)
+  # Training: epochs, not a step budget, so any data size trains to its validation optimum:
+  # up to 10 epochs, validation every half epoch, stop after 2 without gain, the learning rates
+  # x0.1 after each validation without gain, the best-validation parameters for the test.
+  config.train.batch_size = 256                    # the 200-row sample: --config.train.batch_size=64
+  config.train.num_epochs = 10.0
   config.train.log_every = 10
-  config.eval.every_steps = 25
-  config.eval.batch_size = 64
+  config.eval.every_epochs = 0.5
+  config.eval.patience = 2
+  config.eval.batch_size = 4096
+  config.optim.plateau_factor = 0.1
+  config.optim.embed_l2 = 1e-5                     # BARS/FuxiCTR embedding_regularizer
+  config.ckpt.every_steps = 1000
   return config

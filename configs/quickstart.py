@@ -17,6 +17,8 @@ def get_config():
   # Model: a small DeRes (Pointwise AttnRes + identity path, vector gate).
   config.model.connector = 'deres'
   config.model.depth = 2
+  config.model.block_size = 2       # one layer per AttnRes block: layer 2 sees completed block 1
+  config.model.embed_cross = 2      # DCNv2 cross stem before the tokens (library addition, docs/quality.md)
   config.model.width = 32
   config.model.embed_dim = 16
   config.model.tokenizer = 'group'  # RankMixer tokens: 8 tokens instead of 39 (CPU friendly)

@@ -20,7 +20,8 @@ class BatchIterator:
     self.columns = {k: v for k, v in split.items() if k in columns}
     self.num_rows = len(split['label'])
     if batch_size > self.num_rows:
-      raise ValueError(f'batch size {batch_size} is larger than the training split ({self.num_rows} rows)')
+      raise ValueError(f'batch size {batch_size} is larger than the training split ({self.num_rows} '
+                       f'rows): pass a smaller --config.train.batch_size (at most {self.num_rows}).')
     if batch_size % process_count:
       raise ValueError(f'batch size {batch_size} is not divisible by {process_count} processes')
     self.batch_size = batch_size

@@ -124,6 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   # ---------------------------------------------------------------- Data.
   ds = dataset if dataset is not None else data_lib.load(config.data)
   train_split, val_split, test_split = ds.splits['train'], ds.splits['val'], ds.splits['test']
+  if config.train.batch_size > len(train_split['label']):
+    raise config_lib.ConfigError(
+        f'config.train.batch_size={config.train.batch_size} is larger than the training split '
+        f"({len(train_split['label'])} rows): pass --config.train.batch_size=<at most that>.")
   batch_sharding = NamedSharding(mesh, P('data'))
 
   # ---------------------------------------------------------------- Model & optimizer.
