@@ -242,6 +242,14 @@ def validate(config, num_devices: int | None = None):
                         'available devices.')
     data = dict(config.mesh)['data']
     data = num_devices // fixed if data == -1 else data
+    model_axis = dict(config.mesh)['model']
+    model_axis = num_devices // fixed if model_axis == -1 else model_axis
+    vocab_sharded = any(tuple(r)[:1] == ('vocab',) and 'model' in tuple(r)[1:]
+                        for r in config.sharding_rules)
+    if vocab_sharded and 8 % model_axis:  # tokenizer.table_layout pads the rows to a multiple of 8
+      raise ConfigError(f'config.mesh has a model axis of size {model_axis}, which does not divide '
+                        "the embedding table's rows (padded to a multiple of 8) sharded over it by "
+                        "('vocab', 'model'): use a model axis of 1, 2, 4 or 8.")
     for key in ('train.batch_size', 'eval.batch_size'):
       if given[key] % data:
         raise ConfigError(f'config.{key}={given[key]} is not divisible by the data axis of size '

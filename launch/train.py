@@ -24,6 +24,10 @@ _MULTIHOST = flags.DEFINE_enum(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the job (0 = detect).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process (-1 = detect).')
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False,
+    'Resume even though the config differs from WORKDIR/config.json in model, data or '
+    'optimiser fields (docs/reliability.md).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -41,7 +45,11 @@ def main(argv):
   from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from deres_jax import data  # pylint: disable=g-import-not-at-top
   from deres_jax.train import checkpoint, distributed, report, trainer  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  if _CONFIG.value.get('family') == 'multiscenario':  # configs/multiscenario/: own models and trainer
+    from deres_jax.multiscenario import trainer as ms_trainer  # pylint: disable=g-import-not-at-top
+    sys.exit(ms_trainer.main(_CONFIG.value, _WORKDIR.value, _MODEL_FLAGS))
   try:
     config = config_lib.apply_model_overrides(_CONFIG.value, _MODEL_FLAGS)
   except config_lib.ConfigError as e:
@@ -53,11 +61,12 @@ def main(argv):
   try:
     config_lib.validate(config)
     dataset = data.load(config.data)
-    summary = trainer.train_and_evaluate(config, _WORKDIR.value, dataset=dataset)
+    summary = trainer.train_and_evaluate(config, _WORKDIR.value, dataset=dataset,
+                                         allow_config_change=_ALLOW_CHANGE.value)
     if config.baseline.logreg:
       summary = report.add_logreg_baseline(config, _WORKDIR.value, summary, dataset=dataset)
   except (config_lib.ConfigError, data.DataMissingError, checkpoint.CheckpointError,
-          trainer.NonFiniteError) as e:
+          trainer.NonFiniteError, workdir_lib.WorkdirBusyError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except trainer.Preempted as e:

@@ -6,7 +6,15 @@ such temporary directories. `restore` tries the newest step first and falls back
 ones if a step cannot be read (a truncated or missing file), warning with what was wrong.
 A write error (a full disk) surfaces as `CheckpointError`, at the save or, for an
 asynchronous save, at the next save or `wait`; earlier checkpoints are left as they were.
+
+Checksums: once a step is committed, the SHA-256 of every file it wrote is recorded in
+`<directory>/sha256/<step>.json` (process 0, written atomically). `restore` verifies them
+first, so corruption that keeps a file's length (a flipped byte) is detected, named and
+skipped like a truncated file. A step without a record (written before checksums existed,
+or killed between commit and record) is restored unverified.
 """
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -34,8 +42,9 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` saving {'state': pytree, 'meta': json}."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
+  def __init__(self, directory: str, max_to_keep: int | None = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self._async = async_save
     # cleanup_tmp_directories: a kill during a save leaves a '<step>.orbax-checkpoint-tmp'
     # directory that Orbax ignores when listing steps; delete it at start-up.
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -48,6 +57,58 @@ class Checkpointer:
   def steps(self) -> list:
     return sorted(self.manager.all_steps())
 
+  # ---------------------------------------------------------------- Checksums.
+  def _sums_path(self, step: int) -> str:
+    return os.path.join(self.directory, 'sha256', f'{step}.json')
+
+  def _record_checksums(self):
+    """Records the checksums of committed steps that have none yet (process 0)."""
+    if jax.process_index() != 0:
+      return
+    for step in self.steps():
+      path = self._sums_path(step)
+      if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f'{path}.tmp'
+        with open(tmp, 'w') as f:
+          json.dump(_file_digests(os.path.join(self.directory, str(step))), f)
+        os.replace(tmp, path)
+    # Records of steps Orbax has deleted (max_to_keep) go too.
+    for name in os.listdir(os.path.join(self.directory, 'sha256')) if os.path.isdir(
+        os.path.join(self.directory, 'sha256')) else ():
+      if name.endswith('.json') and name[:-5].isdigit() and int(name[:-5]) not in self.steps():
+        os.remove(os.path.join(self.directory, 'sha256', name))
+
+  def verify(self, step: int) -> str:
+    """'' if the files of `step` match their recorded checksums (or none are recorded), else
+    a sentence naming the first file that differs."""
+    path = self._sums_path(step)
+    if not os.path.exists(path):
+      return ''
+    with open(path) as f:
+      want = json.load(f)
+    have = _file_digests(os.path.join(self.directory, str(step)))
+    for name, digest in want.items():
+      if have.get(name) != digest:
+        return (f'checksum mismatch in {name}' if name in have else f'{name} is missing')
+    return ''
+
+  def delete_after(self, step: int):
+    """Deletes the steps newer than `step` (a best-model checkpoint of a killed run)."""
+    for s in self.steps():
+      if s > step:
+        self.manager.delete(s)
+        with _suppress_missing():
+          os.remove(self._sums_path(s))
+
+  def keep_only_from(self, step: int):
+    """Deletes the steps older than `step`."""
+    for s in self.steps():
+      if s < step:
+        self.manager.delete(s)
+        with _suppress_missing():
+          os.remove(self._sums_path(s))
+
   def save(self, step: int, state, meta: dict, force: bool = True):
     self.wait()  # an error of the previous asynchronous save is reported as that step's
     if step in self.manager.all_steps():
@@ -58,6 +119,8 @@ class Checkpointer:
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+      if not self._async:
+        self._record_checksums()
     except OSError as e:
       raise CheckpointError(f'could not write the checkpoint of step {step} to {self.directory}: '
                             f'{e}. Earlier checkpoints are left as they were.') from e
@@ -65,6 +128,7 @@ class Checkpointer:
   def wait(self):
     try:
       self.manager.wait_until_finished()
+      self._record_checksums()
     except OSError as e:
       raise CheckpointError(f'could not write the checkpoint of step {self._saving} to '
                             f'{self.directory}: {e}. Earlier checkpoints are left as they '
@@ -76,6 +140,9 @@ class Checkpointer:
     _quiet_abandoned_reads()
     for i, step in enumerate(reversed(steps)):
       try:
+        bad = self.verify(step)
+        if bad:
+          raise CheckpointError(bad)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         if i:
@@ -135,6 +202,33 @@ def _quiet_abandoned_reads():
   logging.getLogger('asyncio').addFilter(
       lambda record: not ('never retrieved' in record.getMessage() and
                           'async_deserialize' in record.getMessage()))
+
+
+def has_checkpoints(directory: str) -> bool:
+  """Whether `directory` holds at least one committed step (a run to resume)."""
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
+def _file_digests(step_dir: str) -> dict:
+  """{relative path: sha256 hex} of every file under a committed step directory."""
+  out = {}
+  for root, _, files in os.walk(step_dir):
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      h = hashlib.sha256()
+      with open(full, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):  # pylint: disable=cell-var-from-loop
+          h.update(chunk)
+      out[os.path.relpath(full, step_dir)] = h.hexdigest()
+  return out
+
+
+class _suppress_missing:  # pylint: disable=invalid-name
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    return exc_type is not None and issubclass(exc_type, FileNotFoundError)
 
 
 def abstract(tree):

@@ -22,6 +22,7 @@ from deres_jax import models
 from deres_jax.data import iterator as iterator_lib
 from deres_jax.train import checkpoint as ckpt_lib
 from deres_jax.train import metrics as metrics_lib
+from deres_jax.train import workdir as workdir_lib
 from deres_jax.train.metric_writer import MetricWriter
 from deres_jax.train.optim import make_optimizer
 from deres_jax.train.step import create_state, make_steps
@@ -98,7 +99,7 @@ class _Preemption:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=None,
-                       devices=None) -> dict:
+                       devices=None, allow_config_change: bool = False) -> dict:
   """Trains `config.model` on `config.data`, checkpointing in `workdir`; returns the summary.
 
   Args:
@@ -107,19 +108,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       same workdir resumes from the newest checkpoint.
     dataset: optional preloaded `deres_jax.data.Dataset` (skips `data.load`).
     devices: devices of the mesh (default: all of `jax.devices()`).
+    allow_config_change: resume even if the config differs from WORKDIR/config.json in
+      fields outside `workdir.MAY_CHANGE` (default: stop naming them).
   Returns:
     The summary dict also written to WORKDIR/summary.json.
+  Raises:
+    WorkdirBusyError: another live process trains in `workdir` (its lock file).
   """
-  # ---------------------------------------------------------------- Config & mesh.
   devices = jax.devices() if devices is None else list(devices)
   config_lib.validate(config, num_devices=len(devices))
+  _make_workdir(workdir)
+  with workdir_lib.lock(workdir, jax.process_index()):
+    return _train_and_evaluate(config, workdir, dataset, devices, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir, dataset, devices, allow_config_change):
+  """The body of `train_and_evaluate`, run while holding the workdir's lock."""
+  # ---------------------------------------------------------------- Config & mesh.
   mesh = make_mesh(config.mesh, devices)
   is_main = jax.process_index() == 0
-  _make_workdir(workdir)
+  if ckpt_lib.has_checkpoints(os.path.join(workdir, 'checkpoints')):
+    workdir_lib.check_config(workdir, config, allow_config_change)
   writer = MetricWriter(workdir)
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    workdir_lib.write_json_atomic(os.path.join(workdir, 'config.json'),
+                                  json.loads(config.to_json_best_effort()))
 
   # ---------------------------------------------------------------- Data.
   ds = dataset if dataset is not None else data_lib.load(config.data)
@@ -149,7 +162,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
 
   # ---------------------------------------------------------------- Restore.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
-  best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), 1, async_save=False)
+  # Best-model checkpoints are kept back to the newest one at or before the oldest regular
+  # checkpoint, so whichever regular step a run resumes from, the best model of that history
+  # is still there; steps newer than the resumed one (from a killed run) are dropped.
+  best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), None, async_save=False)
   # The monitored validation metric (eval.monitor): higher AUC or lower logloss is better.
   monitor = config.eval.monitor
   sign = 1.0 if monitor == 'auc' else -1.0
@@ -162,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
     if is_main:
       print(f'Resuming from step {start_step} in {workdir}/checkpoints', flush=True)
   start_step = int(jax.device_get(state['step']))
+  best_ckpt.delete_after(start_step)
   writer.drop_after(start_step)  # lines a killed run wrote after its last checkpoint
   data_iter = iterator_lib.BatchIterator(
       train_split, config.train.batch_size, seed=config.seed, position=start_step,
@@ -185,6 +202,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
                     pending_metrics=[{k: float(v) for k, v in x.items()}
                                      for x in jax.device_get(pending)])
     ckpt.save(step, state, meta_now)
+    regular = ckpt.steps()
+    older_best = [b for b in best_ckpt.steps() if regular and b <= regular[0]]
+    if older_best:
+      best_ckpt.keep_only_from(older_best[-1])
 
   def _elapsed():
     return time.perf_counter() - loop_start - eval_seconds
@@ -195,12 +216,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   # ckpt: an error inside the loop still waits for the checkpoint being written.
   with _Preemption() as preempt, ckpt, device_batches, \
        jax.transfer_guard(config.train.transfer_guard):
+    signalled = None  # the preemption signal all processes agreed on (None: keep training)
     while step < num_steps and not meta['stopped_early']:
       batch = next(device_batches)
       state, m = train_step(state, batch)
       step += 1
       pending.append(m)
       last = step == num_steps
+      # Preemption: one process alone must not enter the checkpoint's barriers while the others
+      # go on to the next step's all-reduce. In a multi-process job the signal flags are
+      # gathered at every log step, so all processes save at the same step and exit together.
+      if jax.process_count() == 1:
+        signalled = preempt.signal
+      elif step % log_every == 0 or last:
+        with jax.transfer_guard('allow'):  # an explicit, tiny host<->device exchange
+          flags = multihost_utils.process_allgather(np.int32(preempt.signal is not None))
+        if np.any(flags):
+          signalled = preempt.signal or 'SIGTERM (received by another process)'
       if step % log_every == 0 or last:
         fetched = jax.device_get(pending)
         logged = {k: float(np.mean([x[k] for x in fetched])) for k in fetched[0]}
@@ -214,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
       # checkpoint (not every step: that would sync host and device), so no checkpoint or
       # best model is ever written after a non-finite update.
       if stop_on_nonfinite and (step % log_every == 0 or step % eval_every == 0 or last or
-                                (ckpt_every and step % ckpt_every == 0) or preempt.signal):
+                                (ckpt_every and step % ckpt_every == 0) or signalled):
         bad, first_bad = (int(x) for x in jax.device_get((state['nonfinite'],
                                                            state['first_nonfinite'])))
         if bad:
@@ -249,15 +281,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
                     f'{meta["bad_evals"]} evaluations (best {sign * meta["best_value"]:.5f} at '
                     f'step {meta["best_step"]}).', flush=True)
         eval_seconds += time.perf_counter() - t0
-      if (ckpt_every and step % ckpt_every == 0) or last or meta['stopped_early'] or preempt.signal:
+      if (ckpt_every and step % ckpt_every == 0) or last or meta['stopped_early'] or signalled:
         save(step)
       if pbar is not None:
         pbar.update(1)
-      if preempt.signal:
+      if signalled:
         if pbar is not None:
           pbar.close()
         ckpt.wait()
-        msg = (f'Received {preempt.signal} at step {step}: checkpoint saved in {ckpt.directory}. '
+        msg = (f'Received {signalled} at step {step}: checkpoint saved in {ckpt.directory}. '
                'Run the same command again to resume.')
         if is_main:
           print(msg, flush=True)
@@ -299,8 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset=
   ckpt.close()
   best_ckpt.close()
   if is_main:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    workdir_lib.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
