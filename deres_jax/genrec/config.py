@@ -1,0 +1,114 @@
+"""The genrec config: every field with its default and meaning; `validate()`.
+
+configs/genrec/<data>_<system>.py start from `base_config(system)` and override presets.
+"""
+import ml_collections
+
+SYSTEMS = ('sasrec', 'tiger')
+
+
+def sasrec_model() -> ml_collections.ConfigDict:
+  """SASRec fields (genrec/sasrec.py); Kang & McAuley's Beauty settings."""
+  return ml_collections.ConfigDict(dict(
+      width=64,        # d, embedding and hidden width
+      depth=2,         # self-attention blocks
+      num_heads=1,     # attention heads
+      mlp_mult=1,      # FFN hidden = mlp_mult * width
+      dropout=0.2,     # embedding / attention / FFN dropout
+  ))
+
+
+def tiger_model() -> ml_collections.ConfigDict:
+  """TIGER retriever fields (genrec/tiger.py); defaults are the paper's sizes (~13M parameters)."""
+  return ml_collections.ConfigDict(dict(
+      width=128,       # model width
+      num_heads=6,     # attention heads
+      head_dim=64,     # per-head width (6 x 64 = 384 qkv features)
+      mlp_dim=1024,    # MLP hidden width
+      enc_depth=4,     # encoder layers
+      dec_depth=4,     # decoder layers
+      dropout=0.1,     # dropout everywhere
+  ))
+
+
+def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
+  if system not in SYSTEMS:
+    raise ValueError(f'system must be one of {SYSTEMS}, got {system!r}.')
+  c = ml_collections.ConfigDict()
+  c.system = system               # 'sasrec' | 'tiger'
+  c.seed = 0                      # parameters, batches, k-means, validation users
+  # Data
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = '../shared/data/amazon'  # holds s3rec/<Dataset>.txt (+ _item2attributes.json); never downloaded
+  c.data.dataset = 'beauty'       # 'beauty' | 'sports' | 'toys'
+  c.data.max_len = 20             # history cap (TIGER: 20)
+  # Item content features (tokenizer input)
+  c.features = ml_collections.ConfigDict()
+  c.features.source = 'attributes'  # 'attributes' (TF-IDF+SVD) | 'collaborative' (train-only PPMI+SVD) | 'npy' | 'a+b'
+  c.features.dim = 64             # SVD dimensions
+  c.features.window = 3           # collaborative: co-occurrence window in positions
+  c.features.npy_path = ''        # npy: [N or N+1, d] array aligned to item ids
+  # Tokenizer (semantic IDs)
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.name = 'rqvae'      # 'rqvae' (TIGER) | 'rqkmeans' (GRID)
+  c.tokenizer.levels = 3          # codebooks; IDs get one more (collision) token
+  c.tokenizer.codebook_size = 256  # codes per level
+  c.tokenizer.latent_dim = 32     # RQ-VAE codeword dimension
+  c.tokenizer.hidden = (512, 256, 128)  # RQ-VAE encoder widths (decoder mirrors)
+  c.tokenizer.beta = 0.25         # commitment weight
+  c.tokenizer.optimizer = 'adagrad'  # TIGER: Adagrad; 'adam' also accepted
+  c.tokenizer.learning_rate = 0.4  # TIGER: 0.4
+  c.tokenizer.batch_size = 1024   # TIGER: 1024
+  c.tokenizer.steps = 2000        # TIGER trains ~20k epochs; far fewer here
+  c.tokenizer.restart_every = 100  # dead-code restart period in steps (0 = off)
+  c.tokenizer.kmeans_iters = 25   # Lloyd iterations (init and RQ-KMeans)
+  c.tokenizer.log_every = 200
+  c.tokenizer.num_user_tokens = 2000  # hashed user tokens (TIGER: 2000)
+  # Model
+  c.model = sasrec_model() if system == 'sasrec' else tiger_model()
+  # Optimizer (deres_jax/train/optim.py reads these fields)
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'           # dense parameters
+  c.optim.learning_rate = 1e-3
+  c.optim.embed_name = 'adam'     # embedding tables
+  c.optim.embed_learning_rate = 1e-3
+  c.optim.weight_decay = 0.0      # adamw only
+  c.optim.schedule = 'constant'   # 'constant' | 'cosine'
+  c.optim.warmup_steps = 0
+  c.optim.grad_clip = 1.0         # global-norm clipping, 0 = off
+  # Training
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128
+  c.train.num_steps = 4000
+  c.train.log_every = 200
+  c.train.loss_fraction = 0.5     # SASRec: share of the B*L positions scored (valid ones first)
+  # Eval
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 1000
+  c.eval.batch_size = 512         # users per scoring / decoding call
+  c.eval.num_val_users = 0        # validation on a random subset (0 = all users)
+  c.eval.beam_size = 10           # TIGER: beams = K of the returned list
+  c.eval.tail_fraction = 0.2      # least popular share of items reported as 'tail'
+  # Checkpointing
+  c.ckpt = ml_collections.ConfigDict()
+  c.ckpt.every_steps = 1000
+  c.ckpt.max_to_keep = 2
+  return c
+
+
+def validate(c):
+  """Stops with one sentence naming the field on an impossible config."""
+  if c.system not in SYSTEMS:
+    raise ValueError(f'config.system must be one of {SYSTEMS}, got {c.system!r}.')
+  if c.eval.beam_size < 10 and c.system == 'tiger':
+    raise ValueError(f'config.eval.beam_size must be >= 10 to report Recall@10, got {c.eval.beam_size}.')
+  if not set(c.features.source.split('+')) <= {'attributes', 'collaborative', 'npy'}:
+    raise ValueError("config.features.source must be attributes, collaborative, npy or several joined by '+', "
+                     f'got {c.features.source!r}.')
+  if 'npy' in c.features.source.split('+') and not c.features.npy_path:
+    raise ValueError("config.features.npy_path must name a .npy file when features.source='npy'.")
+  if c.tokenizer.name not in ('rqvae', 'rqkmeans'):
+    raise ValueError(f"config.tokenizer.name must be 'rqvae' or 'rqkmeans', got {c.tokenizer.name!r}.")
+  if not 0 < c.train.loss_fraction <= 1:
+    raise ValueError(f'config.train.loss_fraction must be in (0, 1], got {c.train.loss_fraction}.')
+  return c

@@ -1,0 +1,61 @@
+"""Full-catalogue Recall@K and NDCG@K with one relevant item per user, split by head/tail.
+
+With a single held-out item of 0-based rank r (the number of catalogue items scored strictly
+above it; ties are broken in the target's favour),
+  Recall@K = 1[r < K],   NDCG@K = 1[r < K] / log2(r + 2)
+(the ideal DCG is 1), averaged over users. There is no negative sampling: every one of the
+N items competes. A generative retriever returns a ranked list of K' items; a target absent
+from it gets r = infinity. Tail items are the least popular `tail_fraction` (20%) of the
+catalogue by training frequency (ties broken by item id); head items are the rest.
+"""
+import numpy as np
+
+KS = (5, 10)
+
+
+def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """0-based rank of each target among items 1..N; scores [U, N+1] (column 0 = padding, ignored)."""
+  scores = np.asarray(scores, np.float32)
+  if scores.ndim != 2 or scores.shape[0] != len(target):
+    raise ValueError(f'scores must be [users, items+1] with one row per target, got {scores.shape} '
+                     f'for {len(target)} targets.')
+  s = scores[:, 1:]
+  t = s[np.arange(len(target)), np.asarray(target) - 1]
+  return (s > t[:, None]).sum(1)
+
+
+def ranks_from_lists(items: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """0-based position of each target in its ranked list items [U, K'] (inf when absent)."""
+  hit = np.asarray(items) == np.asarray(target)[:, None]
+  return np.where(hit.any(1), hit.argmax(1), np.inf)
+
+
+def tail_items(train_count: np.ndarray, tail_fraction: float = 0.2) -> np.ndarray:
+  """Boolean [N+1] mask of the least popular `tail_fraction` of items 1..N by training count."""
+  n = len(train_count) - 1
+  order = np.lexsort((np.arange(1, n + 1), train_count[1:]))  # by count, then by id
+  mask = np.zeros(n + 1, bool)
+  mask[order[:int(round(tail_fraction * n))] + 1] = True
+  return mask
+
+
+def recall_ndcg(ranks: np.ndarray, ks=KS) -> dict:
+  """{'recall@K', 'ndcg@K'} averaged over the given ranks (NaN when there are none)."""
+  ranks = np.asarray(ranks, np.float64)
+  out = {}
+  for k in ks:
+    hit = ranks < k
+    out[f'recall@{k}'] = float(hit.mean()) if len(ranks) else float('nan')
+    gain = np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2.0), 0.0)
+    out[f'ndcg@{k}'] = float(gain.mean()) if len(ranks) else float('nan')
+  return out
+
+
+def evaluate(ranks: np.ndarray, target: np.ndarray, tail_mask: np.ndarray, ks=KS) -> dict:
+  """Overall metrics plus 'tail/...' and 'head/...' over the users whose target is tail / head."""
+  is_tail = tail_mask[np.asarray(target)]
+  out = recall_ndcg(ranks, ks)
+  out.update({f'tail/{k}': v for k, v in recall_ndcg(ranks[is_tail], ks).items()})
+  out.update({f'head/{k}': v for k, v in recall_ndcg(ranks[~is_tail], ks).items()})
+  out['tail/users'], out['head/users'] = int(is_tail.sum()), int((~is_tail).sum())
+  return out

@@ -1,0 +1,135 @@
+"""TIGER retriever (Rajput et al. 2023, Sec. 3.2): encoder-decoder Transformer over semantic IDs.
+
+Input: a hashed user token u = U0 + (user mod num_user_tokens) followed by the SID tokens of
+the last 20 history items; output (teacher forcing): bos, s_1..s_m of the next item, and the
+loss is sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
+  0 pad, 1 bos, 2 eos, 3 + offset_l + c for code c at ID position l, then the user tokens.
+Architecture defaults are TIGER's (4+4 layers, width 128, 6 heads of 64, MLP 1024, ReLU,
+dropout 0.1); pre-LN blocks and learned absolute positions instead of T5's relative bias
+(a simplification; a config field would name any other choice).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PAD, BOS, EOS, FIRST_CODE = 0, 1, 2, 3
+
+
+class TokenLayout:
+  """Maps SID tables and users to token ids (see the module docstring)."""
+
+  def __init__(self, level_sizes, num_user_tokens: int):
+    self.level_sizes = tuple(int(k) for k in level_sizes)
+    self.offsets = FIRST_CODE + np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]).astype(np.int32)
+    self.first_user = FIRST_CODE + int(sum(self.level_sizes))
+    self.num_user_tokens = num_user_tokens
+    self.vocab_size = self.first_user + num_user_tokens
+
+  def item_tokens(self, codes: np.ndarray) -> np.ndarray:
+    """SID codes [N+1, m] (row 0 = padding, -1) -> tokens [N+1, m] (padding row -> PAD)."""
+    tok = codes + self.offsets
+    return np.where(codes < 0, PAD, tok).astype(np.int32)
+
+  def encoder_input(self, users: np.ndarray, hist: np.ndarray, item_tok: np.ndarray) -> np.ndarray:
+    """[B] user ids and [B, L] left-padded histories -> [B, 1 + L*m] encoder tokens."""
+    user_tok = self.first_user + np.asarray(users) % self.num_user_tokens
+    return np.concatenate([user_tok[:, None], item_tok[hist].reshape(len(hist), -1)], 1).astype(np.int32)
+
+  def decoder_io(self, target: np.ndarray, item_tok: np.ndarray) -> tuple:
+    """Next items [B] -> decoder inputs (bos, s_1..s_m) and targets (s_1..s_m, eos), [B, m+1]."""
+    s = item_tok[target]
+    bos = np.full((len(s), 1), BOS, np.int32)
+    eos = np.full((len(s), 1), EOS, np.int32)
+    return np.concatenate([bos, s], 1), np.concatenate([s, eos], 1)
+
+
+class Block(nn.Module):
+  """Pre-LN self-attention (optionally cross-attention) and ReLU MLP."""
+  num_heads: int
+  head_dim: int
+  mlp_dim: int
+  dropout: float
+  cross: bool = False
+
+  @nn.compact
+  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False):
+    d = x_btd.shape[-1]
+    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
+    attn = lambda: nn.MultiHeadDotProductAttention(self.num_heads, qkv_features=self.num_heads * self.head_dim,
+                                                   out_features=d, dropout_rate=self.dropout)
+    h = nn.LayerNorm()(x_btd)
+    x_btd = x_btd + drop(attn()(h, h, mask=self_mask, deterministic=not train))
+    if self.cross:
+      x_btd = x_btd + drop(attn()(nn.LayerNorm()(x_btd), mem_bsd, mask=cross_mask, deterministic=not train))
+    h = nn.Dense(d)(drop(nn.relu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x_btd)))))
+    return x_btd + drop(h)
+
+
+class Tiger(nn.Module):
+  """Encoder-decoder over token ids; `__call__(enc, dec_in)` -> logits [B, T, V]."""
+  vocab_size: int
+  max_enc_len: int          # 1 + history * ID length
+  max_dec_len: int          # ID length + 1 (bos ... / ... eos)
+  width: int = 128
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  enc_depth: int = 4
+  dec_depth: int = 4
+  dropout: float = 0.1
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0))
+    self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.max_enc_len, self.width))
+    self.dec_pos = self.param('dec_pos', nn.initializers.normal(0.02), (self.max_dec_len, self.width))
+    kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim, dropout=self.dropout)
+    self.enc_blocks = [Block(**kw) for _ in range(self.enc_depth)]
+    self.dec_blocks = [Block(**kw, cross=True) for _ in range(self.dec_depth)]
+    self.enc_ln, self.dec_ln = nn.LayerNorm(), nn.LayerNorm()
+    self.head = nn.Dense(self.vocab_size)
+    self.drop = nn.Dropout(self.dropout)
+
+  def encode(self, enc_bs, train: bool = False):
+    """Encoder memory [B, S, d] of tokens [B, S] (0 = padding)."""
+    x = self.drop(self.embed(enc_bs) + self.enc_pos[:enc_bs.shape[1]], deterministic=not train)
+    mask = nn.make_attention_mask(enc_bs > 0, enc_bs > 0)
+    for blk in self.enc_blocks:
+      x = blk(x, mask, train=train)
+    return self.enc_ln(x)
+
+  def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
+    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal)."""
+    x = self.drop(self.embed(dec_bt) + self.dec_pos[:dec_bt.shape[1]], deterministic=not train)
+    self_mask = nn.make_causal_mask(dec_bt)
+    cross_mask = nn.make_attention_mask(jnp.ones(dec_bt.shape, bool), enc_bs > 0)
+    for blk in self.dec_blocks:
+      x = blk(x, self_mask, mem_bsd, cross_mask, train=train)
+    return self.head(self.dec_ln(x))
+
+  def __call__(self, enc_bs, dec_bt, train: bool = False):
+    return self.decode(self.encode(enc_bs, train), enc_bs, dec_bt, train)
+
+
+def loss_fn(model: Tiger, params, batch, rng):
+  """Teacher-forced token cross-entropy, summed over the ID positions, averaged over examples."""
+  logits = model.apply({'params': params}, batch['enc'], batch['dec_in'], train=True, rngs={'dropout': rng})
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['dec_out'])
+  loss = ce.sum(1).mean()
+  return loss, {'train/loss': loss, 'train/token_accuracy': (logits.argmax(-1) == batch['dec_out']).mean()}
+
+
+def make_logprob_fn(model: Tiger):
+  """The (state, prefix [B, K, T], t) -> log p [B, K, V] callback of `beam.beam_search`."""
+  def logprob_fn(state, prefix_bkt, t):
+    params, mem_bsd, enc_bs = state
+    B, K, T = prefix_bkt.shape
+    # Decoder input: bos then the t tokens chosen so far; positions after t do not matter (causal).
+    dec = jnp.concatenate([jnp.full((B, K, 1), BOS, jnp.int32), prefix_bkt[:, :, :T - 1]], 2)
+    dec = jnp.where(jnp.arange(T) <= t, dec, PAD).reshape(B * K, T)
+    mem = jnp.repeat(mem_bsd, K, axis=0)
+    enc = jnp.repeat(enc_bs, K, axis=0)
+    logits = model.apply({'params': params}, mem, enc, dec, method=Tiger.decode)[:, t]
+    return jax.nn.log_softmax(logits).reshape(B, K, -1)
+  return logprob_fn

@@ -1,0 +1,272 @@
+"""Generative-retrieval pipeline: data -> item features -> tokenizer -> retriever -> test metrics.
+
+`train_and_evaluate(config, workdir)` runs the stages of `config.system`:
+  * 'sasrec': SASRec with full softmax on causal windows of the training parts;
+  * 'tiger': item features (`data.item_features`) -> semantic IDs (`config.tokenizer.name`
+    'rqvae' or 'rqkmeans'; WORKDIR/tokenizer/ holds sids.npz, stats.json and, for RQ-VAE, its
+    parameters; once sids.npz exists the tokenizer is loaded, never refitted) -> the TIGER
+    encoder-decoder trained with teacher forcing on sliding windows, decoded by trie-constrained
+    beam search.
+The retriever's train state (parameters, optimiser, best-so-far parameters) is checkpointed by
+`deres_jax.train.checkpoint` every `ckpt.every_steps`; the data position is the step (batch i of
+epoch e is a fixed permutation of (seed, e)), so a rerun with the same WORKDIR resumes exactly.
+Batches are sharded over the 'data' axis of a 1-D mesh of all devices; parameters replicated.
+Validation Recall@10 picks the best parameters; test metrics (overall, head, tail) are computed
+once with them and written to WORKDIR/summary.json beside WORKDIR/metrics.jsonl.
+"""
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from deres_jax.genrec import beam
+from deres_jax.genrec import data as data_lib
+from deres_jax.genrec import metrics
+from deres_jax.genrec import rqkmeans
+from deres_jax.genrec import rqvae
+from deres_jax.genrec import sasrec
+from deres_jax.genrec import sid
+from deres_jax.genrec import tiger
+from deres_jax.train import checkpoint
+from deres_jax.train import metric_writer
+from deres_jax.train import optim
+
+
+def _log(msg):
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- tokenizer stage
+def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
+  """Fits (or loads) the semantic IDs of every item; returns (SidTable, stats)."""
+  directory = os.path.join(workdir, 'tokenizer')
+  if os.path.exists(os.path.join(directory, 'sids.npz')):
+    _log(f'tokenizer: loading {directory}/sids.npz (finished earlier, not refitted)')
+    with open(os.path.join(directory, 'stats.json')) as f:
+      return sid.SidTable.load(directory), json.load(f)
+  c, t0 = config.tokenizer, time.time()
+  x = data_lib.item_features(config, data)                # [N+1, d]
+  x = (x - x[1:].mean(0)) / max(float(x[1:].std()), 1e-8)  # centred, unit overall scale
+  train_rows = data_lib.training_items(data)              # codebooks see training items only
+  if c.name == 'rqkmeans':
+    books = rqkmeans.fit(x, c.levels, c.codebook_size, c.kmeans_iters, config.seed, train_rows)
+    codes, norms = rqkmeans.encode(x[1:], books)
+    extra = {'residual_norm_per_level': [float(v) for v in norms.mean(1)]}
+  elif c.name == 'rqvae':
+    model = rqvae.RQVAE(input_dim=x.shape[1], hidden=tuple(c.hidden), latent_dim=c.latent_dim,
+                        levels=c.levels, codebook_size=c.codebook_size, beta=c.beta)
+    params, history = rqvae.fit(model, x, train_rows, c, config.seed, log=_log)
+    codes = rqvae.codes_of(model, params, x[1:])
+    extra = {'recon_per_levels': [float(v) for v in rqvae.recon_per_level(model, params, x[1:])],
+             'final_train': history[-1] if history else {}}
+    os.makedirs(directory, exist_ok=True)
+    np.savez(os.path.join(directory, 'rqvae_params.npz'),
+             **{'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
+                for path, v in jax.tree_util.tree_leaves_with_path(params)})
+  else:
+    raise ValueError(f"tokenizer.name must be 'rqvae' or 'rqkmeans', got {c.name!r}.")
+  stats = dict(sid.statistics(codes, [c.codebook_size] * c.levels), tokenizer=c.name,
+               features=config.features.source, fit_seconds=time.time() - t0, **extra)
+  table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels)
+  stats['extra_token_vocab'] = table.level_sizes[-1]
+  table.save(directory, stats)
+  _log(f'tokenizer: {stats}')
+  return table, stats
+
+
+# ----------------------------------------------------------------------------- tasks
+class _SASRecTask:
+  """Causal windows -> SASRec; full-catalogue scores of the last position."""
+
+  def __init__(self, config, data):
+    self.model = sasrec.SASRec(num_items=data.num_items, max_len=data.max_len, **config.model)
+    inputs, targets = data_lib.causal_windows(data)
+    self.examples = {'inputs': inputs, 'targets': targets}
+    self.loss_positions = int(math.ceil(config.train.loss_fraction * config.train.batch_size * data.max_len))
+    self.data, self.eval_batch = data, config.eval.batch_size
+
+  def init(self, rng):
+    return self.model.init(rng, jnp.zeros((1, self.data.max_len), jnp.int32))['params']
+
+  def loss(self, params, batch, rng):
+    return sasrec.loss_fn(self.model, params, batch, rng, self.loss_positions)
+
+  def batch(self, idx):
+    return {k: v[idx] for k, v in self.examples.items()}
+
+  def ranks(self, params, split: str, rows: np.ndarray) -> np.ndarray:
+    hist, target = getattr(self.data, f'{split}_hist'), getattr(self.data, f'{split}_target')
+    out = []
+    for i in range(0, len(rows), self.eval_batch):
+      r = rows[i:i + self.eval_batch]
+      scores = np.asarray(sasrec.jit_last_scores(self.model, params, jnp.asarray(hist[r])))
+      out.append(metrics.ranks_from_scores(scores, target[r]))
+    return np.concatenate(out)
+
+
+class _TigerTask:
+  """Sliding windows -> SID tokens -> TIGER; trie-constrained beam search at evaluation."""
+
+  def __init__(self, config, data, table: sid.SidTable):
+    self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens)
+    self.item_tok = self.layout.item_tokens(table.codes)   # [N+1, m]
+    m = self.item_tok.shape[1]
+    self.model = tiger.Tiger(vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
+                             max_dec_len=m + 1, **config.model)
+    rows, hist, target = data_lib.sliding_windows(data)
+    self.examples = {'user': data.users[rows], 'hist': hist, 'target': target}
+    trie = beam.build_trie(self.item_tok[1:], np.arange(1, data.num_items + 1), tiger.EOS)
+    self.trie, self.trie_arrays = trie, beam.trie_arrays(trie)
+    self.logprob_fn = tiger.make_logprob_fn(self.model)
+    self.encode = jax.jit(lambda p, e: self.model.apply({'params': p}, e, method=tiger.Tiger.encode))
+    self.data, self.eval_batch, self.beam_size = data, config.eval.batch_size, config.eval.beam_size
+    self.latency_ms, self.decoded, self.incomplete = [], 0, 0
+
+  def init(self, rng):
+    enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
+    return self.model.init(rng, enc, jnp.zeros((1, self.model.max_dec_len), jnp.int32))['params']
+
+  def loss(self, params, batch, rng):
+    return tiger.loss_fn(self.model, params, batch, rng)
+
+  def batch(self, idx):
+    dec_in, dec_out = self.layout.decoder_io(self.examples['target'][idx], self.item_tok)
+    enc = self.layout.encoder_input(self.examples['user'][idx], self.examples['hist'][idx], self.item_tok)
+    return {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
+
+  def decode(self, params, users, hist):
+    """Top-`beam_size` items [B, K] for histories [B, L] (padded to the eval batch size)."""
+    n = len(hist)
+    pad = self.eval_batch - n
+    enc = self.layout.encoder_input(np.pad(users, (0, pad)), np.pad(hist, ((0, pad), (0, 0))), self.item_tok)
+    enc = jnp.asarray(enc)
+    t0 = time.perf_counter()
+    items, _, _ = beam.beam_search(self.logprob_fn, self.trie_arrays, (params, self.encode(params, enc), enc),
+                                   self.eval_batch, self.beam_size, self.trie.max_children, self.trie.max_depth)
+    items = np.asarray(items)
+    self.latency_ms.append(1000 * (time.perf_counter() - t0) / self.eval_batch)
+    # Item 0 = a beam that could not complete an ID (only when fewer than K exist under it).
+    self.decoded, self.incomplete = self.decoded + n * items.shape[1], self.incomplete + int((items[:n] == 0).sum())
+    return items[:n]
+
+  def ranks(self, params, split: str, rows: np.ndarray) -> np.ndarray:
+    hist, target = getattr(self.data, f'{split}_hist'), getattr(self.data, f'{split}_target')
+    out = []
+    for i in range(0, len(rows), self.eval_batch):
+      r = rows[i:i + self.eval_batch]
+      out.append(metrics.ranks_from_lists(self.decode(params, self.data.users[r], hist[r]), target[r]))
+    return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------- training loop
+def _fit(task, config, workdir, writer, tail):
+  """Trains task.model; returns (best params by validation Recall@10, meta)."""
+  c = config.train
+  mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  if c.batch_size % jax.device_count():
+    raise ValueError(f'train.batch_size {c.batch_size} must be a multiple of the {jax.device_count()} devices.')
+  tx = optim.make_optimizer(config.optim, c.num_steps)
+
+  def init_state(rng):
+    params = task.init(rng)
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
+            'rng': jax.random.fold_in(rng, 1), 'best_params': params}
+
+  state = jax.jit(init_state, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+
+  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+    (_, logs), grads = jax.value_and_grad(task.loss, has_aux=True)(state['params'], batch, rng)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    logs['train/grad_norm'] = optax.tree.norm(grads)
+    return dict(state, params=optax.apply_updates(state['params'], updates), opt_state=opt_state,
+                step=state['step'] + 1), logs
+
+  # Restore: the newest readable checkpoint, then the metrics lines it has not seen are dropped.
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
+  meta = {'best_recall@10': -1.0, 'best_step': 0}
+  restored = ckpt.restore(checkpoint.abstract(state))
+  if restored is not None:
+    start, state, meta = restored
+    writer.drop_after(start)
+    _log(f'resumed from step {start}')
+  n = len(next(iter(task.examples.values())))
+  per_epoch = max(n // c.batch_size, 1)
+  val_rows = np.arange(len(task.data.users))
+  if config.eval.num_val_users and config.eval.num_val_users < len(val_rows):
+    val_rows = np.sort(np.random.default_rng(config.seed).choice(val_rows, config.eval.num_val_users, replace=False))
+  t0, step = time.time(), int(state['step'])
+  while step < c.num_steps:
+    epoch, i = divmod(step, per_epoch)
+    perm = np.random.default_rng([config.seed, epoch]).permutation(n)
+    batch = task.batch(perm[i * c.batch_size:(i + 1) * c.batch_size])
+    state, logs = train_step(state, jax.device_put(batch, batch_sharding))
+    step += 1
+    if step % c.log_every == 0 or step == c.num_steps:
+      logs = {k: float(v) for k, v in logs.items()}
+      if not math.isfinite(logs['train/loss']):
+        raise FloatingPointError(f'train/loss is {logs["train/loss"]} at step {step}; lower optim.learning_rate.')
+      logs['train/epoch'] = step / per_epoch
+      logs['train/examples_per_second'] = step * c.batch_size / max(time.time() - t0, 1e-9)
+      writer.write(step, logs)
+      _log(f'step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in logs.items()))
+    if step % config.eval.every_steps == 0 or step == c.num_steps:
+      val = metrics.evaluate(task.ranks(state['params'], 'val', val_rows), task.data.val_target[val_rows], tail)
+      writer.write(step, {f'val/{k}': v for k, v in val.items()})
+      _log(f'step {step}: val recall@10={val["recall@10"]:.4f} ndcg@10={val["ndcg@10"]:.4f}')
+      if val['recall@10'] > meta['best_recall@10']:
+        meta = {'best_recall@10': val['recall@10'], 'best_step': step}
+        state['best_params'] = jax.tree.map(jnp.copy, state['params'])
+    if step % config.ckpt.every_steps == 0 or step == c.num_steps:
+      ckpt.save(step, state, meta)
+  ckpt.close()
+  meta['train_seconds'] = time.time() - t0
+  return state['best_params'], meta
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs every stage of `config.system` in WORKDIR (resumable); returns the summary dict."""
+  os.makedirs(workdir, exist_ok=True)
+  # Data
+  data = data_lib.load(config.data.data_dir, config.data.dataset, config.data.max_len)
+  tail = metrics.tail_items(data.train_count, config.eval.tail_fraction)
+  writer = metric_writer.MetricWriter(workdir)
+  _log(f'data: {len(data.users)} users, {data.num_items} items, '
+       f'{sum(len(s) for s in data.train_seqs)} training interactions')
+  # Tokenizer and retriever
+  summary = {'system': config.system, 'dataset': config.data.dataset, 'seed': config.seed}
+  if config.system == 'sasrec':
+    task = _SASRecTask(config, data)
+  elif config.system == 'tiger':
+    table, stats = tokenizer_stage(config, data, workdir)
+    summary['tokenizer'] = stats
+    task = _TigerTask(config, data, table)
+  else:
+    raise ValueError(f"config.system must be 'sasrec' or 'tiger', got {config.system!r}.")
+  params, meta = _fit(task, config, workdir, writer, tail)
+  # Test, with the best parameters by validation
+  t0 = time.time()
+  test = metrics.evaluate(task.ranks(params, 'test', np.arange(len(data.users))), data.test_target, tail)
+  summary.update(meta, test=test, test_seconds=time.time() - t0,
+                 num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))))
+  if isinstance(task, _TigerTask):
+    lat = np.asarray(task.latency_ms[1:] or task.latency_ms)  # the first call compiles
+    summary['decode_ms_per_user'] = {'median': float(np.median(lat)), 'p90': float(np.percentile(lat, 90)),
+                                     'batch_size': config.eval.batch_size, 'beam_size': config.eval.beam_size}
+    # Every decoded ID is a trie leaf, i.e. a real item (beam.py); incomplete beams are counted.
+    summary['decoded_ids'], summary['incomplete_beams'] = task.decoded, task.incomplete
+  writer.write(meta.get('best_step', 0), {f'test/{k}': v for k, v in test.items()})
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  _log(f'test: {json.dumps(test)}')
+  return summary
