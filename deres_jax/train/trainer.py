@@ -193,7 +193,10 @@ def _train_and_evaluate(config, workdir, dataset, devices, allow_config_change):
                      out_shardings=state_sharding)
   # Per-step metrics not yet logged when the checkpoint was written come back with it, so
   # the next log line averages the same steps as in an uninterrupted run.
-  pending, step, loop_start = meta.pop('pending_metrics', []), start_step, time.perf_counter()
+  # Stored as float64 JSON numbers; back to float32 (exact), so the next log line's mean is
+  # computed in float32 exactly as in an uninterrupted run.
+  pending = [{k: np.float32(v) for k, v in x.items()} for x in meta.pop('pending_metrics', [])]
+  step, loop_start = start_step, time.perf_counter()
   eval_seconds = 0.0
   pbar = _progress(config, start_step, num_steps, is_main)
 
