@@ -20,6 +20,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from deres_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Scaling config (configs/scaling/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the sweep: one workdir per point, '
@@ -32,13 +34,11 @@ _OUT = flags.DEFINE_string('out', '', 'Markdown report (default WORKDIR/scaling.
 _PLOT = flags.DEFINE_bool('plot', True, 'Write the plot (needs matplotlib, the plot extra).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-_STARTED = False
 _MODEL_FLAGS = []  # (field, text) pairs of --config.model.* flags, see config.split_model_flags
 
 
 def main(argv):
-  global _STARTED
-  _STARTED = True
+  cli.started()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so that flag errors (a mistyped --config.key) come before JAX starts.
@@ -84,12 +84,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from deres_jax.config import split_model_flags  # pylint: disable=g-import-not-at-top
-  sys.argv, _MODEL_FLAGS[:] = split_model_flags(sys.argv)
-  try:
-    app.run(main)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    if _STARTED:  # an error from training itself: keep the traceback
-      raise
-    print(f'error: bad --config override: {e}', file=sys.stderr)
-    sys.exit(2)
+  cli.run(main, _MODEL_FLAGS)

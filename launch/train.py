@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from deres_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and summary.')
@@ -31,13 +33,11 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-_STARTED = False
 _MODEL_FLAGS = []  # (field, text) pairs of --config.model.* flags, see config.split_model_flags
 
 
 def main(argv):
-  global _STARTED
-  _STARTED = True
+  cli.started()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so that flag errors (a mistyped --config.key) come before JAX starts.
@@ -75,24 +75,6 @@ def main(argv):
     report.print_summary(summary)
 
 
-def _override_error(e: Exception) -> str:
-  """One line from ml_collections' error for a bad --config.x=y override."""
-  msg = str(e.args[0] if e.args else e).replace("\\'", "'").replace('\\n', ' ')
-  msg = ' '.join(msg.split()).strip('\'"')
-  if 'Did you mean' in msg:
-    key, hint = msg.split('Did you mean', 1)
-    key = key.strip(" '")
-    msg = f'unknown config key {key!r}. Did you mean{hint}'
-  return f'error: bad --config override: {msg}'
-
 
 if __name__ == '__main__':
-  from deres_jax.config import split_model_flags  # pylint: disable=g-import-not-at-top
-  sys.argv, _MODEL_FLAGS[:] = split_model_flags(sys.argv)
-  try:
-    app.run(main)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    if _STARTED:  # an error from training itself: keep the traceback
-      raise
-    print(_override_error(e), file=sys.stderr)  # a mistyped key or a wrong type, before any work
-    sys.exit(2)
+  cli.run(main, _MODEL_FLAGS)

@@ -46,95 +46,15 @@ import shutil
 import time
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from deres_jax.data import delimited
 from deres_jax.data.bad_input import BadInput
 from deres_jax.data.rows import RowSpec, parse_chunk
 from deres_jax.data.schema import Schema
+from deres_jax.data.splits import SPLITS, assign_split, row_splits, time_column  # noqa: F401
+from deres_jax.data.vocab import KeyCounts, encode, load_vocab, vocab_cached  # noqa: F401
 
-SPLITS = ('train', 'val', 'test')
 FORMAT_VERSION = 1
-
-
-def assign_split(seed: int, file_index: int, lines, fractions) -> np.ndarray:
-  """0/1/2 (train/val/test) per row from a splitmix64 hash of (seed, file, line)."""
-  base = (seed * 0x9E3779B97F4A7C15 + (file_index << 40)) % (1 << 64)
-  x = np.asarray(lines, np.uint64) + np.uint64(base)
-  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  x = x ^ (x >> np.uint64(31))
-  u = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-  edges = np.cumsum(fractions)[:-1] / np.sum(fractions)
-  return np.searchsorted(edges, u, side='right').astype(np.int8)
-
-
-def time_column(split_by: str) -> str:
-  """The column of split_by='time:<column>'; '' for the hashed split (split_by='')."""
-  if not split_by:
-    return ''
-  mode, _, column = split_by.partition(':')
-  if mode != 'time' or not column:
-    raise ValueError(f"split_by={split_by!r}: use '' (the hashed random split) or 'time:<column>'")
-  return column
-
-
-def row_splits(rule: dict, file_index: int, parsed) -> np.ndarray:
-  """0/1/2 (train/val/test) per parsed row under a split rule (see `_prepare`)."""
-  mode = rule['mode']
-  if mode == 'hash':
-    return assign_split(rule['seed'], file_index, parsed.line, rule['fractions'])
-  if mode == 'files':
-    return np.full(len(parsed.line), rule['file_split'][file_index], np.int8)
-  if mode == 'time':  # side='left': a time equal to a threshold goes to the earlier split
-    return np.searchsorted(np.asarray(rule['thresholds']), parsed.time, side='left').astype(np.int8)
-  return np.zeros(len(parsed.line), np.int8)  # 'all': scoring with given vocabularies
-
-
-class KeyCounts:
-  """Streaming (key -> count) of one field; merges geometrically so each key is re-sorted O(log) times."""
-
-  def __init__(self, dtype=np.int64):
-    self.keys, self.counts = np.zeros(0, dtype), np.zeros(0, np.int64)
-    self._pending, self._pending_size = [], 0
-
-  def add(self, u, c):
-    """Adds the counts `c` of the distinct keys `u` (np.unique(keys, return_counts=True))."""
-    self._pending.append((u, c))
-    self._pending_size += len(u)
-    if self._pending_size > max(1 << 20, len(self.keys)):
-      self._merge()
-
-  def _merge(self):
-    if not self._pending:
-      return
-    k = np.concatenate([self.keys] + [u for u, _ in self._pending])
-    c = np.concatenate([self.counts] + [c for _, c in self._pending])
-    order = np.argsort(k, kind='stable')
-    k, c = k[order], c[order]
-    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    self.keys, self.counts = k[first], np.add.reduceat(c, first) if len(k) else c
-    self._pending, self._pending_size = [], 0
-
-  def items(self):
-    """(keys, counts) in key order."""
-    self._merge()
-    return self.keys, self.counts
-
-  def vocabulary(self, min_count: int):
-    """(keys, counts) with count >= min_count, most frequent first (ties: by key): ids 1..V."""
-    self._merge()
-    kept = self.counts >= min_count
-    k, c = self.keys[kept], self.counts[kept]
-    order = np.lexsort((k, -c))
-    return k[order], c[order]
-
-
-def encode(keys, vocab_keys):
-  """int64 keys -> int32 ids: 1 + position in vocab_keys, or 0 (OOV). Arrow's hash lookup."""
-  pos = pc.index_in(keys, value_set=pa.array(vocab_keys, pa.int64()))
-  return pc.fill_null(pos, -1).to_numpy().astype(np.int32) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +293,7 @@ def time_thresholds(spec, paths, options, pool, log):
 
 def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
   """Pass 2 on one chunk: spilled keys -> ids, written at this chunk's rows of each split."""
-  vocab = _vocab_cached(vocab_path)
+  vocab = vocab_cached(vocab_path)
   load = lambda name: np.load(os.path.join(spill, f'{index:06d}.{name}.npy'))
   split, keys = load('split'), load('keys')
   ids = np.empty(keys.shape, np.int32)
@@ -396,20 +316,6 @@ def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
       del out  # flushes
   for path in glob.glob(os.path.join(spill, f'{index:06d}.*.npy')):
     os.remove(path)
-
-
-_VOCAB = {}
-
-
-def _vocab_cached(path):
-  """The id-ordered keys per field (and of the scenario) from vocab.npz, loaded once per process."""
-  if path not in _VOCAB:
-    z = np.load(path)
-    with open(os.path.join(os.path.dirname(path), 'schema.json')) as f:
-      fields = json.load(f)['schema']['cat_names']
-    _VOCAB[path] = {'fields': [z[f'{f}/keys'] for f in fields],
-                    'scenario': z['__scenario__/keys'] if '__scenario__/keys' in z.files else None}
-  return _VOCAB[path]
 
 
 def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
@@ -503,14 +409,3 @@ def _keep_freed_memory():
     libc.mallopt(-2, 64 << 20)  # M_TOP_PAD: grow the heap in 64 MiB steps
   except (OSError, AttributeError):  # not glibc: only slower
     pass
-
-
-def load_vocab(prepared_dir: str):
-  """(vocab {field: (keys, counts)}, scenario (keys, counts) or None) of a prepared dataset."""
-  with open(os.path.join(prepared_dir, 'schema.json')) as f:
-    meta = json.load(f)
-  z = np.load(os.path.join(prepared_dir, 'vocab.npz'))
-  vocab = {f: (z[f'{f}/keys'], z[f'{f}/counts']) for f in meta['schema']['cat_names']}
-  scen = ((z['__scenario__/keys'], z['__scenario__/counts'])
-          if '__scenario__/keys' in z.files else None)
-  return vocab, scen
