@@ -57,3 +57,17 @@ def test_finished_tokenizer_is_not_refitted(tiger_run, monkeypatch):
   assert summary['tokenizer'] == first['tokenizer']
   steps = [json.loads(l)['step'] for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert max(steps) == 12
+
+
+def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
+  config = genrec_config('beauty_capsid_bpe')
+  config.data.data_dir = SLICE
+  config.tokenizer.update(steps=10, max_levels=2, min_levels=1, routing_iters=2)  # fewer ops to compile
+  config.train.update(num_steps=4, log_every=4)
+  config.eval.update(every_steps=4, num_val_users=64, batch_size=400)  # one decode call for the test split
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['tokenizer']['tokenizer'] == 'capsid' and summary['bpe']['merges'] > 0
+  # Merges shorten the item strings; the trie still only yields real items.
+  assert summary['bpe']['tokens_per_item'] < summary['bpe']['tokens_per_item_before']
+  assert summary['decoded_ids'] > 0 and summary['incomplete_beams'] == 0
+  assert sum(summary['tokenizer']['id_length_hist']) == 3354

@@ -50,7 +50,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.features.npy_path = ''        # npy: [N or N+1, d] array aligned to item ids
   # Tokenizer (semantic IDs)
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.name = 'rqvae'      # 'rqvae' (TIGER) | 'rqkmeans' (GRID)
+  c.tokenizer.name = 'rqvae'      # 'rqvae' (TIGER) | 'rqkmeans' (GRID) | 'capsid' (CAPSID, reconstructed)
   c.tokenizer.levels = 3          # codebooks; IDs get one more (collision) token
   c.tokenizer.codebook_size = 256  # codes per level
   c.tokenizer.latent_dim = 32     # RQ-VAE codeword dimension
@@ -64,6 +64,25 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.tokenizer.kmeans_iters = 25   # Lloyd iterations (init and RQ-KMeans)
   c.tokenizer.log_every = 200
   c.tokenizer.num_user_tokens = 2000  # hashed user tokens (TIGER: 2000)
+  # CAPSID (genrec/capsid.py; arXiv 2605.05096 gives no equations: every field below is our choice)
+  c.tokenizer.max_levels = 4      # L_max, the longest routed ID (open in the paper)
+  c.tokenizer.min_levels = 2      # L_min, no ID ends before this many tokens (open)
+  c.tokenizer.routing_iters = 3   # T, routing-by-agreement iterations (Sabour et al.: 3; open)
+  c.tokenizer.tau = 0.1           # routing temperature on distances relative to ||r||^2 (open)
+  c.tokenizer.top_m = 4           # capsules a residual routes to (top-m sparsity; 0 = all; open)
+  c.tokenizer.threshold = 0.9     # confidence of the active capsule that ends the ID (open)
+  c.tokenizer.hard = False        # ablation: hard nearest-capsule routing (= residual k-means)
+  c.tokenizer.fixed_length = False  # ablation: every ID has max_levels tokens
+  c.tokenizer.votes = 'capsule'   # 'capsule' (u_k = e_k) | 'pose' (u_k = e_k + W r, MIND-style; open)
+  c.tokenizer.usage_weight = 0.1  # capsule-usage (diversity) regulariser weight (open)
+  c.tokenizer.sharp_weight = 0.01  # routing-entropy (sharpness) regulariser weight (open)
+  c.tokenizer.collisions = 'extend'  # 'extend' (longer IDs first, then an extra token) | 'token' (open)
+  # SemanticBPE over the item IDs (genrec/semantic_bpe.py; merge score and sizes are our choice)
+  c.bpe = ml_collections.ConfigDict()
+  c.bpe.num_merges = 0            # subwords added to the vocabulary (0 = no BPE)
+  c.bpe.lam = 1.0                 # lambda, weight of the embedding compatibility cos(e_a, e_b) (0 = frequency BPE)
+  c.bpe.corpus = 'sequences'      # 'items' (each ID once) | 'sequences' (weighted by training-part counts)
+  c.bpe.min_count = 2.0           # a pair must occur this often to be merged
   # Model
   c.model = sasrec_model() if system == 'sasrec' else tiger_model()
   # Optimizer (deres_jax/train/optim.py reads these fields)
@@ -107,8 +126,19 @@ def validate(c):
                      f'got {c.features.source!r}.')
   if 'npy' in c.features.source.split('+') and not c.features.npy_path:
     raise ValueError("config.features.npy_path must name a .npy file when features.source='npy'.")
-  if c.tokenizer.name not in ('rqvae', 'rqkmeans'):
-    raise ValueError(f"config.tokenizer.name must be 'rqvae' or 'rqkmeans', got {c.tokenizer.name!r}.")
+  if c.tokenizer.name not in ('rqvae', 'rqkmeans', 'capsid'):
+    raise ValueError(f"config.tokenizer.name must be 'rqvae', 'rqkmeans' or 'capsid', got {c.tokenizer.name!r}.")
+  if not 1 <= c.tokenizer.min_levels <= c.tokenizer.max_levels:
+    raise ValueError(f'config.tokenizer.min_levels must be in [1, max_levels={c.tokenizer.max_levels}], '
+                     f'got {c.tokenizer.min_levels}.')
+  if c.tokenizer.votes not in ('capsule', 'pose'):
+    raise ValueError(f"config.tokenizer.votes must be 'capsule' or 'pose', got {c.tokenizer.votes!r}.")
+  if c.tokenizer.collisions not in ('extend', 'token'):
+    raise ValueError(f"config.tokenizer.collisions must be 'extend' or 'token', got {c.tokenizer.collisions!r}.")
+  if c.bpe.corpus not in ('items', 'sequences'):
+    raise ValueError(f"config.bpe.corpus must be 'items' or 'sequences', got {c.bpe.corpus!r}.")
+  if c.bpe.num_merges < 0:
+    raise ValueError(f'config.bpe.num_merges must be >= 0, got {c.bpe.num_merges}.')
   if not 0 < c.train.loss_fraction <= 1:
     raise ValueError(f'config.train.loss_fraction must be in (0, 1], got {c.train.loss_fraction}.')
   return c

@@ -3,7 +3,9 @@
 Input: a hashed user token u = U0 + (user mod num_user_tokens) followed by the SID tokens of
 the last 20 history items; output (teacher forcing): bos, s_1..s_m of the next item, and the
 loss is sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
-  0 pad, 1 bos, 2 eos, 3 + offset_l + c for code c at ID position l, then the user tokens.
+  0 pad, 1 bos, 2 eos, 3 + offset_l + c for code c at ID position l, then the user tokens,
+  then SemanticBPE subwords (if any). Variable-length IDs (CAPSID) are PAD-filled after eos,
+  and the loss skips PAD targets.
 Architecture defaults are TIGER's (4+4 layers, width 128, 6 heads of 64, MLP 1024, ReLU,
 dropout 0.1); pre-LN blocks and learned absolute positions instead of T5's relative bias
 (a simplification; a config field would name any other choice).
@@ -20,17 +22,25 @@ PAD, BOS, EOS, FIRST_CODE = 0, 1, 2, 3
 class TokenLayout:
   """Maps SID tables and users to token ids (see the module docstring)."""
 
-  def __init__(self, level_sizes, num_user_tokens: int):
+  def __init__(self, level_sizes, num_user_tokens: int, num_merged: int = 0):
     self.level_sizes = tuple(int(k) for k in level_sizes)
     self.offsets = FIRST_CODE + np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]).astype(np.int32)
     self.first_user = FIRST_CODE + int(sum(self.level_sizes))
     self.num_user_tokens = num_user_tokens
-    self.vocab_size = self.first_user + num_user_tokens
+    # SemanticBPE subwords (semantic_bpe.py) take the ids after the user tokens.
+    self.first_merged = self.first_user + num_user_tokens
+    self.vocab_size = self.first_merged + num_merged
 
   def item_tokens(self, codes: np.ndarray) -> np.ndarray:
-    """SID codes [N+1, m] (row 0 = padding, -1) -> tokens [N+1, m] (padding row -> PAD)."""
-    tok = codes + self.offsets
-    return np.where(codes < 0, PAD, tok).astype(np.int32)
+    """SID codes [N+1, m] (-1 = no token; row 0 = padding) -> tokens [N+1, m], PAD after each ID.
+
+    A variable-length ID (CAPSID) has -1 at the positions it does not use; its tokens are moved
+    to the front (each position keeps its own vocabulary block, so the order stays readable).
+    """
+    codes = np.asarray(codes)
+    tok = np.where(codes < 0, PAD, codes + self.offsets).astype(np.int32)
+    order = np.argsort(tok == PAD, axis=1, kind='stable')  # used positions first, in order
+    return np.take_along_axis(tok, order, axis=1)
 
   def encoder_input(self, users: np.ndarray, hist: np.ndarray, item_tok: np.ndarray) -> np.ndarray:
     """[B] user ids and [B, L] left-padded histories -> [B, 1 + L*m] encoder tokens."""
@@ -38,11 +48,12 @@ class TokenLayout:
     return np.concatenate([user_tok[:, None], item_tok[hist].reshape(len(hist), -1)], 1).astype(np.int32)
 
   def decoder_io(self, target: np.ndarray, item_tok: np.ndarray) -> tuple:
-    """Next items [B] -> decoder inputs (bos, s_1..s_m) and targets (s_1..s_m, eos), [B, m+1]."""
+    """Next items [B] -> decoder inputs (bos, s_1..s_n) and targets (s_1..s_n, eos), [B, m+1], PAD-filled."""
     s = item_tok[target]
     bos = np.full((len(s), 1), BOS, np.int32)
-    eos = np.full((len(s), 1), EOS, np.int32)
-    return np.concatenate([bos, s], 1), np.concatenate([s, eos], 1)
+    out = np.concatenate([s, np.zeros((len(s), 1), np.int32)], 1)
+    out[np.arange(len(s)), (s != PAD).sum(1)] = EOS   # eos right after each ID, PAD after it
+    return np.concatenate([bos, s], 1), out
 
 
 class Block(nn.Module):
@@ -113,11 +124,13 @@ class Tiger(nn.Module):
 
 
 def loss_fn(model: Tiger, params, batch, rng):
-  """Teacher-forced token cross-entropy, summed over the ID positions, averaged over examples."""
+  """Teacher-forced token cross-entropy, summed over each ID's tokens and eos, averaged over examples."""
   logits = model.apply({'params': params}, batch['enc'], batch['dec_in'], train=True, rngs={'dropout': rng})
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['dec_out'])
-  loss = ce.sum(1).mean()
-  return loss, {'train/loss': loss, 'train/token_accuracy': (logits.argmax(-1) == batch['dec_out']).mean()}
+  w = (batch['dec_out'] != PAD).astype(ce.dtype)   # variable-length IDs: no loss after eos
+  loss = (ce * w).sum(1).mean()
+  acc = ((logits.argmax(-1) == batch['dec_out']) * w).sum() / jnp.maximum(w.sum(), 1.0)
+  return loss, {'train/loss': loss, 'train/token_accuracy': acc}
 
 
 def make_logprob_fn(model: Tiger):

@@ -3,10 +3,11 @@
 `train_and_evaluate(config, workdir)` runs the stages of `config.system`:
   * 'sasrec': SASRec with full softmax on causal windows of the training parts;
   * 'tiger': item features (`data.item_features`) -> semantic IDs (`config.tokenizer.name`
-    'rqvae' or 'rqkmeans'; WORKDIR/tokenizer/ holds sids.npz, stats.json and, for RQ-VAE, its
-    parameters; once sids.npz exists the tokenizer is loaded, never refitted) -> the TIGER
-    encoder-decoder trained with teacher forcing on sliding windows, decoded by trie-constrained
-    beam search.
+    'rqvae', 'rqkmeans' or 'capsid' (variable length); WORKDIR/tokenizer/ holds sids.npz,
+    stats.json, the code vectors and, for RQ-VAE/CAPSID, the parameters; once sids.npz exists the
+    tokenizer is loaded, never refitted) -> optional SemanticBPE merges (`config.bpe`, kept in
+    tokenizer/bpe.npz) -> the TIGER encoder-decoder trained with teacher forcing on sliding
+    windows, decoded by trie-constrained beam search over the (merged) token strings.
 The retriever's train state (parameters, optimiser, best-so-far parameters) is checkpointed by
 `deres_jax.train.checkpoint` every `ckpt.every_steps`; the data position is the step (batch i of
 epoch e is a fixed permutation of (seed, e)), so a rerun with the same WORKDIR resumes exactly.
@@ -27,11 +28,14 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deres_jax.genrec import beam
+from deres_jax.genrec import capsid
+from deres_jax.genrec import capsid_fit
 from deres_jax.genrec import data as data_lib
 from deres_jax.genrec import metrics
 from deres_jax.genrec import rqkmeans
 from deres_jax.genrec import rqvae
 from deres_jax.genrec import sasrec
+from deres_jax.genrec import semantic_bpe
 from deres_jax.genrec import sid
 from deres_jax.genrec import tiger
 from deres_jax.train import checkpoint
@@ -71,15 +75,73 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
     np.savez(os.path.join(directory, 'rqvae_params.npz'),
              **{'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
                 for path, v in jax.tree_util.tree_leaves_with_path(params)})
+  elif c.name == 'capsid':
+    model = capsid_model(c, x.shape[1])
+    params, history = capsid_fit.fit(model, x, train_rows, c, config.seed, log=_log)
+    routed = capsid_fit.route_items(model, params, x[1:])
+    codes, _ = capsid_fit.resolve(routed['tokens_all'], routed['length'], c.collisions)
+    extra = dict(capsid_fit.statistics(routed, codes, c.codebook_size, data.train_count[1:]),
+                 final_train=history[-1] if history else {})
+    books = np.asarray(params['capsules'])
+    os.makedirs(directory, exist_ok=True)
+    np.savez(os.path.join(directory, 'capsid_params.npz'),
+             **{'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
+                for path, v in jax.tree_util.tree_leaves_with_path(params)})
   else:
-    raise ValueError(f"tokenizer.name must be 'rqvae' or 'rqkmeans', got {c.name!r}.")
-  stats = dict(sid.statistics(codes, [c.codebook_size] * c.levels), tokenizer=c.name,
-               features=config.features.source, fit_seconds=time.time() - t0, **extra)
-  table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels)
+    raise ValueError(f"tokenizer.name must be 'rqvae', 'rqkmeans' or 'capsid', got {c.name!r}.")
+  if c.name == 'capsid':
+    stats = dict(tokenizer=c.name, features=config.features.source, fit_seconds=time.time() - t0, **extra)
+    sizes = [c.codebook_size] * c.max_levels + [max(int(codes[:, -1].max()) + 1, 1)]
+    table = sid.SidTable(np.concatenate([np.full((1, codes.shape[1]), -1, np.int32), codes]), sizes)
+  else:
+    stats = dict(sid.statistics(codes, [c.codebook_size] * c.levels), tokenizer=c.name,
+                 features=config.features.source, fit_seconds=time.time() - t0, **extra)
+    table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels)
   stats['extra_token_vocab'] = table.level_sizes[-1]
+  # Token embeddings (per level and code) for SemanticBPE's compatibility term.
+  os.makedirs(directory, exist_ok=True)
+  np.save(os.path.join(directory, 'code_embeddings.npy'), books if c.name != 'rqvae' else
+          np.asarray(params['codebooks']))
   table.save(directory, stats)
   _log(f'tokenizer: {stats}')
   return table, stats
+
+
+def capsid_model(c, input_dim: int) -> capsid.CapsID:
+  """The CapsID module named by config.tokenizer (config.py documents each field)."""
+  return capsid.CapsID(input_dim=input_dim, hidden=tuple(c.hidden), latent_dim=c.latent_dim,
+                       max_levels=c.max_levels, min_levels=c.min_levels, num_capsules=c.codebook_size,
+                       iters=c.routing_iters, tau=c.tau, top_m=c.top_m, threshold=c.threshold, hard=c.hard,
+                       fixed_length=c.fixed_length, votes=c.votes, beta=c.beta)
+
+
+def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.TokenLayout,
+              item_tok: np.ndarray) -> tuple:
+  """SemanticBPE merges over the item token table (learned once, kept in WORKDIR/tokenizer/bpe.npz).
+
+  Returns (merges, merged item table [N+1, T'], stats).
+  """
+  c, path = config.bpe, os.path.join(workdir, 'tokenizer', 'bpe.npz')
+  if os.path.exists(path):
+    with np.load(path) as z:
+      merges = semantic_bpe.Merges(int(z['first_new']), z['pairs'])
+  else:
+    t0 = time.time()
+    books = np.load(os.path.join(workdir, 'tokenizer', 'code_embeddings.npy'))   # [levels, K, D]
+    emb = np.zeros((layout.first_merged, books.shape[-1]), np.float32)
+    for l in range(min(len(books), len(layout.level_sizes))):   # code k of level l -> its vector
+      emb[layout.offsets[l]:layout.offsets[l] + books.shape[1]] = books[l]
+    weights = None if c.corpus == 'items' else np.maximum(data.train_count[1:], 1)
+    seqs = [r[r > 0] for r in item_tok[1:]]
+    merges = semantic_bpe.learn(seqs, layout.first_merged, c.num_merges, emb, c.lam, weights, c.min_count)
+    np.savez(path, first_new=merges.first_new, pairs=merges.pairs)
+    _log(f'semantic bpe: {len(merges.pairs)} merges in {time.time() - t0:.1f}s')
+  merged = semantic_bpe.encode_table(item_tok, merges)
+  lens, base = (merged[1:] > 0).sum(1), (item_tok[1:] > 0).sum(1)
+  stats = {'merges': int(len(merges.pairs)), 'lam': c.lam, 'corpus': c.corpus,
+           'tokens_per_item': float(lens.mean()), 'tokens_per_item_before': float(base.mean()),
+           'tokens_per_item_hist': np.bincount(lens).tolist()}
+  return merges, merged, stats
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -115,15 +177,20 @@ class _SASRecTask:
 class _TigerTask:
   """Sliding windows -> SID tokens -> TIGER; trie-constrained beam search at evaluation."""
 
-  def __init__(self, config, data, table: sid.SidTable):
+  def __init__(self, config, data, table: sid.SidTable, workdir: str):
     self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens)
-    self.item_tok = self.layout.item_tokens(table.codes)   # [N+1, m]
+    self.item_tok = self.layout.item_tokens(table.codes)   # [N+1, m], PAD after variable-length IDs
+    self.bpe_stats = None
+    if config.bpe.num_merges:  # SemanticBPE: the retriever reads and writes the merged tokens
+      merges, self.item_tok, self.bpe_stats = bpe_stage(config, data, workdir, self.layout, self.item_tok)
+      self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, len(merges.pairs))
+    self.mean_tokens_per_item = float((self.item_tok[1:] > 0).sum(1).mean())
     m = self.item_tok.shape[1]
     self.model = tiger.Tiger(vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
                              max_dec_len=m + 1, **config.model)
     rows, hist, target = data_lib.sliding_windows(data)
     self.examples = {'user': data.users[rows], 'hist': hist, 'target': target}
-    trie = beam.build_trie(self.item_tok[1:], np.arange(1, data.num_items + 1), tiger.EOS)
+    trie = beam.build_trie([r[r > 0] for r in self.item_tok[1:]], np.arange(1, data.num_items + 1), tiger.EOS)
     self.trie, self.trie_arrays = trie, beam.trie_arrays(trie)
     self.logprob_fn = tiger.make_logprob_fn(self.model)
     self.encode = jax.jit(lambda p, e: self.model.apply({'params': p}, e, method=tiger.Tiger.encode))
@@ -250,7 +317,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   elif config.system == 'tiger':
     table, stats = tokenizer_stage(config, data, workdir)
     summary['tokenizer'] = stats
-    task = _TigerTask(config, data, table)
+    task = _TigerTask(config, data, table, workdir)
+    summary['mean_tokens_per_item'] = task.mean_tokens_per_item
+    if task.bpe_stats:
+      summary['bpe'] = task.bpe_stats
   else:
     raise ValueError(f"config.system must be 'sasrec' or 'tiger', got {config.system!r}.")
   params, meta = _fit(task, config, workdir, writer, tail)
