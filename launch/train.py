@@ -49,7 +49,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   if _CONFIG.value.get('family') == 'multiscenario':  # configs/multiscenario/: own models and trainer
     from deres_jax.multiscenario import trainer as ms_trainer  # pylint: disable=g-import-not-at-top
-    sys.exit(ms_trainer.main(_CONFIG.value, _WORKDIR.value, _MODEL_FLAGS))
+    sys.exit(ms_trainer.main(_CONFIG.value, _WORKDIR.value, _MODEL_FLAGS, _ALLOW_CHANGE.value))
   try:
     config = config_lib.apply_model_overrides(_CONFIG.value, _MODEL_FLAGS)
   except config_lib.ConfigError as e:

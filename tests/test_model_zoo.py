@@ -85,7 +85,20 @@ def _losses(model, ds, devices, steps, init=None):
   return np.array(out), init
 
 
-@pytest.mark.parametrize('name', list(models.MODELS))
+# 1 vs 8 devices for the models whose layers differ most in what a data-parallel step
+# shards (token-specific weights, pyramid, aux loss, cross layers); the others only train on
+# 8 devices with a falling loss (the suite's time budget: each mesh is one more compile).
+COMPARED = ('transformer', 'onetrans', 'tokenmixer_large', 'dcnv2')
+
+
+@pytest.mark.parametrize('name', [n for n in models.MODELS if n not in COMPARED])
+def test_model_trains_on_8_devices(name, tiny_data):
+  model = models.build(tiny_model_config(name), tiny_data.schema)
+  eight, _ = _losses(model, tiny_data, jax.devices(), 30)
+  assert np.isfinite(eight).all() and eight[-5:].mean() < eight[:5].mean(), eight  # the loss falls
+
+
+@pytest.mark.parametrize('name', COMPARED)
 def test_model_trains_the_same_on_1_and_8_devices(name, tiny_data):
   model = models.build(tiny_model_config(name), tiny_data.schema)
   one, init = _losses(model, tiny_data, jax.devices()[:1], 30)
