@@ -94,3 +94,30 @@ def test_per_scenario_auc_matches_sklearn(syn):
     weighted += rows.sum() * ref
   assert m['auc'] == pytest.approx(roc_auc_score(te['label'], logits), abs=1e-12)
   assert m['wauc'] == pytest.approx(weighted / len(te['label']), abs=1e-12)
+
+
+def test_aliexpress_countries_are_scenarios_and_test_splits_into_val(tmp_path):
+  """The Tianchi layout AliExpress_<CC>/{train,test}.csv, built from the torch-rechub US sample."""
+  for cc, rows in (('US', None), ('NL', 40)):
+    os.makedirs(tmp_path / f'AliExpress_{cc}')
+    for split in ('train', 'test'):
+      lines = open(os.path.join(DATA, f'aliexpress_{split}_sample.csv')).read().splitlines()
+      if cc == 'NL':
+        lines = lines[:1 + (rows if split == 'train' else 10)]
+        lines.append('1,2,3')  # a truncated row: skipped and counted
+      (tmp_path / f'AliExpress_{cc}' / f'{split}.csv').write_text('\n'.join(lines) + '\n')
+  d = samples.load_aliexpress(str(tmp_path), ('US', 'NL'))
+  assert d.scenario_names == ('NL', 'US') and d.label_names == ('click', 'conversion')
+  assert list(np.bincount(d.splits['train']['scenario'])) == [40, 100]
+  assert d.notes['bad_rows'] == 2
+  assert len(d.splits['val']['label']) + len(d.splits['test']['label']) == 30
+  tr = d.splits['train']
+  np.testing.assert_array_equal(tr['label'], tr['labels'][:, 1])       # target = conversion
+  assert tr['cat'].shape == (140, 16) and tr['dense'].shape == (140, 63)
+  sample = open(os.path.join(DATA, 'aliexpress_train_sample.csv')).read().splitlines()
+  # the sample's 2 conversions (US), plus those among the 40 NL rows
+  assert tr['label'].sum() == 2 + sum(line.split(',')[-1] == '1' for line in sample[1:41])
+  with pytest.raises(FileNotFoundError, match='AliExpress_FR/train.csv is missing'):
+    samples.load_aliexpress(str(tmp_path), ('US', 'FR'))
+  with pytest.raises(ValueError, match='no scenario column'):
+    samples.load('aliexpress', {'all': os.path.join(DATA, 'aliexpress_train_sample.csv')})

@@ -26,12 +26,21 @@ def load_csv(data_config) -> MultiScenarioData:
                             'point it at a CSV in the Scenario-Wise Rec layout (docs/multiscenario.md).')
   files = ({'train': data_config.train_file, 'val': data_config.val_file,
             'test': data_config.test_file} if data_config.val_file else {'all': data_config.train_file})
-  return samples.load(data_config.format, files, data_config.target, data_config.seed)
+  return samples.load(data_config.format, files, data_config.target, data_config.seed,
+                      data_config.get('max_rows', 0))
+
+
+def load_aliexpress(data_config) -> MultiScenarioData:
+  """AliExpress: DATA_DIR/AliExpress_<CC>/{train,test}.csv, one scenario per country."""
+  countries = tuple(c.strip() for c in data_config.countries.split(',') if c.strip())
+  return samples.load_aliexpress(data_config.data_dir, countries, data_config.target or 'conversion',
+                                 data_config.max_rows)
 
 
 DATASETS = {
     'synthetic': load_synthetic,   # scenarios sharing part of a known label model (oracle known)
     'csv': load_csv,               # douban / aliccp / kuairand CSV files (samples.FORMATS)
+    'aliexpress': load_aliexpress,  # one directory per country, the country is the scenario
 }
 
 

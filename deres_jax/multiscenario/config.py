@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_file = ''          # csv: training file (or the one file split 8:1:1 by data.seed)
   c.data.val_file = ''            # csv: validation file ('' = split train_file)
   c.data.test_file = ''           # csv: test file
+  c.data.data_dir = ''            # aliexpress: the folder holding AliExpress_<CC>/{train,test}.csv
+  c.data.countries = 'NL,ES,FR,US,RU'  # aliexpress: the countries (= scenarios) to read
+  c.data.max_rows = 0             # csv/aliexpress: first rows kept per file (0 = all; files are read into memory)
 
   # Model: the fields of multiscenario.models.MODELS[name] (python -m deres_jax.multiscenario.models).
   c.model = models.model_config('midpg')

@@ -12,7 +12,12 @@ Formats (`FORMATS`) follow the files in ../shared/data/multiscenario (README the
   douban   : label rating (binarised), scenario domain (book/movie/music; real domains)
   aliccp   : labels click, purchase (CTCVR), scenario field 301 (reassigned in the sample)
   kuairand : label is_click, scenario tab (a single tab in the sample)
+  aliexpress: labels click, conversion; no scenario column: one directory per country
+           (the Tianchi layout AliExpress_<CC>/train.csv, test.csv), the country is the scenario
+           (`load_aliexpress`).
 Splits: given files (Ali-CCP train/val/test) or a seeded random 8:1:1 split of one file.
+Large files: `max_rows` keeps the first rows of each file (0 = all); this reader holds the
+rows in memory, so a full AliExpress country (1.5-11 GB zipped) needs a cap or a bigger machine.
 """
 import csv
 import dataclasses
@@ -27,7 +32,7 @@ from deres_jax.multiscenario.data import MultiScenarioData, check, set_target
 @dataclasses.dataclass(frozen=True)
 class CsvFormat:
   labels: tuple                 # 0/1 label columns, K of them
-  scenario: str                 # scenario column
+  scenario: str                 # scenario column ('' = one scenario per file, named by the caller)
   categorical: tuple            # columns encoded with a training-rows vocabulary
   dense: tuple = ()             # numeric columns (NaN = missing)
   target: str = ''              # default training target ('' = the last label)
@@ -48,27 +53,49 @@ FORMATS = {
                            'fans_user_num_range', 'friend_user_num_range', 'register_days_range',
                            'video_type'),
                           ('duration_ms',)),
+    # AliExpress (Tianchi 74690; torch-rechub sample): search_id, categorical_1..16, numerical_1..63,
+    # click, conversion. No scenario column: the country of the file is the scenario.
+    'aliexpress': CsvFormat(('click', 'conversion'), '',
+                            tuple(f'categorical_{i}' for i in range(1, 17)),
+                            tuple(f'numerical_{i}' for i in range(1, 64)), target='conversion'),
 }
+SCENARIO = '__scenario__'  # the column a per-file scenario name is stored under
 
 
-def _read(path, fmt):
-  """Rows of one CSV as {column: list of str}, plus the number of bad rows skipped."""
+def _read(path, fmt, scenario: str = '', max_rows: int = 0):
+  """Rows of one CSV as {column: list of str}, plus the number of bad rows skipped.
+
+  A format without a scenario column takes `scenario` (the file's scenario name) for every row.
+  """
+  if not fmt.scenario and not scenario:
+    raise ValueError(f'{path}: this format has no scenario column; name the scenario of each file.')
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.reader(f)
-    header = next(reader)
-    want = list(fmt.labels) + [fmt.scenario] + list(fmt.categorical) + list(fmt.dense)
+    header = next(reader, None)
+    if header is None:
+      raise ValueError(f'{path} is empty (no header row).')
+    want = list(fmt.labels) + ([fmt.scenario] if fmt.scenario else []) + list(fmt.categorical) + list(fmt.dense)
     missing = [c for c in want if c not in header]
     if missing:
       raise ValueError(f'{path} has no column(s) {missing}; its header is {header}.')
     idx = {c: header.index(c) for c in want}
     cols, bad = {c: [] for c in want}, 0
     for row in reader:
+      if max_rows and len(cols[want[0]]) >= max_rows:
+        break
       if len(row) != len(header) or any(row[idx[c]] not in ('0', '1') for c in fmt.labels):
         bad += 1
         continue
       for c in want:
         cols[c].append(row[idx[c]])
+  if not fmt.scenario:
+    cols[SCENARIO] = [scenario] * len(cols[want[0]])
   return cols, bad
+
+
+def _concat(parts):
+  """Column dicts of several files -> one column dict."""
+  return {c: [v for p in parts for v in p[c]] for c in parts[0]}
 
 
 def _float(v):
@@ -78,15 +105,26 @@ def _float(v):
     return np.nan
 
 
-def load(fmt_name: str, files: dict, target: str = '', seed: int = 0) -> MultiScenarioData:
-  """Reads `files` ({'train','val','test'} -> path, or {'all': path}) in format `fmt_name`."""
+def load(fmt_name: str, files: dict, target: str = '', seed: int = 0, max_rows: int = 0) -> MultiScenarioData:
+  """Reads `files` in format `fmt_name`.
+
+  files: {'train','val','test'} -> path, or {'all': path}; for a format without a scenario
+  column each path is a list of (scenario name, path) pairs instead.
+  """
   if fmt_name not in FORMATS:
     raise ValueError(f'unknown multi-scenario CSV format {fmt_name!r}; choose one of {sorted(FORMATS)}.')
   fmt = FORMATS[fmt_name]
+  scen_col = fmt.scenario or SCENARIO
   raw, bad = {}, 0
-  for split, path in files.items():
-    raw[split], b = _read(path, fmt)
-    bad += b
+  for split, paths in files.items():
+    if isinstance(paths, str):
+      paths = [('', paths)]
+    parts = []
+    for name, path in paths:
+      cols, b = _read(path, fmt, name, max_rows)
+      parts.append(cols)
+      bad += b
+    raw[split] = _concat(parts)
   if set(raw) == {'all'}:  # a seeded 8:1:1 random split of one file
     cols = raw.pop('all')
     n = len(cols[fmt.labels[0]])
@@ -98,13 +136,13 @@ def load(fmt_name: str, files: dict, target: str = '', seed: int = 0) -> MultiSc
   for c in fmt.categorical:
     for v in raw['train'][c]:
       vocabs[c].setdefault(v, len(vocabs[c]) + 1)
-  scen_names = tuple(sorted(set(raw['train'][fmt.scenario]), key=lambda v: (len(v), v)))
+  scen_names = tuple(sorted(set(raw['train'][scen_col]), key=lambda v: (len(v), v)))
   scen_vocab = {v: i for i, v in enumerate(scen_names)}
   num_s = len(scen_names)
   splits, unseen = {}, {}
   for split, cols in raw.items():
     labels = np.asarray([[float(v) for v in cols[c]] for c in fmt.labels], np.float32).T
-    scen = np.asarray([scen_vocab.get(v, num_s) for v in cols[fmt.scenario]], np.int32)
+    scen = np.asarray([scen_vocab.get(v, num_s) for v in cols[scen_col]], np.int32)
     unseen[split] = int((scen == num_s).sum())
     cat = np.asarray([[vocabs[c].get(v, 0) for v in cols[c]] for c in fmt.categorical], np.int32).T
     out = {'labels': labels.reshape(-1, len(fmt.labels)), 'scenario': scen,
@@ -116,7 +154,50 @@ def load(fmt_name: str, files: dict, target: str = '', seed: int = 0) -> MultiSc
   schema = Schema(dense_names=fmt.dense, cat_names=fmt.categorical,
                   vocab_sizes=tuple(len(vocabs[c]) + 1 for c in fmt.categorical),
                   num_scenarios=num_s)
-  source = f'{fmt_name}:{os.path.dirname(next(iter(files.values())))}'
+  first = next(iter(files.values()))
+  source = f'{fmt_name}:{os.path.dirname(first if isinstance(first, str) else first[0][1])}'
   return check(MultiScenarioData(schema, splits, fmt.labels, target or fmt.target or fmt.labels[-1],
                                  scen_names, source,
                                  {'bad_rows': bad, 'unseen_scenario_rows': unseen}))
+
+
+COUNTRIES = ('NL', 'ES', 'FR', 'US', 'RU')  # AliExpress's five countries (scenarios)
+
+
+def aliexpress_files(data_dir: str, countries=COUNTRIES, val_from_test: bool = True) -> dict:
+  """The Tianchi layout DATA_DIR/AliExpress_<CC>/{train,test}.csv -> `load` files, country = scenario.
+
+  AliExpress ships train and test only; with val_from_test the test file of each country is
+  split 1:1 by row parity into validation and test (AITM's convention for Ali-CCP), else the
+  test file serves as both (say so when reporting).
+  """
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f'{data_dir!r} is not a directory; it should hold AliExpress_<country>/ folders.')
+  files = {'train': [], 'test': []}
+  for cc in countries:
+    folder = os.path.join(data_dir, f'AliExpress_{cc}')
+    for split in ('train', 'test'):
+      path = os.path.join(folder, f'{split}.csv')
+      if not os.path.exists(path):
+        raise FileNotFoundError(f'{path} is missing: each country needs AliExpress_{cc}/train.csv and test.csv '
+                                f'(found {sorted(os.listdir(data_dir))} in {data_dir}).')
+      files[split].append((cc, path))
+  return files
+
+
+def load_aliexpress(data_dir: str, countries=COUNTRIES, target: str = 'conversion', max_rows: int = 0,
+                    val_from_test: bool = True) -> MultiScenarioData:
+  """AliExpress, one scenario per country (see `aliexpress_files`)."""
+  files = aliexpress_files(data_dir, countries)
+  d = load('aliexpress', files, target, max_rows=max_rows)
+  if val_from_test:
+    test = d.splits.pop('test')
+    n = len(test['label'])
+    for split, keep in (('val', np.arange(n) % 2 == 0), ('test', np.arange(n) % 2 == 1)):
+      d.splits[split] = {k: v[keep] for k, v in test.items()}
+  else:
+    d.splits['val'] = d.splits['test']
+  num_s = d.schema.num_scenarios
+  d.notes['unseen_scenario_rows'] = {k: int((v['scenario'] == num_s).sum()) for k, v in d.splits.items()}
+  d.notes['val_from_test'] = val_from_test
+  return check(d)
