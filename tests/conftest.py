@@ -4,8 +4,13 @@ XLA_FLAGS must be set before jax is imported anywhere, hence at the top of conft
 """
 import os
 
+# The collective timeouts: XLA:CPU runs the 8 virtual devices as threads that meet at every
+# collective, and aborts the process ("Termination timeout for all gather ... only 7 arrived")
+# when one thread is late by the default 40 s, which a loaded 2-core machine can reach.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           ' --xla_force_host_platform_device_count=8'
+                           ' --xla_cpu_collective_timeout_seconds=900'
+                           ' --xla_cpu_collective_call_terminate_timeout_seconds=900').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
