@@ -1,11 +1,15 @@
-"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over item ids, full softmax.
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over item ids, full or sampled softmax.
 
   E_t = sqrt(d) * M_{s_t} + P_t           (item + learned position embedding, padding -> 0)
   H   = LN(Block_depth(...Block_1(E)))    (pre-LN blocks: x + Drop(MHA_causal(LN x)),
                                            x + Drop(FFN(LN x)), FFN = GELU MLP of 4d... `mlp_mult`)
   r_t(i) = <H_t, M_i>                     (scores tied to the input embedding, Eq. 7)
-  loss = -log softmax_i r_t(i)[s_{t+1}]   over the FULL catalogue (no sampled negatives),
+  loss = -log softmax_i r_t(i)[s_{t+1}]   over the FULL catalogue (`loss='full'`, default),
 averaged over the non-padded positions. The bar a generative retriever is compared with.
+`loss='sampled'`: the softmax runs over the target and `num_negatives` items drawn uniformly
+from 1..N once per step and shared by the batch (a uniform proposal needs no logQ
+correction); a negative equal to the row's target is masked out (an accidental hit).
+Evaluation always scores the full catalogue.
 """
 import flax.linen as nn
 import jax
@@ -22,6 +26,8 @@ class SASRec(nn.Module):
   num_heads: int = 1      # SASRec uses one head
   mlp_mult: int = 1       # FFN hidden = mlp_mult * d (SASRec's point-wise FFN is d -> d -> d)
   dropout: float = 0.2    # embeddings, attention output and FFN
+  loss: str = 'full'      # 'full' softmax over every item | 'sampled' (uniform shared negatives)
+  num_negatives: int = 256  # negatives per step when loss='sampled'
 
   def setup(self):
     self.item_embed = nn.Embed(self.num_items + 1, self.width,
@@ -67,12 +73,26 @@ def loss_fn(model: SASRec, params, batch, rng, loss_positions: int):
   h_nd, t_n = hidden.reshape(-1, hidden.shape[-1]), batch['targets'].reshape(-1)
   take = jnp.argsort(t_n == 0, stable=True)[:loss_positions]
   h_nd, t_n = h_nd[take], t_n[take]
-  logits = model.apply({'params': params}, h_nd, method=SASRec.scores)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, t_n)
+  if model.loss == 'sampled':
+    ce = _sampled_ce(model, params, h_nd, t_n, jax.random.fold_in(rng, 1))
+  else:
+    logits = model.apply({'params': params}, h_nd, method=SASRec.scores)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, t_n)
   w = (t_n > 0).astype(jnp.float32)
   loss = (ce * w).sum() / jnp.maximum(w.sum(), 1.0)
   return loss, {'train/loss': loss, 'train/positions': w.sum(),
                 'train/dropped_positions': (batch['targets'] > 0).sum() - w.sum()}
+
+
+def _sampled_ce(model: SASRec, params, h_nd, t_n, rng):
+  """-log softmax over [target, K uniform negatives shared by the batch], accidental hits masked."""
+  neg_k = jax.random.randint(rng, (model.num_negatives,), 1, model.num_items + 1)
+  table = params['item_embed']['embedding']                     # [N+1, d]
+  pos_n = jnp.einsum('nd,nd->n', h_nd, table[t_n])
+  neg_nk = jnp.einsum('nd,kd->nk', h_nd, table[neg_k])
+  neg_nk = jnp.where(neg_k[None, :] == t_n[:, None], -jnp.inf, neg_nk)
+  logits = jnp.concatenate([pos_n[:, None], neg_nk], 1)
+  return -jax.nn.log_softmax(logits, axis=-1)[:, 0]
 
 
 def last_scores(model: SASRec, params, hist_bl):
