@@ -1,0 +1,195 @@
+"""Raw input rows -> model features, with the vocabularies saved at preparation time.
+
+The one encoder behind `launch/predict.py`, the exported model and the HTTP server. A new
+row takes the same code path as a training row (`rows.parse_chunk`: the same number parsing,
+bucketing, hour and string keys, the same bad-row checks), then the saved vocabularies turn
+keys into ids; a key not in a vocabulary (unseen, or rarer than min_count in training) gets
+the out-of-vocabulary id 0 and is counted.
+
+The label is never needed: every line gets a stand-in label column in front (`LABEL`), and a
+label column the input has anyway is read like any other unused column.
+JSON rows (the server) are written as lines separated by the ASCII unit separator, which no
+value may contain, so that they too take that path.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from deres_jax.data import delimited
+from deres_jax.data.bad_input import BadInput, BadInputError
+from deres_jax.data.rows import MISSING_INT, RowSpec, parse_chunk
+from deres_jax.data.vocab import encode
+
+LABEL = '__label__'       # the stand-in label column put in front of every line
+UNIT_SEP = '\x1f'         # separator of the text JSON rows are written as
+_FORBIDDEN = (UNIT_SEP, '\n', '\r', '\x00')
+
+
+class SchemaError(ValueError):
+  """The input does not have the columns the model was trained on (one sentence)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """What a raw input row looks like and how its categorical values become ids."""
+  row_spec: RowSpec         # the training data's row format (label, columns, separator, ...)
+  vocab: tuple              # per categorical field (row_spec.cat_names order): int64 keys, id = 1 + position
+
+  @property
+  def columns(self) -> tuple:
+    """The columns of an input line without a label."""
+    return tuple(c for c in self.row_spec.columns if c != self.row_spec.label)
+
+  @property
+  def features(self) -> tuple:
+    """The columns the model reads (a JSON row must have each of them)."""
+    s = self.row_spec
+    used = set(s.dense) | set(s.categorical) | set(s.bucketed) | {s.hour} - {''}
+    return tuple(c for c in s.columns if c in used)
+
+  @property
+  def num_dense(self) -> int:
+    return len(self.row_spec.dense_names)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self.row_spec)
+
+  @classmethod
+  def from_json(cls, row_spec: dict, vocab) -> 'InputSpec':
+    spec = RowSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in row_spec.items()})
+    return cls(spec, tuple(vocab))
+
+
+@dataclasses.dataclass
+class Encoded:
+  """The good rows of one piece of input, ready for the model."""
+  line: np.ndarray          # int64 [n] 1-based line (or row) numbers of the rows kept
+  cat: np.ndarray           # int32 [n, F_cat] ids
+  dense: np.ndarray         # float32 [n, F_dense] (NaN = missing)
+  oov: np.ndarray           # int64 [F_cat] present values that got the OOV id 0
+  lines: int                # data lines seen (the header excluded)
+
+
+def scoring_spec(spec: InputSpec, has_label: bool, sep: str | None = None, header: bool | None = None) -> RowSpec:
+  """The RowSpec of input lines with the stand-in label in front (see module docstring)."""
+  s = dataclasses.replace(spec.row_spec, time='')  # a time-split column is not needed to score
+  columns = s.columns if has_label else spec.columns
+  min_fields = s.min_fields + (1 if has_label else 0) if s.min_fields else 0
+  return dataclasses.replace(s, columns=(LABEL, *columns), label=LABEL, min_fields=min_fields,
+                             sep=s.sep if sep is None else sep,
+                             header=s.header if header is None else header)
+
+
+def encode_text(spec: InputSpec, rspec: RowSpec, data: bytes, first_line: int, path: str,
+                bad: BadInput) -> Encoded:
+  """Encodes lines of text (ending with a newline) in the format `rspec` (`scoring_spec`)."""
+  if rspec.scenario:
+    raise SchemaError('multi-scenario models are not served (the scenario column has no vocabulary here)')
+  pre = ('0' + rspec.sep).encode()
+  data = pre + data.replace(b'\n', b'\n' + pre)[:-len(pre)]
+  chunk = delimited.Chunk(data, first_line, rspec.sep)
+  p = parse_chunk(rspec, chunk, path, bad)
+  cat = np.empty(p.keys.shape, np.int32)
+  oov = np.zeros(p.keys.shape[1], np.int64)
+  for j, vocab_keys in enumerate(spec.vocab):
+    cat[:, j] = encode(p.keys[:, j], vocab_keys)
+    # Missing values (key 0 for strings, MISSING_INT for numbers) are not "unseen".
+    oov[j] = int(np.sum((cat[:, j] == 0) & (p.keys[:, j] != 0) & (p.keys[:, j] != MISSING_INT)))
+  header = 1 if rspec.header and first_line == 1 else 0
+  return Encoded(line=p.line, cat=cat, dense=p.dense.astype(np.float32), oov=oov,
+                 lines=chunk.num_lines - header)
+
+
+def _text(value, name: str, row: int) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return ''  # missing
+  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    raise SchemaError(f'row {row} field {name!r}: expected a number, a string or null, got '
+                      f'{type(value).__name__}')
+  text = repr(value) if isinstance(value, float) else str(value)
+  if any(c in text for c in _FORBIDDEN):
+    raise SchemaError(f'row {row} field {name!r}: the value holds a control character '
+                      '(newline, NUL or \\x1f)')
+  return text
+
+
+def encode_rows(spec: InputSpec, rows) -> Encoded:
+  """Encodes JSON-like rows ({column: value}); any problem raises SchemaError naming the row.
+
+  Every feature column is required (null = missing); other columns of the input format (the
+  label, an id) may be given or left out; unknown keys are an error (a schema mismatch).
+  """
+  if not isinstance(rows, list):
+    raise SchemaError(f'expected a list of rows (JSON objects), got {type(rows).__name__}')
+  columns, required = spec.columns, spec.features
+  known = set(spec.row_spec.columns)
+  lines = []
+  for i, row in enumerate(rows):
+    if not isinstance(row, dict):
+      raise SchemaError(f'row {i} is a {type(row).__name__}, not an object of column: value')
+    missing = [c for c in required if c not in row]
+    if missing:
+      raise SchemaError(f'row {i} lacks the field{"s" if len(missing) > 1 else ""} '
+                        f'{", ".join(map(repr, missing[:5]))}{" ..." if len(missing) > 5 else ""}; '
+                        f'the model reads {list(required)}')
+    unknown = [k for k in row if k not in known]
+    if unknown:
+      raise SchemaError(f'row {i} has unknown field{"s" if len(unknown) > 1 else ""} '
+                        f'{", ".join(map(repr, unknown[:5]))}; the model reads {list(required)}')
+    lines.append(UNIT_SEP.join(_text(row.get(c), c, i) for c in columns))
+  rspec = scoring_spec(spec, has_label=False, sep=UNIT_SEP, header=False)
+  rspec = dataclasses.replace(rspec, min_fields=0)
+  data = ('\n'.join(lines) + '\n').encode() if lines else b''
+  if not lines:
+    return Encoded(np.zeros(0, np.int64), np.zeros((0, len(spec.vocab)), np.int32),
+                   np.zeros((0, spec.num_dense), np.float32), np.zeros(len(spec.vocab), np.int64), 0)
+  try:
+    return encode_text(spec, rspec, data, 0, 'row', BadInput(strict=True))
+  except BadInputError as e:  # 'row:<i>: reason (--strict ...)' -> one sentence
+    raise SchemaError(str(e).split(' (--strict')[0].replace('row:', 'row ', 1)) from None
+
+
+def check_header(spec: InputSpec, header_columns: tuple) -> bool:
+  """Whether a file with this header has the label column; raises SchemaError on a mismatch."""
+  for has_label, want in ((True, spec.row_spec.columns), (False, spec.columns)):
+    if tuple(header_columns) == tuple(want):
+      return has_label
+  have = set(header_columns)
+  lacks = [c for c in spec.columns if c not in have]
+  extra = [c for c in header_columns if c not in set(spec.row_spec.columns)]
+  what = '; '.join(x for x in (f'it lacks {lacks}' if lacks else '', f'it has unknown {extra}' if extra else '')
+                   if x) or 'the same columns in another order'
+  raise SchemaError(f'the input header does not match the model\'s input columns ({what}); expected '
+                    f'{list(spec.columns)} (the label {spec.row_spec.label!r} in its place is optional)')
+
+
+def synthetic_spec(num_dense: int, vocab_sizes) -> InputSpec:
+  """The raw format of the synthetic data: a CSV of label, I1.., C1.. with ids as integers.
+
+  The synthetic ids are already ids, so each vocabulary is the identity: the key of the text
+  'i' is at position i - 1 (id i); ids outside [1, V) become the OOV id 0.
+  """
+  dense = tuple(f'I{k + 1}' for k in range(num_dense))
+  cat = tuple(f'C{f + 1}' for f in range(len(vocab_sizes)))
+  row_spec = RowSpec(name='synthetic', columns=('label', *dense, *cat), label='label', dense=dense,
+                     categorical=cat, sep=',', header=True)
+  vocab = []
+  for v in vocab_sizes:
+    text = np.char.mod('%d', np.arange(1, v)).astype('S8')  # ids < 10^8: short-string keys
+    vocab.append(np.ascontiguousarray(text).view('<i8').astype(np.int64))
+  return InputSpec(row_spec, tuple(vocab))
+
+
+def write_synthetic_csv(split: dict, schema, path: str, rows: int | None = None, label: bool = True):
+  """Writes (the first `rows` of) a synthetic split in its raw CSV format (`synthetic_spec`)."""
+  n = len(split['label']) if rows is None else min(rows, len(split['label']))
+  dense = split['dense'][:n]
+  head = (['label'] if label else []) + list(schema.dense_names) + list(schema.cat_names)
+  out = [','.join(head)]
+  for i in range(n):
+    d = ['' if np.isnan(x) else f'{x:.9g}' for x in dense[i]]  # exact for float32
+    out.append(','.join(([f'{int(split["label"][i])}'] if label else []) + d +
+                        [str(int(c)) for c in split['cat'][i]]))
+  with open(path, 'w') as f:
+    f.write('\n'.join(out) + '\n')

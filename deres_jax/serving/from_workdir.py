@@ -1,0 +1,142 @@
+"""The model of a training WORKDIR as a `Scorer`, in process (uses the training code and config).
+
+What is restored is what `train_and_evaluate` evaluated the test split with: the best-model
+checkpoint (WORKDIR/best) when `eval.restore_best` kept one, else the newest regular
+checkpoint. Only the parameters are read (an Orbax partial restore), onto one device.
+
+The raw input format and the vocabularies come from the data the run trained on: the
+prepared directory's schema.json and vocab.npz (Criteo, Avazu, CSV), or, for the synthetic
+data, its CSV format with identity vocabularies (`features.synthetic_spec`).
+"""
+import dataclasses
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from deres_jax import models
+from deres_jax.data import prepared
+from deres_jax.data import synthetic
+from deres_jax.data.rows import RowSpec
+from deres_jax.data.schema import Schema
+from deres_jax.data.vocab import load_vocab
+from deres_jax.serving import features
+from deres_jax.serving.scorer import Scorer
+from deres_jax.train import checkpoint as ckpt_lib
+
+
+class WorkdirError(ValueError):
+  """A workdir that cannot be scored from (one sentence)."""
+
+
+@dataclasses.dataclass
+class Restored:
+  """Everything `export` needs besides the scorer itself."""
+  config: ml_collections.ConfigDict
+  schema: Schema
+  spec: features.InputSpec
+  model: nn.Module
+  params: dict
+  step: int                   # training step of the parameters (models with schedules read it)
+  summary: dict               # WORKDIR/summary.json ({} if the run has not finished)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise WorkdirError(f'{workdir!r} is not a training workdir (no config.json): train with '
+                       'launch/train.py --workdir=... first')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def input_spec(data_config) -> tuple:
+  """(Schema, features.InputSpec) of the data a config trains on."""
+  name = data_config.name
+  if name == 'synthetic':
+    spec = synthetic.SyntheticSpec(**{f.name: data_config[f.name] for f in dataclasses.fields(synthetic.SyntheticSpec)
+                                      if f.name in data_config})
+    vocab = synthetic._Truth(spec).vocab  # pylint: disable=protected-access  # sizes only (0.5 s), no rows
+    schema = Schema(dense_names=tuple(f'I{k + 1}' for k in range(synthetic.NUM_DENSE)),
+                    cat_names=tuple(f'C{f + 1}' for f in range(synthetic.NUM_CAT)), vocab_sizes=vocab)
+    return schema, features.synthetic_spec(synthetic.NUM_DENSE, vocab)
+  if name in ('criteo', 'avazu', 'csv'):
+    path = data_config.path
+    if not prepared.is_complete(path):
+      raise WorkdirError(f'the run trained on prepared data at config.data.path={path!r}, which is not '
+                         'there any more: its vocabularies are needed to score new rows')
+    meta = prepared.read_meta(path)
+    vocab, _ = load_vocab(path)
+    row_spec = RowSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta['spec'].items()})
+    schema = Schema.from_json(meta['schema'])
+    return schema, features.InputSpec(row_spec, tuple(vocab[f][0] for f in schema.cat_names))
+  raise WorkdirError(f'config.data.name={name!r}: scoring raw rows supports synthetic, criteo, avazu '
+                     'and csv data')
+
+
+def _abstract_params(model, schema, device):
+  dummy = {'label': np.zeros(2, np.float32), 'cat': np.zeros((2, len(schema.cat_names)), np.int32)}
+  if schema.dense_names:
+    dummy['dense'] = np.zeros((2, len(schema.dense_names)), np.float32)
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), dummy)['params']))
+  sharding = jax.sharding.SingleDeviceSharding(device)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def restore(workdir: str, device=None) -> Restored:
+  """The parameters, model, schema and input format of a training workdir."""
+  config = read_config(workdir)
+  if config.get('family') == 'multiscenario':
+    raise WorkdirError('multi-scenario runs are not served')
+  schema, spec = input_spec(config.data)
+  dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
+  model = models.build(config.model, schema, dtype=dtype)
+  abstract = _abstract_params(model, schema, device or jax.devices()[0])
+  best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
+  if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
+    ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
+    step, tree, _ = ckpt.restore({'params': abstract})
+    ckpt.close()
+  elif ckpt_lib.has_checkpoints(regular_dir):
+    step, tree = _restore_params_only(regular_dir, abstract)
+  else:
+    raise WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
+  summary = {}
+  if os.path.isfile(os.path.join(workdir, 'summary.json')):
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+  return Restored(config, schema, spec, model, tree['params'], int(step), summary)
+
+
+def _restore_params_only(directory, abstract):
+  """(step, {'params': ...}) of the newest regular checkpoint, without its optimizer state."""
+  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=('state', 'meta'))
+  step = manager.latest_step()
+  item = {'params': abstract}
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+  manager.close()
+  return step, restored['state']
+
+
+def apply_fn(model, step: int):
+  """(params, batch) -> float32 logits: the model's evaluation forward pass at training step `step`."""
+  def logits(params, batch):
+    batch = dict(batch, step=jnp.int32(step))  # models with schedules (UniMixer) read the step
+    return model.apply({'params': params}, batch)[0].astype(jnp.float32)
+  return logits
+
+
+def from_workdir(workdir: str, batch_size: int = 1024) -> Scorer:
+  """A Scorer for the model a training workdir evaluated its test split with."""
+  r = restore(workdir)
+  fn = jax.jit(apply_fn(r.model, r.step))
+  info = {'model': r.config.model.name, 'step': r.step, 'workdir': os.path.abspath(workdir)}
+  scorer = Scorer(r.spec, lambda batch: np.asarray(fn(r.params, batch)), batch_size, info)
+  scorer.restored = r
+  return scorer
