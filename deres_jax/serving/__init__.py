@@ -4,8 +4,9 @@
   scorer = serving.load('model_dir')            # an exported model: no training code, no config
   scorer.score_rows([{'I1': 3, ..., 'C26': 7}])  # -> click probabilities
 
-`from_workdir` (in-process, from a training workdir), `export` (jax.export), `predict`
-(files), `http` (the ASGI service). Only `load` is imported here, so that loading an
+Modules: `features` (raw rows -> ids), `scorer`, `from_workdir` (in process, from a
+training workdir), `export` (jax.export), `exported` (`load`), `predict` (files), `app` (the
+ASGI service). Only `load` is imported here, so that loading an
 exported model imports nothing of the training code.
 """
-from deres_jax.serving.load import load  # noqa: F401
+from deres_jax.serving.exported import load  # noqa: F401

@@ -13,6 +13,7 @@ value may contain, so that they too take that path.
 """
 import dataclasses
 import math
+import re
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from deres_jax.data.vocab import encode
 LABEL = '__label__'       # the stand-in label column put in front of every line
 UNIT_SEP = '\x1f'         # separator of the text JSON rows are written as
 _FORBIDDEN = (UNIT_SEP, '\n', '\r', '\x00')
+_NONEMPTY_LINE = re.compile(rb'^(?=[^\n])', re.MULTILINE)
 
 
 class SchemaError(ValueError):
@@ -86,8 +88,8 @@ def encode_text(spec: InputSpec, rspec: RowSpec, data: bytes, first_line: int, p
   """Encodes lines of text (ending with a newline) in the format `rspec` (`scoring_spec`)."""
   if rspec.scenario:
     raise SchemaError('multi-scenario models are not served (the scenario column has no vocabulary here)')
-  pre = ('0' + rspec.sep).encode()
-  data = pre + data.replace(b'\n', b'\n' + pre)[:-len(pre)]
+  # The stand-in label in front of every non-empty line (a blank line stays a blank line).
+  data = _NONEMPTY_LINE.sub(('0' + rspec.sep).encode().replace(b'\\', b'\\\\'), data)
   chunk = delimited.Chunk(data, first_line, rspec.sep)
   p = parse_chunk(rspec, chunk, path, bad)
   cat = np.empty(p.keys.shape, np.int32)
@@ -168,7 +170,8 @@ def synthetic_spec(num_dense: int, vocab_sizes) -> InputSpec:
   """The raw format of the synthetic data: a CSV of label, I1.., C1.. with ids as integers.
 
   The synthetic ids are already ids, so each vocabulary is the identity: the key of the text
-  'i' is at position i - 1 (id i); ids outside [1, V) become the OOV id 0.
+  'i' is at position i - 1 (id i); an empty field is missing (id 0), and ids outside [1, V)
+  also get id 0 (counted as unseen).
   """
   dense = tuple(f'I{k + 1}' for k in range(num_dense))
   cat = tuple(f'C{f + 1}' for f in range(len(vocab_sizes)))
@@ -190,6 +193,6 @@ def write_synthetic_csv(split: dict, schema, path: str, rows: int | None = None,
   for i in range(n):
     d = ['' if np.isnan(x) else f'{x:.9g}' for x in dense[i]]  # exact for float32
     out.append(','.join(([f'{int(split["label"][i])}'] if label else []) + d +
-                        [str(int(c)) for c in split['cat'][i]]))
+                        [str(int(c)) if c else '' for c in split['cat'][i]]))  # id 0: missing
   with open(path, 'w') as f:
     f.write('\n'.join(out) + '\n')

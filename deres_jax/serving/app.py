@@ -1,0 +1,233 @@
+"""The HTTP scoring service (`launch/serve.py`): Starlette on uvicorn, with dynamic batching.
+
+  POST /score    {"rows": [{column: value, ...}, ...]}  (or a bare list of rows)
+                 -> {"scores": [p, ...], "unseen": <values scored with the OOV id>}
+  GET  /healthz  -> {"status": "ok", "model": ..., "step": ..., "requests": ..., "batches": ...}
+
+Rows are in the model's raw input format (`features.encode_rows`: every feature column,
+null = missing). Errors are JSON {"error": "<one sentence>"}: 400 malformed JSON or payload,
+413 a body over `max_body_bytes` or more than `max_rows` rows, 422 a row that does not fit
+the schema (a missing or unknown field, a bad number), 500 an unexpected failure of the
+model call (logged; the server goes on).
+
+Dynamic batching: each request is encoded in a worker thread, then queued; one batcher task
+takes the first waiting request, adds the requests that arrive within `max_wait_ms` up to
+`max_batch` rows, scores them in one model call (in its own thread, so the event loop keeps
+accepting) and hands each request its slice. Under light load a request waits at most
+`max_wait_ms`; under heavy load batches fill up and the model runs fewer, larger calls.
+"""
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import socket
+import threading
+import time
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from deres_jax.serving import features
+
+log = logging.getLogger('deres_jax.serving')
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+  """Limits and batching of the service."""
+  max_batch: int = 256            # rows per model call (requests are merged up to this)
+  max_wait_ms: float = 2.0        # how long the first queued request waits for others to join
+  max_body_bytes: int = 1 << 20   # larger bodies get 413 before they are parsed
+  max_rows: int = 4096            # rows per request (more: 413)
+  max_concurrency: int = 512      # open connections + tasks before uvicorn answers 503
+
+
+class _Error(Exception):
+  def __init__(self, status, message):
+    super().__init__(message)
+    self.status, self.message = status, message
+
+
+class Batcher:
+  """Merges queued requests into model calls of at most `max_batch` rows."""
+
+  def __init__(self, scorer, max_batch: int, max_wait_s: float):
+    self.scorer, self.max_batch, self.max_wait_s = scorer, max_batch, max_wait_s
+    self.queue = asyncio.Queue()
+    self.batches = 0
+    self._get = None  # the pending queue.get(): kept across timeouts, so no item is ever lost
+    self._model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='score')
+
+  async def score(self, enc: features.Encoded) -> np.ndarray:
+    future = asyncio.get_running_loop().create_future()
+    await self.queue.put((enc, future))
+    return await future
+
+  async def _next(self, timeout):
+    if self._get is None:
+      self._get = asyncio.ensure_future(self.queue.get())
+    done, _ = await asyncio.wait({self._get}, timeout=timeout)
+    if not done:
+      return None
+    item, self._get = self._get.result(), None
+    return item
+
+  async def run(self):
+    loop = asyncio.get_running_loop()
+    while True:
+      items = [await self._next(None)]
+      rows, deadline = len(items[0][0].line), loop.time() + self.max_wait_s
+      while rows < self.max_batch:
+        item = await self._next(max(0.0, deadline - loop.time()))
+        if item is None:
+          break
+        items.append(item)
+        rows += len(item[0].line)
+      cat = np.concatenate([e.cat for e, _ in items])
+      dense = np.concatenate([e.dense for e, _ in items])
+      try:
+        probs = await loop.run_in_executor(self._model_thread, self.scorer.probabilities, cat, dense)
+      except Exception as e:  # pylint: disable=broad-except  # fail these requests, keep serving
+        log.exception('model call failed')
+        for _, future in items:
+          if not future.done():
+            future.set_exception(e)
+        continue
+      self.batches += 1
+      start = 0
+      for enc, future in items:
+        if not future.done():  # the client may have gone
+          future.set_result(probs[start:start + len(enc.line)])
+        start += len(enc.line)
+
+  def close(self):
+    if self._get is not None:
+      self._get.cancel()
+    self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+
+async def _read_body(request, limit: int) -> bytes:
+  length = request.headers.get('content-length')
+  if length is not None and (not length.isdigit() or int(length) > limit):
+    raise _Error(413, f'the request body is larger than the limit of {limit} bytes')
+  body, size = [], 0
+  async for chunk in request.stream():
+    size += len(chunk)
+    if size > limit:
+      raise _Error(413, f'the request body is larger than the limit of {limit} bytes')
+    body.append(chunk)
+  return b''.join(body)
+
+
+def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
+  """The ASGI app scoring with `scorer` (a `Scorer`)."""
+  state = {'batcher': None, 'requests': 0}
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    del app
+    # Compile every padded batch size before the first request (sizes 8, 16, ... max_batch).
+    await run_in_threadpool(warm_up, scorer, options.max_batch)
+    batcher = state['batcher'] = Batcher(scorer, options.max_batch, options.max_wait_ms / 1000)
+    task = asyncio.create_task(batcher.run())
+    try:
+      yield
+    finally:
+      task.cancel()
+      batcher.close()
+
+  async def score(request):
+    state['requests'] += 1
+    try:
+      body = await _read_body(request, options.max_body_bytes)
+      try:
+        payload = json.loads(body)
+      except (ValueError, UnicodeDecodeError) as e:
+        raise _Error(400, f'malformed JSON: {e}') from None
+      if isinstance(payload, dict):
+        if 'rows' not in payload:
+          raise _Error(400, 'expected a JSON object {"rows": [...]} or a list of rows')
+        payload = payload['rows']
+      if not isinstance(payload, list):
+        raise _Error(400, f'expected a list of rows, got {type(payload).__name__}')
+      if len(payload) > options.max_rows:
+        raise _Error(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
+      try:
+        enc = await run_in_threadpool(features.encode_rows, scorer.spec, payload)
+      except features.SchemaError as e:
+        raise _Error(422, str(e)) from None
+      probs = await state['batcher'].score(enc) if len(enc.line) else np.zeros(0)
+      return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc.oov.sum())})
+    except _Error as e:
+      return JSONResponse({'error': e.message}, status_code=e.status)
+    except Exception as e:  # pylint: disable=broad-except  # one sentence to the client, the trace to the log
+      log.exception('scoring failed')
+      return JSONResponse({'error': f'scoring failed: {type(e).__name__}: {e}'}, status_code=500)
+
+  async def healthz(request):
+    del request
+    b = state['batcher']
+    return JSONResponse({'status': 'ok' if b is not None else 'starting',
+                         'model': scorer.info.get('model'), 'step': scorer.info.get('step'),
+                         'requests': state['requests'], 'batches': b.batches if b else 0})
+
+  return Starlette(routes=[Route('/score', score, methods=['POST']),
+                           Route('/healthz', healthz, methods=['GET'])], lifespan=lifespan)
+
+
+def warm_up(scorer, max_batch: int):
+  """Compiles the model for each padded batch size a request can produce."""
+  size = 8
+  while True:
+    n = min(size, max_batch, scorer.batch_size)
+    scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
+                  np.full((n, scorer.spec.num_dense), np.nan, np.float32))
+    if n >= min(max_batch, scorer.batch_size):
+      return
+    size *= 2
+
+
+def uvicorn_server(scorer, host: str = '127.0.0.1', port: int = 8080, options: ServeOptions = ServeOptions(),
+                   log_level: str = 'info'):
+  """A `uvicorn.Server` for the app (`.run()` blocks; `serve` and `background` call it)."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  config = uvicorn.Config(make_app(scorer, options), host=host, port=port, log_level=log_level,
+                          limit_concurrency=options.max_concurrency, timeout_keep_alive=5,
+                          access_log=log_level == 'debug')
+  return uvicorn.Server(config)
+
+
+def serve(scorer, host: str = '127.0.0.1', port: int = 8080, options: ServeOptions = ServeOptions(),
+          log_level: str = 'info'):
+  """Serves until interrupted (SIGINT/SIGTERM: uvicorn finishes the open requests, then exits)."""
+  uvicorn_server(scorer, host, port, options, log_level).run()
+
+
+@contextlib.contextmanager
+def background(scorer, options: ServeOptions = ServeOptions(), start_timeout_s: float = 120.0):
+  """Serves on an ephemeral loopback port in a thread; yields the base URL, stops on exit."""
+  sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  sock.bind(('127.0.0.1', 0))
+  port = sock.getsockname()[1]
+  server = uvicorn_server(scorer, '127.0.0.1', port, options, log_level='warning')
+  thread = threading.Thread(target=server.run, kwargs={'sockets': [sock]}, daemon=True)
+  thread.start()
+  deadline = time.monotonic() + start_timeout_s
+  while not server.started:
+    if not thread.is_alive() or time.monotonic() > deadline:
+      server.should_exit = True
+      sock.close()
+      raise RuntimeError('the scoring server did not start')
+    time.sleep(0.02)
+  try:
+    yield f'http://127.0.0.1:{port}'
+  finally:
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()

@@ -1,0 +1,56 @@
+"""Scores a file of new rows with a trained model: one probability per input row, in order.
+
+  python launch/predict.py --workdir=/tmp/quickstart --input=new.csv --output=scores.csv
+  python launch/predict.py --model=/tmp/quickstart_model --input=new.txt.gz --output=scores.csv --strict
+
+The input is in the training data's raw format (the label column may be left out). The
+saved vocabularies and preprocessing are applied; unseen categories get the OOV id and are
+counted; bad rows are counted and skipped (an empty probability in their line) or, with
+--strict, stop the run. docs/serving.md.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (the model it evaluated with).')
+_MODEL = flags.DEFINE_string('model', None, 'Or: an exported model directory (launch/export.py).')
+_INPUT = flags.DEFINE_string('input', None, 'New rows, in the training data format (plain or .gz).')
+_OUTPUT = flags.DEFINE_string('output', None, 'CSV to write: line,probability (one line per input row).')
+_STRICT = flags.DEFINE_bool('strict', False, 'Stop at the first bad row instead of skipping it.')
+_LABEL = flags.DEFINE_enum('label', 'auto', ['auto', 'yes', 'no'],
+                           'Whether the input has the label column (auto: from the header or field count).')
+_BATCH = flags.DEFINE_integer('batch_size', 4096, 'Rows per model call.')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+flags.mark_flags_as_required(['input', 'output'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint it opens at INFO
+  if bool(_WORKDIR.value) == bool(_MODEL.value):
+    raise app.UsageError('give --workdir (a training run) or --model (an exported model), one of them')
+  from deres_jax.data.bad_input import BadInputError  # pylint: disable=g-import-not-at-top
+  from deres_jax.serving import exported, features, predict  # pylint: disable=g-import-not-at-top
+  has_label = {'auto': None, 'yes': True, 'no': False}[_LABEL.value]
+  try:
+    if _MODEL.value:
+      scorer = exported.load(_MODEL.value, _BATCH.value)
+    else:
+      from deres_jax.serving import from_workdir  # pylint: disable=g-import-not-at-top
+      from deres_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+      try:
+        scorer = from_workdir.from_workdir(_WORKDIR.value, _BATCH.value)
+      except checkpoint.CheckpointError as e:
+        raise from_workdir.WorkdirError(str(e)) from None
+    predict.predict_file(scorer, _INPUT.value, _OUTPUT.value, strict=_STRICT.value, has_label=has_label,
+                         progress=_PROGRESS.value)
+  except (features.SchemaError, BadInputError, exported.ModelDirError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,43 @@
+"""HTTP scoring service for an exported model (Starlette on uvicorn, dynamic batching).
+
+  python launch/serve.py --model=/tmp/quickstart_model --port=8080
+  curl -s localhost:8080/healthz
+  curl -s -X POST localhost:8080/score -H 'Content-Type: application/json' \
+      -d '{"rows": [{"I1": 3, "I2": null, ..., "C26": 17}]}'
+
+Listens on 127.0.0.1 unless --host says otherwise. docs/serving.md has the API and limits.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+_MODEL = flags.DEFINE_string('model', None, 'Exported model directory (launch/export.py).')
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (0.0.0.0: every interface).')
+_PORT = flags.DEFINE_integer('port', 8080, 'Port.')
+_MAX_BATCH = flags.DEFINE_integer('max_batch', 256, 'Rows per model call (requests are merged up to this).')
+_MAX_WAIT = flags.DEFINE_float('max_wait_ms', 2.0, 'How long a request waits for others to join its batch.')
+_MAX_BODY = flags.DEFINE_integer('max_body_bytes', 1 << 20, 'Larger request bodies get 413.')
+_MAX_ROWS = flags.DEFINE_integer('max_rows', 4096, 'Rows per request (more: 413).')
+_LOG = flags.DEFINE_enum('log_level', 'info', ['debug', 'info', 'warning', 'error'], 'uvicorn log level.')
+flags.mark_flags_as_required(['model'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from deres_jax.serving import app as serving_app, exported  # pylint: disable=g-import-not-at-top
+  try:
+    scorer = exported.load(_MODEL.value, batch_size=_MAX_BATCH.value)
+  except (exported.ModelDirError, OSError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  options = serving_app.ServeOptions(max_batch=_MAX_BATCH.value, max_wait_ms=_MAX_WAIT.value,
+                                     max_body_bytes=_MAX_BODY.value, max_rows=_MAX_ROWS.value)
+  print(f"serving {scorer.info.get('model')} (step {scorer.info.get('step')}) on "
+        f'http://{_HOST.value}:{_PORT.value}/score', flush=True)
+  serving_app.serve(scorer, _HOST.value, _PORT.value, options, _LOG.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
