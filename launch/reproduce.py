@@ -1,12 +1,16 @@
 """Reproduces a paper table: trains every row (× seeds) and writes results/<table>_<data>.md.
 
+  python launch/reproduce.py --table=main --data=synthetic --seeds=3
+  python launch/reproduce.py --table=ablation --data=criteo --data_path=/data/criteo_x4 --seeds=3
   python launch/reproduce.py --table=multiscenario --data=synthetic --seeds=3
 
-Rerunning the same command resumes: finished rows are read back, not retrained. Each table
-is a module with `run_table(data, seeds, workdir, out)` (TABLES below); its result file names
-this command, the budget and the seeds in its header.
+Rerunning the same command resumes: finished rows are read back, not retrained. A table is
+either a config file of rows (`configs/tables/*.py`, run by `deres_jax.train.paper_table`)
+or a module with `run_table(data, seeds, workdir, out)` (TABLES below); its result file
+names this command, the budget and the seeds in its header.
 """
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -17,13 +21,17 @@ from deres_jax import cli
 
 # table name -> module with run_table(data: str, seeds: int, workdir: str, out: str).
 TABLES = {
+    'main': 'configs/tables/main.py',           # DeRes against twelve baselines (docs/models.md)
+    'ablation': 'configs/tables/ablation.py',   # DeRes ablations: paths, identity, SiLU, gate, merge
     'multiscenario': 'deres_jax.multiscenario.table',  # MI-DPG against nine baselines (docs/multiscenario.md)
+    'genrec': 'deres_jax.genrec.table',  # TIGER, RQ-KMeans, CAPSID(+SemanticBPE), COBRA-style, SASRec (docs/genrec.md)
 }
 
 _TABLE = flags.DEFINE_enum('table', None, list(TABLES), 'Which table to reproduce.')
 _DATA = flags.DEFINE_string('data', 'synthetic', 'Dataset of the table (the table module lists its choices).')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds per row (0 .. seeds-1).')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'One workdir per row and seed (default /tmp/reproduce_<table>_<data>).')
+_DATA_PATH = flags.DEFINE_string('data_path', '', 'Prepared data directory (--data=criteo|avazu|csv).')
 _OUT = flags.DEFINE_string('out', '', 'Markdown table (default results/<table>_<data>.md; a .csv beside it).')
 flags.mark_flags_as_required(['table'])
 
@@ -38,9 +46,18 @@ def main(argv):
   name, data = _TABLE.value, _DATA.value
   workdir = _WORKDIR.value or f'/tmp/reproduce_{name}_{data}'
   out = _OUT.value or os.path.join('results', f'{name}_{data}.md')
-  table = importlib.import_module(TABLES[name])
   try:
-    table.run_table(data, _SEEDS.value, workdir, out)
+    if TABLES[name].endswith('.py'):
+      from deres_jax.train import paper_table  # pylint: disable=g-import-not-at-top
+      root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+      spec = importlib.util.spec_from_file_location(f'table_{name}', os.path.join(root, TABLES[name]))
+      table = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(table)
+      command = ' '.join(['python', 'launch/reproduce.py'] + sys.argv[1:])
+      paper_table.run_table(table, data, _SEEDS.value, workdir, out, data_path=_DATA_PATH.value,
+                            command=command)
+    else:
+      importlib.import_module(TABLES[name]).run_table(data, _SEEDS.value, workdir, out)
   except ValueError as e:  # an unknown --data for this table, a bad row config
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -4,7 +4,7 @@ configs/genrec/<data>_<system>.py start from `base_config(system)` and override 
 """
 import ml_collections
 
-SYSTEMS = ('sasrec', 'tiger')
+SYSTEMS = ('sasrec', 'tiger', 'cobra')
 
 
 def sasrec_model() -> ml_collections.ConfigDict:
@@ -15,6 +15,8 @@ def sasrec_model() -> ml_collections.ConfigDict:
       num_heads=1,     # attention heads
       mlp_mult=1,      # FFN hidden = mlp_mult * width
       dropout=0.2,     # embedding / attention / FFN dropout
+      loss='full',     # 'full' softmax over the catalogue | 'sampled' (uniform negatives shared by the batch)
+      num_negatives=256,  # negatives per step when loss='sampled'
   ))
 
 
@@ -35,7 +37,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   if system not in SYSTEMS:
     raise ValueError(f'system must be one of {SYSTEMS}, got {system!r}.')
   c = ml_collections.ConfigDict()
-  c.system = system               # 'sasrec' | 'tiger'
+  c.system = system               # 'sasrec' | 'tiger' | 'cobra' (TIGER + dense vector + BeamFusion)
   c.seed = 0                      # parameters, batches, k-means, validation users
   # Data
   c.data = ml_collections.ConfigDict()
@@ -83,6 +85,15 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.bpe.lam = 1.0                 # lambda, weight of the embedding compatibility cos(e_a, e_b) (0 = frequency BPE)
   c.bpe.corpus = 'sequences'      # 'items' (each ID once) | 'sequences' (weighted by training-part counts)
   c.bpe.min_count = 2.0           # a pair must occur this often to be merged
+  # COBRA-style sparse + dense retrieval (genrec/cobra.py; COBRA publishes no code: every field is our choice)
+  c.cobra = ml_collections.ConfigDict()
+  c.cobra.item_vectors = 'learned'  # item dense vectors: 'learned' (free table) | 'content' (tower over features)
+  c.cobra.dense_dim = 64          # D, generated / item dense vector width
+  c.cobra.dense_weight = 1.0      # weight of the in-batch softmax dense loss beside the token loss
+  c.cobra.temperature = 0.1       # in-batch softmax temperature on cosines
+  c.cobra.fusion_weight = 0.5     # BeamFusion w: (1-w) log softmax(beam log-prob) + w * cos_scale * cos
+  c.cobra.cos_scale = 10.0        # psi, cosine scale in the fusion (1 / temperature: the trained logit scale)
+  c.cobra.candidates = 'ann'      # 'ann' (every item scored with every beam's vector) | 'beam' (beams' own items)
   # Model
   c.model = sasrec_model() if system == 'sasrec' else tiger_model()
   # Optimizer (deres_jax/train/optim.py reads these fields)
@@ -106,6 +117,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.eval.every_steps = 1000
   c.eval.batch_size = 512         # users per scoring / decoding call
   c.eval.num_val_users = 0        # validation on a random subset (0 = all users)
+  c.eval.num_test_users = 0       # test on a random subset (0 = all users; same users for every system and seed)
   c.eval.beam_size = 10           # TIGER: beams = K of the returned list
   c.eval.tail_fraction = 0.2      # least popular share of items reported as 'tail'
   # Checkpointing
@@ -119,7 +131,9 @@ def validate(c):
   """Stops with one sentence naming the field on an impossible config."""
   if c.system not in SYSTEMS:
     raise ValueError(f'config.system must be one of {SYSTEMS}, got {c.system!r}.')
-  if c.eval.beam_size < 10 and c.system == 'tiger':
+  if c.system == 'sasrec' and c.model.get('loss', 'full') not in ('full', 'sampled'):
+    raise ValueError(f"config.model.loss must be 'full' or 'sampled', got {c.model.loss!r}.")
+  if c.eval.beam_size < 10 and c.system != 'sasrec':
     raise ValueError(f'config.eval.beam_size must be >= 10 to report Recall@10, got {c.eval.beam_size}.')
   if not set(c.features.source.split('+')) <= {'attributes', 'collaborative', 'npy'}:
     raise ValueError("config.features.source must be attributes, collaborative, npy or several joined by '+', "
@@ -139,6 +153,12 @@ def validate(c):
     raise ValueError(f"config.bpe.corpus must be 'items' or 'sequences', got {c.bpe.corpus!r}.")
   if c.bpe.num_merges < 0:
     raise ValueError(f'config.bpe.num_merges must be >= 0, got {c.bpe.num_merges}.')
+  if c.cobra.item_vectors not in ('learned', 'content'):
+    raise ValueError(f"config.cobra.item_vectors must be 'learned' or 'content', got {c.cobra.item_vectors!r}.")
+  if c.cobra.candidates not in ('ann', 'beam'):
+    raise ValueError(f"config.cobra.candidates must be 'ann' or 'beam', got {c.cobra.candidates!r}.")
+  if not 0 <= c.cobra.fusion_weight <= 1:
+    raise ValueError(f'config.cobra.fusion_weight must be in [0, 1], got {c.cobra.fusion_weight}.')
   if not 0 < c.train.loss_fraction <= 1:
     raise ValueError(f'config.train.loss_fraction must be in (0, 1], got {c.train.loss_fraction}.')
   return c

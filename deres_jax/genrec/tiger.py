@@ -110,14 +110,18 @@ class Tiger(nn.Module):
       x = blk(x, mask, train=train)
     return self.enc_ln(x)
 
-  def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
-    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal)."""
+  def decode_hidden(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
+    """Final decoder states [B, T, d] for decoder inputs [B, T] (causal; COBRA's dense head reads them)."""
     x = self.drop(self.embed(dec_bt) + self.dec_pos[:dec_bt.shape[1]], deterministic=not train)
     self_mask = nn.make_causal_mask(dec_bt)
     cross_mask = nn.make_attention_mask(jnp.ones(dec_bt.shape, bool), enc_bs > 0)
     for blk in self.dec_blocks:
       x = blk(x, self_mask, mem_bsd, cross_mask, train=train)
-    return self.head(self.dec_ln(x))
+    return self.dec_ln(x)
+
+  def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
+    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal)."""
+    return self.head(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
 
   def __call__(self, enc_bs, dec_bt, train: bool = False):
     return self.decode(self.encode(enc_bs, train), enc_bs, dec_bt, train)

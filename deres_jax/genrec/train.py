@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from deres_jax.genrec import beam
 from deres_jax.genrec import capsid
 from deres_jax.genrec import capsid_fit
+from deres_jax.genrec import cobra
 from deres_jax.genrec import data as data_lib
 from deres_jax.genrec import metrics
 from deres_jax.genrec import rqkmeans
@@ -154,6 +155,7 @@ class _SASRecTask:
     self.examples = {'inputs': inputs, 'targets': targets}
     self.loss_positions = int(math.ceil(config.train.loss_fraction * config.train.batch_size * data.max_len))
     self.data, self.eval_batch = data, config.eval.batch_size
+    self.latency_ms = []
 
   def init(self, rng):
     return self.model.init(rng, jnp.zeros((1, self.data.max_len), jnp.int32))['params']
@@ -169,7 +171,10 @@ class _SASRecTask:
     out = []
     for i in range(0, len(rows), self.eval_batch):
       r = rows[i:i + self.eval_batch]
-      scores = np.asarray(sasrec.jit_last_scores(self.model, params, jnp.asarray(hist[r])))
+      h = np.pad(hist[r], ((0, self.eval_batch - len(r)), (0, 0)))   # one shape: one compilation
+      t0 = time.perf_counter()
+      scores = np.asarray(sasrec.jit_last_scores(self.model, params, jnp.asarray(h)))[:len(r)]
+      self.latency_ms.append(1000 * (time.perf_counter() - t0) / self.eval_batch)
       out.append(metrics.ranks_from_scores(scores, target[r]))
     return np.concatenate(out)
 
@@ -186,8 +191,8 @@ class _TigerTask:
       self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, len(merges.pairs))
     self.mean_tokens_per_item = float((self.item_tok[1:] > 0).sum(1).mean())
     m = self.item_tok.shape[1]
-    self.model = tiger.Tiger(vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
-                             max_dec_len=m + 1, **config.model)
+    self.model = self._make_model(config, data, vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
+                                  max_dec_len=m + 1)
     rows, hist, target = data_lib.sliding_windows(data)
     self.examples = {'user': data.users[rows], 'hist': hist, 'target': target}
     trie = beam.build_trie([r[r > 0] for r in self.item_tok[1:]], np.arange(1, data.num_items + 1), tiger.EOS)
@@ -196,6 +201,14 @@ class _TigerTask:
     self.encode = jax.jit(lambda p, e: self.model.apply({'params': p}, e, method=tiger.Tiger.encode))
     self.data, self.eval_batch, self.beam_size = data, config.eval.batch_size, config.eval.beam_size
     self.latency_ms, self.decoded, self.incomplete = [], 0, 0
+
+  def _make_model(self, config, data, **sizes):
+    return tiger.Tiger(**sizes, **config.model)
+
+  def _rank(self, params, enc):
+    """Top-`beam_size` items [B, K] of encoder inputs [B, S]: the trie-constrained beams, by log-probability."""
+    return beam.beam_search(self.logprob_fn, self.trie_arrays, (params, self.encode(params, enc), enc),
+                            self.eval_batch, self.beam_size, self.trie.max_children, self.trie.max_depth)[0]
 
   def init(self, rng):
     enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
@@ -216,9 +229,7 @@ class _TigerTask:
     enc = self.layout.encoder_input(np.pad(users, (0, pad)), np.pad(hist, ((0, pad), (0, 0))), self.item_tok)
     enc = jnp.asarray(enc)
     t0 = time.perf_counter()
-    items, _, _ = beam.beam_search(self.logprob_fn, self.trie_arrays, (params, self.encode(params, enc), enc),
-                                   self.eval_batch, self.beam_size, self.trie.max_children, self.trie.max_depth)
-    items = np.asarray(items)
+    items = np.asarray(self._rank(params, enc))
     self.latency_ms.append(1000 * (time.perf_counter() - t0) / self.eval_batch)
     # Item 0 = a beam that could not complete an ID (only when fewer than K exist under it).
     self.decoded, self.incomplete = self.decoded + n * items.shape[1], self.incomplete + int((items[:n] == 0).sum())
@@ -231,6 +242,51 @@ class _TigerTask:
       r = rows[i:i + self.eval_batch]
       out.append(metrics.ranks_from_lists(self.decode(params, self.data.users[r], hist[r]), target[r]))
     return np.concatenate(out)
+
+
+class _CobraTask(_TigerTask):
+  """TIGER's sparse IDs + a dense vector conditioned on the ID, ranked by BeamFusion (genrec/cobra.py)."""
+
+  def __init__(self, config, data, table: sid.SidTable, workdir: str):
+    super().__init__(config, data, table, workdir)
+    c = config.cobra
+    if c.item_vectors == 'content':  # the tokenizer's item content features, normalised as there
+      x = data_lib.item_features(config, data)
+      x = (x - x[1:].mean(0)) / max(float(x[1:].std()), 1e-8)
+      x[0] = 0.0
+    else:
+      x = np.zeros((1, 1), np.float32)  # unused by the learned table
+    self.content = jnp.asarray(x, jnp.float32)
+    self.cobra = c
+
+    def rank(params, enc):
+      mem = self.encode(params, enc)
+      items, logp, tokens = beam.beam_search(self.logprob_fn, self.trie_arrays, (params, mem, enc), self.eval_batch,
+                                             self.beam_size, self.trie.max_children, self.trie.max_depth)
+      vec_bkd = cobra.beam_vectors(self.model, params, mem, enc, tokens)
+      item_nd = self.model.apply({'params': params}, self.content, method=cobra.Cobra.items)
+      return cobra.beam_fusion(logp, vec_bkd, items, item_nd, c.fusion_weight, c.cos_scale, self.beam_size,
+                               c.candidates)[0]
+    self._jit_rank = jax.jit(rank)
+
+  def _make_model(self, config, data, **sizes):
+    return cobra.Cobra(**sizes, **config.model, num_items=data.num_items, dense_dim=config.cobra.dense_dim,
+                       item_vectors=config.cobra.item_vectors)
+
+  def _rank(self, params, enc):
+    return self._jit_rank(params, enc)
+
+  def init(self, rng):
+    enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
+    dec = jnp.zeros((1, self.model.max_dec_len), jnp.int32)
+    return self.model.init(rng, enc, dec, self.content)['params']
+
+  def loss(self, params, batch, rng):
+    return cobra.loss_fn(self.model, params, batch, rng, self.content, self.cobra.dense_weight,
+                         self.cobra.temperature)
+
+  def batch(self, idx):
+    return dict(super().batch(idx), target=self.examples['target'][idx])
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -314,25 +370,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
   summary = {'system': config.system, 'dataset': config.data.dataset, 'seed': config.seed}
   if config.system == 'sasrec':
     task = _SASRecTask(config, data)
-  elif config.system == 'tiger':
+  elif config.system in ('tiger', 'cobra'):
     table, stats = tokenizer_stage(config, data, workdir)
     summary['tokenizer'] = stats
-    task = _TigerTask(config, data, table, workdir)
+    task = (_TigerTask if config.system == 'tiger' else _CobraTask)(config, data, table, workdir)
     summary['mean_tokens_per_item'] = task.mean_tokens_per_item
     if task.bpe_stats:
       summary['bpe'] = task.bpe_stats
   else:
-    raise ValueError(f"config.system must be 'sasrec' or 'tiger', got {config.system!r}.")
+    raise ValueError(f"config.system must be 'sasrec', 'tiger' or 'cobra', got {config.system!r}.")
   params, meta = _fit(task, config, workdir, writer, tail)
   # Test, with the best parameters by validation
-  t0 = time.time()
-  test = metrics.evaluate(task.ranks(params, 'test', np.arange(len(data.users))), data.test_target, tail)
+  t0, test_rows = time.time(), np.arange(len(data.users))
+  if config.eval.num_test_users and config.eval.num_test_users < len(test_rows):
+    # A fixed draw (not config.seed): every system and seed is tested on the same users.
+    test_rows = np.sort(np.random.default_rng(0).choice(test_rows, config.eval.num_test_users, replace=False))
+    summary['test_users'] = int(len(test_rows))
+  task.latency_ms = []   # test decoding only
+  test = metrics.evaluate(task.ranks(params, 'test', test_rows), data.test_target[test_rows], tail)
   summary.update(meta, test=test, test_seconds=time.time() - t0,
                  num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))))
+  lat = np.asarray(task.latency_ms[1:] or task.latency_ms)  # the first call may compile
+  summary['decode_ms_per_user'] = {'median': float(np.median(lat)), 'p90': float(np.percentile(lat, 90)),
+                                   'batch_size': config.eval.batch_size, 'calls': len(task.latency_ms),
+                                   'beam_size': config.eval.beam_size if config.system != 'sasrec' else None}
   if isinstance(task, _TigerTask):
-    lat = np.asarray(task.latency_ms[1:] or task.latency_ms)  # the first call compiles
-    summary['decode_ms_per_user'] = {'median': float(np.median(lat)), 'p90': float(np.percentile(lat, 90)),
-                                     'batch_size': config.eval.batch_size, 'beam_size': config.eval.beam_size}
     # Every decoded ID is a trie leaf, i.e. a real item (beam.py); incomplete beams are counted.
     summary['decoded_ids'], summary['incomplete_beams'] = task.decoded, task.incomplete
   writer.write(meta.get('best_step', 0), {f'test/{k}': v for k, v in test.items()})

@@ -1,0 +1,68 @@
+"""genrec/table.py: finished rows are read back, a row that raises is reported as failed, tokenizers are shared."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from deres_jax.genrec import table
+
+SLICE = os.path.join(os.path.dirname(__file__), 'data', 'genrec')
+
+
+def _fake_summary(config, recall):
+  test = {m: recall for m in table.METRICS}
+  test.update({'tail/users': 80, 'head/users': 320})
+  return {'system': config.system, 'test': test, 'decode_ms_per_user': {'median': 1.0},
+          'mean_tokens_per_item': 4.0, 'train_seconds': 1.0, 'num_params': 10}
+
+
+def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path, monkeypatch):
+  monkeypatch.setenv('GENREC_TABLE_PRESET', 'tiny')
+  monkeypatch.setenv('GENREC_DATA_DIR', SLICE)
+  calls, broken = [], {'capsid_hard'}
+
+  def fake_run_row(config, workdir):   # stands in for train.train_and_evaluate
+    key = os.path.basename(os.path.dirname(workdir))
+    calls.append(key)
+    if key in broken:
+      raise RuntimeError('routing exploded')
+    os.makedirs(os.path.join(workdir, 'tokenizer'), exist_ok=True)
+    if not os.path.exists(os.path.join(workdir, 'tokenizer', 'sids.npz')):   # a "fitted" tokenizer
+      np.savez(os.path.join(workdir, 'tokenizer', 'sids.npz'), fitted_by=key)
+    summary = _fake_summary(config, 0.1 if key == 'capsid_bpe' else 0.05)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f)
+    return summary
+
+  monkeypatch.setattr(table, 'run_row', fake_run_row)
+  out = str(tmp_path / 'genrec_beauty.md')
+  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out)
+  assert calls == [r.key for r in table.ROWS]
+  status = {r['key']: r['status'] for r in rows}
+  assert status['capsid_hard'] == 'failed: RuntimeError: routing exploded'
+  assert all(v == 'done' for k, v in status.items() if k != 'capsid_hard')
+  md = open(out).read()
+  assert 'failed: RuntimeError: routing exploded' in md and 'GENREC_TABLE_PRESET=tiny' in md
+  assert '* CAPSID+SemanticBPE R@10 above TIGER-RQ-VAE: 0.1000 vs 0.0500: holds' in md
+  with open(out[:-3] + '.csv') as f:
+    assert {r['key']: r['status'] for r in csv.DictReader(f)}['capsid_hard'].startswith('failed')
+  # Rows sharing a tokenizer got the fitted one copied, so they did not fit their own.
+  for key, src in table.SHARE.items():
+    with np.load(str(tmp_path / 'runs' / key / 'seed0' / 'tokenizer' / 'sids.npz')) as z:
+      assert str(z['fitted_by']) == src
+
+  # Rerun: finished rows are read back, only the failed row is tried again (and now succeeds).
+  calls.clear()
+  broken.clear()
+  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out)
+  assert calls == ['capsid_hard'] and all(r['status'] == 'done' for r in rows)
+
+
+def test_unknown_data_and_preset_are_one_sentence_errors(monkeypatch, tmp_path):
+  with pytest.raises(ValueError, match='has no genrec table'):
+    table.run_table('movies', 1, str(tmp_path), str(tmp_path / 'x.md'))
+  monkeypatch.setenv('GENREC_TABLE_PRESET', 'gpu_huge')
+  with pytest.raises(ValueError, match='is not a table preset'):
+    table.run_table('beauty', 1, str(tmp_path), str(tmp_path / 'x.md'))
