@@ -19,7 +19,11 @@ def main(argv):
     raise app.UsageError('name at least one WORKDIR')
   if _LABELS.value and len(_LABELS.value) != len(workdirs):
     raise app.UsageError(f'--labels has {len(_LABELS.value)} labels for {len(workdirs)} workdirs')
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("error: plotting needs matplotlib: pip install -e '.[plot]'", file=sys.stderr)
+    sys.exit(2)
   matplotlib.use('Agg')  # files only: no display needed
   from deres_jax import plotting  # pylint: disable=g-import-not-at-top
   try:

@@ -26,7 +26,13 @@ flags.mark_flags_as_required(['model'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from deres_jax.serving import app as serving_app, exported  # pylint: disable=g-import-not-at-top
+  try:
+    from deres_jax.serving import app as serving_app  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    print(f"error: the HTTP service needs Starlette and uvicorn ({e}): pip install -e '.[serve]'",
+          file=sys.stderr)
+    sys.exit(2)
+  from deres_jax.serving import exported  # pylint: disable=g-import-not-at-top
   try:
     scorer = exported.load(_MODEL.value, batch_size=_MAX_BATCH.value)
   except (exported.ModelDirError, OSError, ValueError) as e:
