@@ -214,3 +214,36 @@ def test_plot_draws_every_run_on_shared_axes(run, tmp_path):
   assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   with pytest.raises(plotting.NoMetricsError, match='no metrics.jsonl'):
     plotting.read_metrics(str(tmp_path))
+
+
+@pytest.mark.parametrize('name', ['criteo', 'avazu'])
+def test_raw_rows_encode_like_preparation_with_or_without_label(name, tmp_path):
+  """Prepared Criteo/Avazu: scoring's encoding of the raw file equals preparation's ids, in order."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from deres_jax.data import avazu, criteo, delimited, prepared, preprocess  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.join(ROOT, 'tests', 'data')
+  src = os.path.join(data_dir, 'paddlerec_criteo_raw_train_sample.txt' if name == 'criteo' else
+                     'deepctr_avazu_sample.txt')
+  row_spec = criteo.spec() if name == 'criteo' else avazu.spec()
+  quiet = dict(log=lambda *a: None)
+  out = str(tmp_path / 'prepared')
+  preprocess.prepare(row_spec, [src], out, preprocess.Options(min_count=2), **quiet)
+  preprocess.prepare(row_spec, [src], str(tmp_path / 'again'), vocab_from=out, **quiet)
+  _, again, _ = prepared.load_splits(str(tmp_path / 'again'), splits=('all',))
+  schema, spec = from_workdir.input_spec(ml_collections.ConfigDict({'name': name, 'path': out}))
+  assert schema.cat_names == row_spec.cat_names and len(spec.vocab) == len(schema.cat_names)
+  # The same file without its label column (Criteo: the first field; Avazu: 'click').
+  text = open(src).read().splitlines()
+  label_at = row_spec.columns.index(row_spec.label)
+  no_label = tmp_path / 'no_label.txt'
+  no_label.write_text('\n'.join(row_spec.sep.join(f for i, f in enumerate(line.split(row_spec.sep))
+                                                 if i != label_at) for line in text) + '\n')
+  for path, want_label in ((src, True), (str(no_label), False)):
+    assert predict.detect_label(spec, path) is want_label
+    rspec = features.scoring_spec(spec, want_label)
+    from deres_jax.data.bad_input import BadInput  # pylint: disable=g-import-not-at-top
+    encs = [features.encode_text(spec, rspec, d, first, path, BadInput())
+            for first, d in delimited.read_chunks(path, 4096)]  # several chunks
+    np.testing.assert_array_equal(np.concatenate([e.cat for e in encs]), again['all']['cat'])
+    # Values rarer than min_count in train are OOV; missing values are not counted as unseen.
+    assert 0 < sum(e.oov.sum() for e in encs) <= (again['all']['cat'] == 0).sum()
