@@ -55,7 +55,8 @@ def test_cobra_pipeline_returns_only_real_items(tmp_path, monkeypatch):
   config = genrec_config('beauty_cobra')
   config.data.data_dir = SLICE
   config.tokenizer.steps = 10
-  config.eval.update(num_val_users=64, batch_size=200)   # two decode calls for the test split
+  config.train.update(num_steps=4, log_every=4)
+  config.eval.update(every_steps=4, num_val_users=64, batch_size=200)   # two decode calls for the test split
   seen = []
   rank = train._CobraTask._rank
   monkeypatch.setattr(train._CobraTask, '_rank', lambda self, p, e: seen.append(np.asarray(rank(self, p, e))) or
