@@ -142,6 +142,7 @@ def test_predict_cli_one_row_per_input_row_in_order(run, tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'scored 37 of 40 rows' in proc.stdout and 'bad rows skipped: 3' in proc.stdout
+  assert 'new.csv:9: 3 fields, expected 40' in proc.stdout  # the file's own field counts
   assert 'C1 1' in proc.stdout  # the unseen id is counted and named
   with open(out) as f:
     got = list(csv.DictReader(f))

@@ -26,6 +26,7 @@ LABEL = '__label__'       # the stand-in label column put in front of every line
 UNIT_SEP = '\x1f'         # separator of the text JSON rows are written as
 _FORBIDDEN = (UNIT_SEP, '\n', '\r', '\x00')
 _NONEMPTY_LINE = re.compile(rb'^(?=[^\n])', re.MULTILINE)
+_FIELD_COUNT = re.compile(r'(\d+) fields, expected (\d+)(?: to (\d+))?')
 
 
 class SchemaError(ValueError):
@@ -91,7 +92,13 @@ def encode_text(spec: InputSpec, rspec: RowSpec, data: bytes, first_line: int, p
   # The stand-in label in front of every non-empty line (a blank line stays a blank line).
   data = _NONEMPTY_LINE.sub(('0' + rspec.sep).encode().replace(b'\\', b'\\\\'), data)
   chunk = delimited.Chunk(data, first_line, rspec.sep)
-  p = parse_chunk(rspec, chunk, path, bad)
+  here = BadInput(bad.strict)
+  try:
+    p = parse_chunk(rspec, chunk, path, here)
+  except BadInputError as e:
+    raise BadInputError(_file_counts(str(e))) from None
+  here.reasons = {k: _file_counts(v) for k, v in here.reasons.items()}
+  bad.merge(here)
   cat = np.empty(p.keys.shape, np.int32)
   oov = np.zeros(p.keys.shape[1], np.int64)
   for j, vocab_keys in enumerate(spec.vocab):
@@ -101,6 +108,12 @@ def encode_text(spec: InputSpec, rspec: RowSpec, data: bytes, first_line: int, p
   header = 1 if rspec.header and first_line == 1 else 0
   return Encoded(line=p.line, cat=cat, dense=p.dense.astype(np.float32), oov=oov,
                  lines=chunk.num_lines - header)
+
+
+def _file_counts(reason: str) -> str:
+  """A field-count reason in the file's own terms (without the stand-in label column)."""
+  return _FIELD_COUNT.sub(lambda m: f'{int(m[1]) - 1} fields, expected {int(m[2]) - 1}' +
+                          (f' to {int(m[3]) - 1}' if m[3] else ''), reason)
 
 
 def _text(value, name: str, row: int) -> str:
