@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -248,3 +249,15 @@ def test_raw_rows_encode_like_preparation_with_or_without_label(name, tmp_path):
     np.testing.assert_array_equal(np.concatenate([e.cat for e in encs]), again['all']['cat'])
     # Values rarer than min_count in train are OOV; missing values are not counted as unseen.
     assert 0 < sum(e.oov.sum() for e in encs) <= (again['all']['cat'] == 0).sum()
+
+
+def test_without_a_best_checkpoint_the_newest_regular_one_is_restored(run, tmp_path):
+  """Only the parameters are read from a full train-state checkpoint (an Orbax partial restore)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run['workdir'], workdir, ignore=shutil.ignore_patterns('best', '*.lock'))
+  regular = from_workdir.restore(workdir)
+  best = from_workdir.restore(run['workdir'])
+  assert regular.step == 12 and best.step == best.summary['best_step']
+  same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), regular.params, best.params)
+  assert all(jax.tree.leaves(same)) == (best.step == 12)

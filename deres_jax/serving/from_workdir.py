@@ -137,6 +137,4 @@ def from_workdir(workdir: str, batch_size: int = 1024) -> Scorer:
   r = restore(workdir)
   fn = jax.jit(apply_fn(r.model, r.step))
   info = {'model': r.config.model.name, 'step': r.step, 'workdir': os.path.abspath(workdir)}
-  scorer = Scorer(r.spec, lambda batch: np.asarray(fn(r.params, batch)), batch_size, info)
-  scorer.restored = r
-  return scorer
+  return Scorer(r.spec, lambda batch: np.asarray(fn(r.params, batch)), batch_size, info)
