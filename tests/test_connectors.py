@@ -112,3 +112,172 @@ def test_list_depth_weights_equal_stacked(kind, norm):
   stacked = connectors.depth_weights(scores, jnp.ones(4, bool), kind, norm)
   listed = connectors.depth_weights_list(list(scores), kind, norm)
   np.testing.assert_allclose(np.stack(listed), stacked, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------ DeRes against NumPy, and the zoo.
+
+
+def _silu(x):
+  return x / (1 + np.exp(-x))
+
+
+def _reference_deres(emb, sublayers, queries, thetas, block_size, merge, value):
+  """DeRes as in research/deres.md §7.2: identity stream h, Block AttnRes path a with SiLU/N
+  weights over [b_0 = emb, completed blocks, partial block], u = h + g a or g h + (1 - g) a.
+  Returns the inputs of every unit and of the output (j = U)."""
+  h, blocks, partial, inputs = emb, [emb], None, []
+  for j in range(len(sublayers) + 1):
+    v = np.stack(blocks + ([partial] if partial is not None else []))  # [N, T, B, D]
+    s = np.einsum('d,ntbd->ntb', queries[j], _rms(v))
+    a = np.einsum('ntb,ntbd->tbd', _silu(s) / v.shape[0], v)
+    g = 1 / (1 + np.exp(-thetas[j]))
+    inputs.append(h + g * a if merge == 'add' else g * h + (1 - g) * a)
+    if j == len(sublayers):
+      break
+    out = sublayers[j](inputs[-1])
+    h = h + out
+    if value == 'output':  # b_n = sum of the block's outputs
+      partial = out if partial is None else partial + out
+    else:                  # the stream at the block's end
+      partial = h
+    if (j + 1) % block_size == 0:
+      blocks.append(partial)
+      partial = None
+  return inputs
+
+
+def _run_units(kind, emb, sublayers, params, stacked=False, **kw):
+  """Unit inputs (and the output's) of connector `kind` driven through its own interface."""
+  units, d = len(sublayers), emb.shape[-1]
+  fields = dict(width=d, num_units=units, **kw)
+  state = connectors.make(kind, parent=None, **fields).init_state(jnp.asarray(emb), stacked=stacked)
+  inputs = []
+  for j in range(units + 1):
+    conn = connectors.make(kind, index=j, **fields)
+    p = {'params': params[j]} if params[j] else {}
+    if j == units:  # as the backbone: an unbound instance unless the output has parameters
+      out = conn.apply(p, state, method='output') if p else connectors.make(
+          kind, parent=None, **fields).output(state)
+      inputs.append(np.asarray(out))
+      break
+    inputs.append(np.asarray(conn.apply(p, state, j)))
+    out = jnp.asarray(sublayers[j](inputs[-1]))
+    state = conn.apply(p, state, out, j, method='update')
+  return inputs
+
+
+def _random_units(seed, t=3, b=2, d=8, units=6):
+  """Random embedding and sublayers f_j(x) = tanh(RMSNorm(x) M_j) (the backbone's pre-norm)."""
+  rng = np.random.default_rng(seed)
+  emb = rng.normal(size=(t, b, d)).astype(np.float32)
+  mats = [rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d) for _ in range(units)]
+  return rng, emb, [lambda x, m=m: np.tanh(_rms(x) @ m) for m in mats]
+
+
+@pytest.mark.parametrize('stacked', [False, True])
+@pytest.mark.parametrize('block_size', [1, 2, 3, 4])
+@pytest.mark.parametrize('value', ['output', 'hidden'])
+@pytest.mark.parametrize('merge', ['add', 'convex'])
+def test_deres_matches_numpy_transcription(merge, value, block_size, stacked):
+  """Non-zero queries and gates: every unit's input and the output equal the NumPy equations."""
+  rng, emb, sublayers = _random_units(block_size)
+  d = emb.shape[-1]
+  queries = [rng.normal(size=d).astype(np.float32) for _ in range(len(sublayers) + 1)]
+  thetas = [rng.normal(size=d).astype(np.float32) for _ in range(len(sublayers) + 1)]
+  want = _reference_deres(emb, sublayers, queries, thetas, block_size, merge, value)
+  params = [{'query': jnp.asarray(q), 'gate': jnp.asarray(g)} for q, g in zip(queries, thetas)]
+  got = _run_units('deres', emb, sublayers, params, stacked, block_size=block_size, merge=merge,
+                   value=value)
+  for j, (g, w) in enumerate(zip(got, want)):
+    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5, err_msg=f'unit {j}')
+
+
+@pytest.mark.parametrize('block_size', [1, 2])
+def test_attnres_only_ablation_is_attnres_with_silu(block_size):
+  rng, emb, sublayers = _random_units(7)
+  queries = [{'query': jnp.asarray(rng.normal(size=emb.shape[-1]), jnp.float32)}
+             for _ in range(len(sublayers) + 1)]
+  a = _run_units('deres', emb, sublayers, queries, block_size=block_size, paths='attnres')
+  b = _run_units('attnres', emb, sublayers, queries, block_size=block_size, depth_weights='silu')
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+  # The ablation has exactly AttnRes's parameters (no gate, no identity-stream weights).
+  conn = connectors.make('deres', width=8, num_units=6, paths='attnres')
+  state = conn.init_state(jnp.asarray(emb))
+  assert set(conn.init(jax.random.PRNGKey(0), state, 0)['params']) == {'query'}
+
+
+def _name(path) -> str:
+  return getattr(path[-1], 'key', '')
+
+
+def _init_units(kind, emb, units, **kw):
+  """Per-unit initial parameters of connector `kind` (index j = its unit) and the output's."""
+  fields = dict(width=emb.shape[-1], num_units=units, **kw)
+  state = connectors.make(kind, parent=None, **fields).init_state(jnp.asarray(emb))
+  out = []
+  for j in range(units + 1):
+    v = connectors.make(kind, index=j, **fields).init(jax.random.PRNGKey(j), state, j)
+    out.append(v.get('params', {}))
+  return out
+
+
+@pytest.mark.parametrize('kind,kw', [('hc', dict(dynamic=False)), ('hc', {}), ('mhc', {}),
+                                     ('denseformer', {}), ('rezero', {})])
+def test_connectors_start_as_prenorm_or_identity(kind, kw):
+  """At init, HC (A_m = e_{j mod n}, A_r = I, B = 1), mHC (H^post = 1, doubly stochastic H^res
+  on equal streams) and DenseFormer (one-hot weights on the newest state) feed every unit the
+  Pre-Norm stream up to a positive factor, which the unit's RMSNorm removes; ReZero feeds the
+  embedding to every unit (alpha = 0: the identity map)."""
+  _, emb, sublayers = _random_units(5, units=5)
+  params = _init_units(kind, emb, 5, **kw)
+  got = _run_units(kind, emb, sublayers, params, **kw)
+  want = (_run_units('prenorm', emb, sublayers, [{}] * 6) if kind != 'rezero'
+          else [emb] * 6)
+  for j, (g, w) in enumerate(zip(got, want)):
+    np.testing.assert_allclose(_rms(g), _rms(w), rtol=1e-5, atol=1e-5, err_msg=f'unit {j}')
+  # Not vacuous: moving the connector's parameters off their init changes the unit inputs.
+  moved = jax.tree.map(lambda v: v + 0.3, params)
+  got = _run_units(kind, emb, sublayers, moved, **kw)
+  assert not np.allclose(_rms(got[-1]), _rms(want[-1]), atol=1e-3)
+
+
+def test_mhc_mixing_matrices_are_doubly_stochastic():
+  rng, emb, _ = _random_units(3)
+  conn = connectors.make('mhc', width=emb.shape[-1], num_units=4)
+  state = {'H': jnp.asarray(rng.normal(size=(4,) + emb.shape), jnp.float32)}  # distinct streams
+  params = conn.init(jax.random.PRNGKey(0), state, 0)['params']
+  # Trained-looking maps: input-dependent logits (phi ~ N(0, 1), alpha = 0.05) around b_res.
+  params = dict(params, phi=jnp.asarray(rng.normal(size=params['phi'].shape), jnp.float32),
+                alpha=jnp.full((3,), 0.05))
+  _, inter = conn.apply({'params': params}, state, jnp.asarray(emb), 0, method='update',
+                        mutable=['intermediates'])
+  m = np.asarray(inter['intermediates']['res_mixing'][0])  # [T, B, n, n]
+  assert m.min() >= 0
+  np.testing.assert_allclose(m.sum(-1), 1.0, atol=1e-3)  # rows
+  np.testing.assert_allclose(m.sum(-2), 1.0, atol=1e-3)  # columns
+  assert m.reshape(-1, 16).std(0).max() > 1e-3  # the mixing depends on the token
+
+
+@pytest.mark.parametrize('kind', ['layerscale', 'highway', 'rezero'])
+def test_learnable_identity_ablations_update_the_stream_as_their_connector(kind):
+  """DeRes with identity=<kind> and paths='identity' is the <kind> connector itself."""
+  rng, emb, sublayers = _random_units(11, units=3)
+  d = emb.shape[-1]
+  conn = connectors.make(kind, width=d, num_units=3)
+  base = conn.init(jax.random.PRNGKey(0), conn.init_state(jnp.asarray(emb)), jnp.asarray(emb), 0,
+                   method='update')['params']
+  base = jax.tree.map(lambda v: v + jnp.asarray(rng.normal(size=v.shape), jnp.float32), base)
+  a = _run_units(kind, emb, sublayers, [base] * 3 + [{}])
+  b = _run_units('deres', emb, sublayers, [{'stream': base}] * 3 + [{}], paths='identity',
+                 identity=kind)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+
+
+def test_unrolled_only_connectors_refuse_scan_in_one_sentence():
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.base_config()
+  c.model.update(connector='hc', scan_layers=True)
+  with pytest.raises(config_lib.ConfigError, match=r"connector='hc' .*set scan_layers=False\.$"):
+    config_lib.validate(c)

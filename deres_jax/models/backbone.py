@@ -6,9 +6,11 @@ TokenMixer-Large, UniMixer, HiFormer) is this backbone with its own token mixer 
     block l:  u = C_mix(state);  state <- state (+) mixer(Norm(u))      (unit 2l)
               u = C_ffn(state);  state <- state (+) ffn(Norm(u))        (unit 2l + 1)
 
-where C is the residual connector of `connectors.py` ('prenorm', 'attnres', 'deres'), or with
-`layer_unit='block'` one connector around the whole block (inside it a PreNorm residual).
-Two further residual forms live here because they renormalise the stream itself:
+where C is the residual connector of `connectors.py` (`connectors.CONNECTORS`: prenorm, rezero,
+layerscale, highway, hc, mhc, denseformer, attnres, deres), or with `layer_unit='block'` one
+connector around the whole block (inside it a PreNorm residual).
+Two further residual forms live here because they renormalise the stream itself (their
+parameters keep the paths block_l/<unit>_post_norm of existing checkpoints):
   * 'postnorm' (RankMixer as published, research/deres.md §4.2): no pre-norm; after each
     unit h <- LayerNorm(h + f(h)).
   * 'siamese' (UniMixer's SiameseNorm, §4.4): two streams; the normalised one
@@ -23,8 +25,8 @@ source) is truncated to the same last tokens before the block's output is added.
 TokenMixer-Large's inter-block skips (`skip_every` = s): h^(l+s) += h^(l).
 
 Activations are token-major, [T, B, D]. With `scan_layers=True` the blocks run under
-`nn.scan` (AttnRes/DeRes via `source_scan.scan_blocks` after init); pyramid and skips need
-unrolled blocks.
+`nn.scan` (AttnRes/DeRes via `source_scan.scan_blocks` after init); pyramid, skips and the
+connectors of `connectors.UNROLLED_ONLY` (hc, mhc, denseformer) need unrolled blocks.
 """
 from typing import Any
 
@@ -32,7 +34,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deres_jax.models import connectors
-from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
 from deres_jax.models import source_scan
 
@@ -44,9 +45,9 @@ def _truncate(state, keep: int):
   """The connector state restricted to the last `keep` tokens (OneTrans pyramid, A8)."""
   out = {}
   for k, v in state.items():
-    if k in ('srcs', 'rinvs'):
+    if k in ('srcs', 'rinvs', 'xs'):
       out[k] = [x[-keep:] for x in v]
-    elif k in ('src', 'rinv'):
+    elif k in ('src', 'rinv', 'H'):
       out[k] = v[:, -keep:]
     else:
       out[k] = v[-keep:]
@@ -60,13 +61,13 @@ class Block(nn.Module):
   ffn: Any                  # FFN module class
   ffn_kw: dict
   layer_unit: str           # 'sublayer' | 'block': what the connector wraps (A1)
-  connector: dict           # Connector attributes (kind, block_size, value, ...)
+  connector: dict           # connector fields (kind, block_size, value, ...; connectors.make)
   keep: int = 0             # pyramid: tokens kept by this block (0 = all)
   dropout: float = 0.0
   deterministic: bool = True
   dtype: Any = jnp.float32
 
-  def _unit(self, name, sublayer, state, j, conn, value):
+  def _unit(self, name, sublayer, state, j, conn):
     """Connector input -> sublayer -> state update, for one connected unit j."""
     kind = conn['kind']
     drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
@@ -81,36 +82,35 @@ class Block(nn.Module):
       else:
         state['h'] = nn.LayerNorm(dtype=self.dtype, name=f'{name}_post_norm')(state['h'] + out)
       return state
-    u = connectors.Connector(name=f'{name}_res', **dict(conn, num_tokens=state_tokens(state)))(
-        state, j)
+    c = connectors.make(name=f'{name}_res', **_unit_fields(conn, state, j))
+    u = c(state, j)
     out = drop(sublayer(layers.RMSNorm(name=f'{name}_norm')(u)))
     if self.keep and out.shape[0] != state_tokens(state):
       state = _truncate(state, out.shape[0])
-    return connectors.update_state(state, out, j, conn['block_size'], value)
+    return c.update(state, out, j)
 
   @nn.compact
   def __call__(self, carry, _=None):
     state, layer = carry  # the block index: an int, or an int32 scalar traced under scan
-    conn = {k: v for k, v in self.connector.items() if k != 'value'}
-    value = self.connector.get('value') or 'output'
+    conn = self.connector
     mix_kw = dict(self.mixer_kw, num_queries=self.keep) if self.keep else self.mixer_kw
     mixer = self.mixer(dtype=self.dtype, name='mixer', **mix_kw)
     ffn = self.ffn(dtype=self.dtype, name='ffn', **self.ffn_kw)
     if self.layer_unit == 'sublayer' or conn['kind'] in ('postnorm', 'siamese'):
       # Two connected units per block (AttnRes §3: one before attention, one before the MLP).
       j = 2 * layer
-      state = self._unit('mixer', mixer, state, j, conn, value)
-      state = self._unit('ffn', ffn, state, j + 1, conn, value)
+      state = self._unit('mixer', mixer, state, j, conn)
+      state = self._unit('ffn', ffn, state, j + 1, conn)
     else:
       # One connected unit per block; inside it the usual PreNorm residual.
-      u = connectors.Connector(name='block_res', **dict(conn, num_tokens=state_tokens(state)))(
-          state, layer)
+      c = connectors.make(name='block_res', **_unit_fields(conn, state, layer))
+      u = c(state, layer)
       drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
       a = drop(mixer(layers.RMSNorm(name='mixer_norm')(u)))
       if a.shape[0] != u.shape[0]:
         state, u = _truncate(state, a.shape[0]), u[-a.shape[0]:]
       f = drop(ffn(layers.RMSNorm(name='ffn_norm')(u + a)))
-      state = connectors.update_state(state, a + f, layer, conn['block_size'], value)
+      state = c.update(state, a + f, layer)
     return (state, layer + 1), None
 
 
@@ -118,7 +118,14 @@ def state_tokens(state) -> int:
   """T of the connector state."""
   if 'h' in state:
     return state['h'].shape[0]
+  if 'H' in state:
+    return state['H'].shape[1]
   return state['srcs'][0].shape[0] if 'srcs' in state else state['src'].shape[1]
+
+
+def _unit_fields(conn: dict, state, j) -> dict:
+  """Connector fields for unit j: the current token count, and j itself when it is static."""
+  return dict(conn, num_tokens=state_tokens(state), index=j if isinstance(j, int) else 0)
 
 
 class Backbone(nn.Module):
@@ -139,6 +146,14 @@ class Backbone(nn.Module):
   merge: str = 'add'            # A4
   gate: str = 'vector'          # A5
   gate_init: float = 0.0
+  paths: str = 'both'           # DeRes ablation: 'both' | 'identity' | 'attnres'
+  identity: str = 'fixed'       # DeRes ablation (A9): 'fixed' | 'rezero' | 'layerscale' | 'highway'
+  hc_rate: int = 4              # hc/mhc: n streams
+  hc_dynamic: bool = True       # hc: dynamic (DHC) or static
+  mhc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations
+  mhc_res_init: float = 2.0     # mhc: b_res = this * I
+  layerscale_init: float = 0.1  # layerscale / identity='layerscale'
+  highway_bias: float = -2.0    # highway / identity='highway'
   keep_tokens: tuple = ()       # pyramid: tokens kept after each block; () = all
   skip_every: int = 0           # inter-block skip h^(l+s) += h^(l); 0 = none
   dropout: float = 0.0
@@ -154,9 +169,21 @@ class Backbone(nn.Module):
     Not at init (nn.scan creates the parameters), nor when sowing intermediates (depth
     weights for inspection), nor with active dropout (nn.scan splits its RNG per block).
     """
-    return (self.connector in ('attnres', 'deres') and not self.is_initializing()
+    return (self.uses_sources() and not self.is_initializing()
             and not self.is_mutable_collection('intermediates')
             and not (train and self.dropout > 0))
+
+  def uses_sources(self) -> bool:
+    """Whether the connector keeps AttnRes depth sources (attnres, deres with its AttnRes path)."""
+    return self.connector == 'attnres' or (self.connector == 'deres' and self.paths != 'identity')
+
+  def has_stream(self) -> bool:
+    """Whether the connector state has one identity stream h (needed by inter-block skips)."""
+    if self.connector in ('hc', 'mhc'):
+      return False
+    if self.connector == 'attnres' or (self.connector == 'deres' and self.paths == 'attnres'):
+      return self.value == 'hidden'
+    return True
 
   def connector_config(self, num_tokens: int) -> dict:
     weights = self.depth_weights
@@ -165,20 +192,25 @@ class Backbone(nn.Module):
     return dict(kind=self.connector, width=0, num_tokens=num_tokens, num_units=self.num_units(),
                 block_size=self.block_size, depth_weights=weights,
                 pointwise_norm=self.pointwise_norm, key_norm=self.key_norm, query=self.query,
-                merge=self.merge, gate=self.gate, gate_init=self.gate_init)
+                merge=self.merge, gate=self.gate, gate_init=self.gate_init, value=self.value,
+                paths=self.paths, identity=self.identity, rate=self.hc_rate,
+                dynamic=self.hc_dynamic, sinkhorn_iters=self.mhc_sinkhorn_iters,
+                res_init=self.mhc_res_init, layerscale_init=self.layerscale_init,
+                highway_bias=self.highway_bias)
 
   @nn.compact
   def __call__(self, emb, train: bool = False):  # emb [T, B, D]
     t, _, d = emb.shape
     units = self.num_units()
     conn = dict(self.connector_config(t), width=d)
-    base_kind = self.connector if self.connector in connectors.KINDS else 'prenorm'
-    state = connectors.init_state(base_kind, emb, units, self.block_size, self.value,
-                                  stacked=self.scan_layers)
+    if self.connector in connectors.CONNECTORS:
+      state = connectors.make(parent=None, **conn).init_state(emb, stacked=self.scan_layers)
+    else:  # 'postnorm', 'siamese'
+      state = {'h': emb}
     if self.connector == 'siamese':
       state['y'] = emb
     block_kw = dict(mixer=self.mixer, mixer_kw=self.mixer_kw, ffn=self.ffn, ffn_kw=self.ffn_kw,
-                    layer_unit=self.layer_unit, connector=dict(conn, value=self.value),
+                    layer_unit=self.layer_unit, connector=conn,
                     dropout=self.dropout, deterministic=not train, dtype=self.dtype)
     hidden = []  # the stream after each block (unrolled only), e.g. for auxiliary heads
     if self.scan_layers and self._rebuild_sources(train):
@@ -213,20 +245,23 @@ class Backbone(nn.Module):
           carry = (st, carry[1])
         hidden.append(carry[0].get('h'))
       state = carry[0]
-    # Output: the final stream; AttnRes/DeRes aggregate all blocks with their own query.
-    if self.connector in ('postnorm', 'prenorm'):
+    # Output: the final stream (HC/mHC: the streams summed); AttnRes/DeRes aggregate all
+    # blocks with their own query, the only connectors with output parameters.
+    if self.connector == 'postnorm':
       out = state['h']
     elif self.connector == 'siamese':
       out = state['h'] + layers.RMSNorm(name='out_siamese_norm')(state['y'])
+    elif self.uses_sources():
+      out = connectors.make(name='out_res', **dict(conn, num_tokens=state_tokens(state),
+                                                   index=units)).output(state)
     else:
-      out = connectors.Connector(name='out_res', **dict(conn, num_tokens=state_tokens(state)))(
-          state, units)
+      out = connectors.make(parent=None, **conn).output(state)
     return layers.RMSNorm(name='out_norm')(out), hidden  # [T, B, D]
 
   def check(self):
     """Raises ValueError naming the fields of an impossible combination."""
     units = self.num_units()
-    if self.connector in ('attnres', 'deres') and self.block_size > units:
+    if self.uses_sources() and self.block_size > units:
       raise ValueError(f'block_size={self.block_size} is larger than the {units} connected units '
                        f'(depth={self.depth}, layer_unit={self.layer_unit!r}).')
     if self.keep_tokens and len(self.keep_tokens) != self.depth:
@@ -234,21 +269,26 @@ class Backbone(nn.Module):
                        f'depth={self.depth}.')
     if (self.keep_tokens or self.skip_every) and self.scan_layers:
       raise ValueError('a token pyramid and inter-block skips need scan_layers=False.')
-    if self.skip_every and self.connector == 'attnres':
-      raise ValueError("inter-block skips add to the identity stream, which connector='attnres' "
-                       'does not have; use prenorm, deres, postnorm or siamese.')
+    if self.scan_layers and self.connector in connectors.UNROLLED_ONLY:
+      raise ValueError(f'connector={self.connector!r} needs a static unit index (its state or '
+                       'parameters differ per unit): set scan_layers=False.')
+    if self.skip_every and not self.has_stream():
+      raise ValueError(f'inter-block skips add to the identity stream, which connector='
+                       f'{self.connector!r} (paths={self.paths!r}) does not have; use prenorm, deres, '
+                       'postnorm or siamese.')
+    if self.connector == 'mhc' and self.hc_rate < 2:
+      raise ValueError(f'connector=mhc mixes n >= 2 streams, got hc_rate={self.hc_rate}.')
     if self.connector in ('postnorm', 'siamese') and self.layer_unit == 'block':
       raise ValueError(f"connector={self.connector!r} wraps every sublayer: set "
                        "layer_unit='sublayer'.")
 
   def connector_flops(self, tokens: list, width: int) -> int:
-    """Depth-attention FLOPs per example: scoring (w . v) and mixing, per visible source."""
-    if self.connector not in ('attnres', 'deres'):
+    """Connector FLOPs per example, summed over the units and the output (`Conn.flops`)."""
+    if self.connector not in connectors.CONNECTORS:
       return 0
+    conn = connectors.make(parent=None, **dict(self.connector_config(0), width=width))
     total, per_block = 0, 2 if self.layer_unit == 'sublayer' else 1
     for j in range(self.num_units() + 1):
       t = tokens[min(j // per_block, len(tokens) - 1)]
-      visible = 1 + j // self.block_size + (1 if j % self.block_size else 0)
-      visible = min(visible, connectors.num_slots(self.num_units(), self.block_size))
-      total += visible * 2 * flops_lib.dense(width, 1, t)  # score + weighted sum
+      total += conn.flops(t, width, j)
     return total

@@ -1,38 +1,69 @@
-"""Residual connectors: how a sublayer's input is formed from earlier outputs.
+"""Residual connectors: how a unit's input is formed from earlier outputs, and how its output
+is folded back into the connector state.
 
-Three connectors share one small interface (`init_state`, `Connector.unit_input`,
-`update_state`); the backbone calls them around every connected *unit* j = 0..U-1
-(a unit is one attention or FFN sublayer, or one whole Transformer block: `layer_unit`).
+Every connector is one Flax module class with one interface. The backbone makes one instance
+per connected *unit* j = 0..U-1 (a unit is one attention or FFN sublayer, or one whole
+Transformer block: `layer_unit`) and one more for the backbone output:
 
-* 'prenorm' -- the identity skip: u_j = h_j, h_{j+1} = h_j + f_j(norm(u_j)).
-* 'attnres' -- Attention Residuals (Kimi Team, arXiv 2603.15031, Eqs. 2-4 and §3.2):
-    u_j = sum_s alpha_{s->j} v_s,  alpha = softmax_s( w_j . RMSNorm(v_s) ),
-  over the sources v_0 = token embedding, v_1..v_n = completed block sums
-  b_n = sum_{i in block n} f_i, and the current block's partial sum. w_j is a zero-initialised
-  pseudo-query, keys are RMS-normalised, values are raw. There is no identity stream.
-  Full AttnRes is block_size = 1 (every unit is its own block).
-* 'deres' -- DeRes (arXiv 2606.07980, reconstructed in research/deres.md §7): an Identity path
-  h_j (the PreNorm stream) and a Block AttnRes path a_j merged per hidden dimension by a gate
-  g = sigmoid(theta) in (0,1)^D:  'add': u_j = h_j + g*a_j   or   'convex': g*h_j + (1-g)*a_j.
-  depth_weights='silu' is Pointwise AttnRes: alpha = SiLU(score) [/ number of sources].
-  With w_j = 0, SiLU(0) = 0 so a_j = 0: the 'add' merge starts exactly as PreNorm.
+    state = Conn(parent=None, ...).init_state(emb)     # before unit 0; emb [T, B, D]
+    u_j   = conn(state, j)                             # the unit's input       [T, B, D]
+    state = conn.update(state, f_j(RMSNorm(u_j)), j)   # the same instance: state update
+    out   = conn_out.output(state)                     # after unit U-1         [T, B, D]
 
-Implementation: slot 0 is the embedding and slot 1 + j // block_size accumulates block
-j // block_size; unit j reads the slots s <= j//S + (j%S > 0) (the partial sum only once the
-current block has an output). Under `nn.scan` (traced j) the sources live in a fixed-size
-buffer src [N_slots, T, B, D], N_slots = 1 + ceil(U / block_size), read through a mask, so
-compile time does not grow with depth. Unrolled (static j) they are a Python list, so no
-buffer is rewritten at every unit. Each slot's 1/RMS is cached when the slot changes: the
-key RMSNorm is computed as (w . v) / RMS(v) without materialising normalised keys.
+`make(kind, **fields)` picks the class from `CONNECTORS` (config.model.connector) and passes
+it the fields it declares. h is the residual stream, f_j the unit's output:
+
+* 'prenorm'     h_{j+1} = h_j + f_j(Norm(h_j)): the identity skip.
+* 'rezero'      h_{j+1} = h_j + alpha_j f_j, alpha_j a scalar initialised to 0 (Bachlechner et
+                al. 2020): the network starts as the identity map.
+* 'layerscale'  h_{j+1} = h_j + diag(lambda_j) f_j, lambda_j in R^D (CaiT, Touvron et al. 2021).
+* 'highway'     h_{j+1} = (1 - g) h_j + g f_j, g = sigmoid(W Norm(h_j) + b) in (0,1)^D
+                (Srivastava et al. 2015; AttnRes Table 5).
+* 'hc'          Hyper-Connections (arXiv 2409.19606, research/deres.md §3.1): n streams
+                H [n, T, B, D]; u = A_m^T H, H <- A_r^T H + B^T f, static matrices initialised
+                to Pre-Norm (A_m = e_{j mod n}, A_r = I, B = 1) plus, if dynamic, tanh
+                projections of Norm(H) scaled by s = 0.01 (zero-initialised).
+* 'mhc'         mHC (arXiv 2512.24880 Eqs. 3, 10, 11, §3.2): H^pre = sigmoid(.), H^post =
+                2 sigmoid(.), H^res = Sinkhorn-Knopp(exp(.)) doubly stochastic, each from
+                alpha (x~ phi) + b with x~ = RMSNorm(vec H) over the n*D vector.
+* 'denseformer' DenseFormer depth-weighted averaging (Pagliardini et al. 2024): after unit j
+                the stream is h = sum_{i<=j+1} w_{j,i} X_i over X_0 = emb and the units' outputs
+                X_i = h + f (weights initialised one-hot on the newest: Pre-Norm).
+* 'attnres'     Attention Residuals (arXiv 2603.15031, Eqs. 2-4 and §3.2):
+                u_j = sum_s alpha_{s->j} v_s,  alpha = softmax_s( w_j . RMSNorm(v_s) ),
+                over v_0 = token embedding, the completed block sums b_n = sum_{i in n} f_i
+                and the current block's partial sum. w_j is a zero-initialised pseudo-query;
+                keys are RMS-normalised, values raw. No identity stream. Full AttnRes is
+                block_size = 1 (every unit is its own block).
+* 'deres'       DeRes (arXiv 2606.07980, reconstructed in research/deres.md §7): the Identity
+                path h_j and the Block AttnRes path a_j merged per hidden dimension by a gate
+                g = sigmoid(theta) in (0,1)^D:  'add': u = h + g*a,  'convex': g*h + (1-g)*a.
+                depth_weights='silu' is Pointwise AttnRes: alpha = SiLU(score) [/ #sources].
+                With w_j = 0, SiLU(0) = 0 so a_j = 0 and the 'add' merge starts as Pre-Norm.
+                Ablations (§7.6, A4/A5/A9): paths='identity' | 'attnres' keeps one path;
+                identity='rezero' | 'layerscale' | 'highway' makes the identity stream's update
+                learnable; gate='scalar'; merge='convex' with gate_init ~ +3 (g ~ 0.95).
+
+'postnorm' and 'siamese' renormalise the stream itself and live in backbone.py.
+
+Depth sources (attnres, deres): slot 0 is the embedding and slot 1 + j // block_size
+accumulates block j // block_size; unit j reads the slots s <= j//S + (j%S > 0) (the partial
+sum only once the current block has an output). Under `nn.scan` (traced j) they live in a
+fixed-size buffer src [N_slots, T, B, D], N_slots = 1 + ceil(U / block_size), read through a
+mask, so compile time does not grow with depth. Unrolled (static j) they are a Python list,
+so no buffer is rewritten at every unit. Each slot's 1/RMS is cached when the slot changes:
+the key RMSNorm is computed as (w . v) / RMS(v) without materialising normalised keys.
+hc, mhc and denseformer need static j (unrolled blocks, `UNROLLED_ONLY`).
 """
+import dataclasses
 import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-KINDS = ('prenorm', 'attnres', 'deres')
+from deres_jax.models import flops as flops_lib
+from deres_jax.models import layers
 
 
 def num_slots(num_units: int, block_size: int) -> int:
@@ -40,45 +71,269 @@ def num_slots(num_units: int, block_size: int) -> int:
   return 1 + -(-num_units // block_size)
 
 
-def init_state(kind: str, emb, num_units: int, block_size: int, value: str = 'output',
-               stacked: bool = True):
-  """Connector state before unit 0, from the token embedding emb [T, B, D] (token-major).
-
-  stacked=True keeps the sources in a fixed-size buffer (needed under nn.scan, where j is
-  traced); stacked=False keeps them as a Python list (unrolled layers, static j): no buffer is
-  rewritten per unit, so time and memory stay close to PreNorm's.
-  """
-  state = {}
-  if kind in ('prenorm', 'deres') or value == 'hidden':
-    state['h'] = emb  # the identity (PreNorm) stream
-  if kind in ('attnres', 'deres') and not stacked:
-    state['srcs'], state['rinvs'] = [emb], [_inv_rms(emb)]
-  elif kind in ('attnres', 'deres'):
-    src = jnp.zeros((num_slots(num_units, block_size),) + emb.shape, emb.dtype)
-    state['src'] = src.at[0].set(emb)  # source 0 = the token embedding (b_0 = h_1)
-    # 1/RMS of each slot, kept up to date as slots change: the key RMSNorm then costs one
-    # pass over the changed slot per unit instead of a pass over every slot.
-    rinv = jnp.ones(src.shape[:-1], jnp.float32)
-    state['rinv'] = rinv.at[0].set(_inv_rms(emb))
-  return state
-
-
 def _inv_rms(x, eps: float = 1e-6):
   x32 = x.astype(jnp.float32)
   return jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1) + eps)
 
 
-def update_state(state, out, j, block_size: int, value: str = 'output'):
-  """Adds unit j's output out [T, B, D] to the stream and to its block's slot."""
+# ------------------------------------------------------------------ Identity-stream connectors.
+
+
+class PreNorm(nn.Module):
+  """The identity skip: u_j = h_j,  h_{j+1} = h_j + f_j."""
+  num_units: int = 1            # U
+
+  def init_state(self, emb, stacked: bool = False):
+    del stacked
+    return {'h': emb}
+
+  def __call__(self, state, j):
+    return state['h']
+
+  def update(self, state, out, j):
+    return dict(state, h=state['h'] + out)
+
+  def output(self, state):
+    return state['h']
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    return 0  # elementwise work is not counted (flops.py)
+
+
+class ReZero(PreNorm):
+  """h_{j+1} = h_j + alpha_j f_j with a learnable scalar alpha_j = 0 at init (identity map)."""
+
+  def setup(self):
+    self.alpha = self.param('alpha', nn.initializers.zeros, (), jnp.float32)
+
+  def update(self, state, out, j):
+    return dict(state, h=state['h'] + self.alpha.astype(out.dtype) * out)
+
+
+class LayerScale(PreNorm):
+  """h_{j+1} = h_j + diag(lambda_j) f_j, lambda_j in R^D initialised to `layerscale_init`."""
+  width: int = 64               # D
+  layerscale_init: float = 0.1  # CaiT: 0.1 up to depth 18, smaller for deeper networks
+
+  def setup(self):
+    self.scale = self.param('scale', nn.initializers.constant(self.layerscale_init),
+                            (self.width,), jnp.float32)
+
+  def update(self, state, out, j):
+    return dict(state, h=state['h'] + self.scale.astype(out.dtype) * out)
+
+
+class Highway(PreNorm):
+  """h_{j+1} = (1 - g) h_j + g f_j with g = sigmoid(W RMSNorm(h_j) + b) in (0,1)^D per token.
+
+  The gate reads the RMS-normalised stream (its raw scale grows with depth under Pre-Norm);
+  b starts at `highway_bias` < 0 so the layer starts mostly carrying h (Srivastava et al.).
+  """
+  width: int = 64               # D
+  highway_bias: float = -2.0    # initial gate bias: sigmoid(-2) = 0.12
+
+  def setup(self):
+    self.gate = nn.Dense(self.width, bias_init=nn.initializers.constant(self.highway_bias))
+
+  def update(self, state, out, j):
+    h = state['h']
+    g = jax.nn.sigmoid(self.gate(layers.rms_normalize(h)))
+    return dict(state, h=h + g * (out - h))
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    return flops_lib.dense(d, d, t) if j < self.num_units else 0
+
+
+class DenseFormer(PreNorm):
+  """Depth-weighted averaging: X_{j+1} = h_j + f_j, h_{j+1} = sum_{i=0}^{j+1} w_{j,i} X_i.
+
+  One weight vector per unit (j + 2 scalars), initialised one-hot on X_{j+1}: Pre-Norm.
+  The X_i are a Python list, so this connector needs a static j (unrolled blocks).
+  """
+
+  index: int = 0                # this unit's index j (static): j + 2 weights
+
+  def setup(self):
+    self.w = self.param('dwa', lambda _: jnp.zeros(self.index + 2).at[-1].set(1.0))
+
+  def init_state(self, emb, stacked: bool = False):
+    del stacked
+    return {'h': emb, 'xs': [emb]}
+
+  def update(self, state, out, j):
+    xs = list(state['xs']) + [state['h'] + out]
+    h = sum(self.w[i].astype(x.dtype) * x for i, x in enumerate(xs))
+    return dict(state, h=h, xs=xs)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    return 0 if j >= self.num_units else 2 * (j + 2) * t * d
+
+
+# ------------------------------------------------------------------ Multi-stream connectors.
+
+
+class HyperConnections(nn.Module):
+  """Hyper-Connections: n streams H [n, T, B, D]; u = A_m^T H, H <- A_r^T H + B^T f.
+
+  Static part per unit (research/deres.md §3.1): A_m = e_{index mod n}, A_r = I_n, B = 1_n,
+  so with H^0 = n copies of emb every stream equals the Pre-Norm stream and their sum,
+  RMS-normalised by the backbone, equals Pre-Norm's output. Dynamic part (DHC): with
+  Hn = RMSNorm(H) per stream, A_m += s_a tanh(Hn W_m), A_r += s_a tanh(Hn W_r),
+  B += s_b tanh(Hn W_b); W zero-initialised, s_a = s_b = 0.01.
+  """
+  width: int = 64               # D
+  num_units: int = 1            # U
+  index: int = 0                # this unit's index j (static): the round-robin A_m
+  rate: int = 4                 # n: expansion rate (HC x4)
+  dynamic: bool = True          # DHC: input-dependent matrices on top of the static ones
+
+  def setup(self):
+    n, d = self.rate, self.width
+    self.a_m = self.param('static_alpha_m', lambda _: jax.nn.one_hot(self.index % n, n))
+    self.a_r = self.param('static_alpha_r', lambda _: jnp.eye(n))
+    self.b = self.param('static_beta', nn.initializers.ones, (n,), jnp.float32)
+    if self.dynamic:
+      self.w_m = self.param('dynamic_alpha_m', nn.initializers.zeros, (d,), jnp.float32)
+      self.w_r = self.param('dynamic_alpha_r', nn.initializers.zeros, (d, n), jnp.float32)
+      self.w_b = self.param('dynamic_beta', nn.initializers.zeros, (d,), jnp.float32)
+      self.s_a = self.param('dynamic_alpha_scale', nn.initializers.constant(0.01), (), jnp.float32)
+      self.s_b = self.param('dynamic_beta_scale', nn.initializers.constant(0.01), (), jnp.float32)
+
+  def init_state(self, emb, stacked: bool = False):
+    del stacked
+    return {'H': jnp.broadcast_to(emb, (self.rate,) + emb.shape)}  # H^0: emb tiled n times
+
+  def coefficients(self, big_h):
+    """(A_m [n, T, B], A_r [n, T, B, n], B [n, T, B]) for the streams big_h [n, T, B, D]."""
+    a_m = self.a_m[:, None, None]
+    a_r = self.a_r[:, None, None, :]
+    b = self.b[:, None, None]
+    if self.dynamic:
+      hn = layers.rms_normalize(big_h).astype(jnp.float32)
+      a_m = a_m + self.s_a * jnp.tanh(jnp.einsum('ntbd,d->ntb', hn, self.w_m))
+      a_r = a_r + self.s_a * jnp.tanh(jnp.einsum('ntbd,dk->ntbk', hn, self.w_r))
+      b = b + self.s_b * jnp.tanh(jnp.einsum('ntbd,d->ntb', hn, self.w_b))
+    return a_m, a_r, b
+
+  def __call__(self, state, j):
+    big_h = state['H']
+    a_m, _, _ = self.coefficients(big_h)
+    return jnp.einsum('ntb,ntbd->tbd', a_m.astype(big_h.dtype), big_h)
+
+  def update(self, state, out, j):
+    big_h = state['H']
+    _, a_r, b = self.coefficients(big_h)
+    mixed = jnp.einsum('itbk,itbd->ktbd', a_r.astype(big_h.dtype), big_h)  # A_r^T H
+    return dict(state, H=mixed + b.astype(out.dtype)[..., None] * out[None])
+
+  def output(self, state):
+    return jnp.sum(state['H'], axis=0)  # the n rows summed (HC §2)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    n = self.rate
+    if j >= self.num_units:
+      return 0
+    mix = 2 * n * t * d + 2 * n * n * t * d + 2 * n * t * d  # A_m^T H, A_r^T H, B^T f
+    # The coefficients are computed for the input and for the update from the same H: one
+    # computation after XLA's common-subexpression elimination.
+    dyn = n * flops_lib.dense(d, n + 2, t) if self.dynamic else 0
+    return mix + dyn
+
+
+def sinkhorn(logits, iters: int):
+  """Sinkhorn-Knopp: exp(logits [..., n, n]) alternately row- and column-normalised.
+
+  The n x n axes are moved to the front: sums over them then add whole [T, B] slabs, which
+  on CPU is about 1.7x faster (forward and backward) than reducing a tiny trailing axis.
+  """
+  m = jnp.moveaxis(logits, (-2, -1), (0, 1))  # [n, n, ...]
+  m = jnp.exp(m - jnp.max(m, axis=(0, 1), keepdims=True))
+  for _ in range(iters):
+    m = m / jnp.sum(m, axis=1, keepdims=True)  # rows sum to 1
+    m = m / jnp.sum(m, axis=0, keepdims=True)  # columns sum to 1
+  return jnp.moveaxis(m, (0, 1), (-2, -1))
+
+
+class ManifoldHyperConnections(nn.Module):
+  """mHC: x_{l+1} = H^res x_l + H^post^T f(H^pre x_l) on n streams (arXiv 2512.24880, Eq. 3).
+
+  From x~ = RMSNorm(vec H) per token (the n*D vector), Eq. 10-11:
+    H^pre = sigmoid(a_pre x~ phi_pre + b_pre), H^post = 2 sigmoid(a_post x~ phi_post + b_post),
+    H^res = SinkhornKnopp(a_res mat(x~ phi_res) + b_res), doubly stochastic.
+  phi = 0 and a = 0.01 at init (the paper gives no b, so these are our choices): b_post = 0
+  so H^post = 1; b_res = res_init * I, near-identity mixing that 20 iterations still make
+  doubly stochastic to ~1e-3 for logits within about ±0.5 of it; b_pre = ±3 round-robin
+  (sigmoid 0.95 on stream j mod n, 0.05 elsewhere), like HC's A_m = e_{j mod n}: with a
+  uniform H^pre the n equal streams would get equal gradients and never differ. With equal
+  streams at init every stream is the Pre-Norm stream and u a positive multiple of it (the
+  unit's RMSNorm removes the factor). H^res is sown as 'res_mixing'.
+  """
+  width: int = 64               # D
+  num_units: int = 1            # U
+  index: int = 0                # this unit's index j (static): the round-robin H^pre
+  rate: int = 4                 # n: residual streams (mHC n = 4)
+  sinkhorn_iters: int = 20      # t_max (paper 20)
+  res_init: float = 2.0         # b_res = res_init * I
+
+  def setup(self):
+    n, nd = self.rate, self.rate * self.width
+    pre = 3.0 * (2 * jax.nn.one_hot(self.index % n, n) - 1)
+    self.phi = self.param('phi', nn.initializers.zeros, (nd, 2 * n + n * n), jnp.float32)
+    self.scale = self.param('alpha', nn.initializers.constant(0.01), (3,), jnp.float32)
+    self.b_pre = self.param('b_pre', lambda _: pre)
+    self.b_post = self.param('b_post', nn.initializers.zeros, (n,), jnp.float32)
+    self.b_res = self.param('b_res', lambda _: self.res_init * jnp.eye(n))
+
+  def init_state(self, emb, stacked: bool = False):
+    del stacked
+    return {'H': jnp.broadcast_to(emb, (self.rate,) + emb.shape)}
+
+  def maps(self, big_h):
+    """(H^pre [T, B, n], H^post [T, B, n], H^res [T, B, n, n]) for big_h [n, T, B, D]."""
+    n = self.rate
+    x = jnp.moveaxis(big_h, 0, 2).reshape(big_h.shape[1:3] + (n * big_h.shape[-1],))
+    p = jnp.einsum('tbe,ek->tbk', layers.rms_normalize(x).astype(jnp.float32), self.phi)
+    pre = jax.nn.sigmoid(self.scale[0] * p[..., :n] + self.b_pre)
+    post = 2 * jax.nn.sigmoid(self.scale[1] * p[..., n:2 * n] + self.b_post)
+    res = self.scale[2] * p[..., 2 * n:].reshape(p.shape[:2] + (n, n)) + self.b_res
+    return pre, post, sinkhorn(res, self.sinkhorn_iters)
+
+  def __call__(self, state, j):
+    big_h = state['H']
+    pre, _, _ = self.maps(big_h)
+    return jnp.einsum('tbn,ntbd->tbd', pre.astype(big_h.dtype), big_h)
+
+  def update(self, state, out, j):
+    big_h = state['H']
+    _, post, res = self.maps(big_h)
+    if self.is_mutable_collection('intermediates'):
+      self.sow('intermediates', 'res_mixing', res)
+    mixed = jnp.einsum('tbki,itbd->ktbd', res.astype(big_h.dtype), big_h)  # H^res H
+    return dict(state, H=mixed + jnp.moveaxis(post, -1, 0).astype(out.dtype)[..., None] * out[None])
+
+  def output(self, state):
+    return jnp.sum(state['H'], axis=0)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    n = self.rate
+    if j >= self.num_units:
+      return 0
+    maps = flops_lib.dense(n * d, 2 * n + n * n, t)  # one computation after CSE, as in HC
+    return maps + 2 * n * t * d + 2 * n * n * t * d + 2 * n * t * d
+
+
+# ------------------------------------------------------------------ Depth-attention connectors.
+
+
+def update_sources(state, out, j, block_size: int, value: str = 'output'):
+  """Adds unit j's output out [T, B, D] to its block's depth source (after the h update)."""
   state = dict(state)
-  if 'h' in state:
-    state['h'] = state['h'] + out
+  slot = 1 + j // block_size
   if 'srcs' in state:  # static j: Python list of sources
-    slot = 1 + j // block_size
     srcs, rinvs = list(state['srcs']), list(state['rinvs'])
-    if value == 'output':
+    if value == 'output':  # AttnRes: b_n = sum of the block's sublayer outputs
       new = out if slot == len(srcs) else srcs[slot] + out
-    else:
+    else:                  # 'hidden': the block is represented by the stream h at its end
       new = state['h']
     if slot == len(srcs):
       srcs.append(new)
@@ -87,14 +342,26 @@ def update_state(state, out, j, block_size: int, value: str = 'output'):
       srcs[slot], rinvs[slot] = new, _inv_rms(new)
     state['srcs'], state['rinvs'] = srcs, rinvs
   if 'src' in state:
-    slot = 1 + j // block_size
-    if value == 'output':  # AttnRes: b_n = sum of the block's sublayer outputs
-      new = state['src'][slot] + out
-    else:                  # 'hidden': the block is represented by the stream h at its end
-      new = state['h']
+    new = state['src'][slot] + out if value == 'output' else state['h']
     state['src'] = state['src'].at[slot].set(new)
     state['rinv'] = state['rinv'].at[slot].set(_inv_rms(new))
   return state
+
+
+def source_state(emb, num_units: int, block_size: int, stacked: bool):
+  """The depth sources before unit 0: only the embedding (b_0 = h_1).
+
+  stacked=True keeps them in a fixed-size buffer (needed under nn.scan, where j is traced);
+  stacked=False keeps them as a Python list (unrolled layers, static j): no buffer is
+  rewritten per unit, so time and memory stay close to PreNorm's.
+  """
+  if not stacked:
+    return {'srcs': [emb], 'rinvs': [_inv_rms(emb)]}
+  src = jnp.zeros((num_slots(num_units, block_size),) + emb.shape, emb.dtype)
+  # 1/RMS of each slot, kept up to date as slots change: the key RMSNorm then costs one pass
+  # over the changed slot per unit instead of a pass over every slot.
+  rinv = jnp.ones(src.shape[:-1], jnp.float32)
+  return {'src': src.at[0].set(emb), 'rinv': rinv.at[0].set(_inv_rms(emb))}
 
 
 def source_mask(j, n_slots: int, block_size: int):
@@ -135,29 +402,28 @@ def depth_weights_list(scores, kind: str, pointwise_norm: str):
   return [act(s) * scale for s in scores]
 
 
-class Connector(nn.Module):
-  """Forms the input of unit j from the connector state; one instance per unit."""
-  kind: str = 'prenorm'           # 'prenorm' | 'attnres' | 'deres'
-  width: int = 64                 # D
-  num_tokens: int = 1             # T (for query='token')
-  num_units: int = 1              # U: connected units in the network
-  block_size: int = 4             # S: units per AttnRes block; 1 = Full AttnRes  (A2)
-  depth_weights: str = 'silu'     # 'softmax' | 'silu' (Pointwise AttnRes) | 'sigmoid'
+class AttnRes(nn.Module):
+  """Block AttnRes: u_j = sum_s alpha_{s->j} v_s over the visible depth sources; no stream."""
+  width: int = 64               # D
+  num_tokens: int = 1           # T (for query='token')
+  num_units: int = 1            # U: connected units in the network
+  block_size: int = 4           # S: units per AttnRes block; 1 = Full AttnRes  (A2)
+  value: str = 'output'         # 'output': b_n = sum of outputs; 'hidden': stream h  (A3)
+  depth_weights: str = 'softmax'  # 'softmax' | 'silu' (Pointwise AttnRes) | 'sigmoid'
   pointwise_norm: str = 'num_sources'  # 'num_sources' | 'none' (A6)
-  key_norm: bool = True           # RMSNorm on the keys only (AttnRes)            (A6)
-  query: str = 'shared'           # 'shared': w_j in R^D; 'token': w_j in R^{T x D}  (A7)
-  merge: str = 'add'              # 'add': h + g*a;  'convex': g*h + (1-g)*a      (A4)
-  gate: str = 'vector'            # 'vector': g in R^D; 'scalar'; 'none' (g = 1)  (A5)
-  gate_init: float = 0.0          # initial gate logit theta; g = sigmoid(theta)  (A5)
+  key_norm: bool = True         # RMSNorm on the keys only (AttnRes)            (A6)
+  query: str = 'shared'         # 'shared': w_j in R^D; 'token': w_j in R^{T x D}  (A7)
 
   def setup(self):
-    if self.kind != 'prenorm':
-      shape = (self.width,) if self.query == 'shared' else (self.num_tokens, self.width)
-      # AttnRes §3: "all pseudo-query vectors must be initialized to zero".
-      self.w = self.param('query', nn.initializers.zeros, shape, jnp.float32)
-    if self.kind == 'deres' and self.gate != 'none':
-      shape = (self.width,) if self.gate == 'vector' else (1,)
-      self.theta = self.param('gate', nn.initializers.constant(self.gate_init), shape, jnp.float32)
+    shape = (self.width,) if self.query == 'shared' else (self.num_tokens, self.width)
+    # AttnRes §3: "all pseudo-query vectors must be initialized to zero".
+    self.w = self.param('query', nn.initializers.zeros, shape, jnp.float32)
+
+  def init_state(self, emb, stacked: bool = False):
+    state = source_state(emb, self.num_units, self.block_size, stacked)
+    if self.value == 'hidden':
+      state['h'] = emb  # the stream whose value at a block's end represents the block
+    return state
 
   def attend(self, src, rinv, j):
     """Block AttnRes aggregation over the sources visible to unit j: [T, B, D]."""
@@ -189,18 +455,125 @@ class Connector(nn.Module):
       self.sow('intermediates', 'depth_weights', jnp.stack(alphas))
     return sum(a.astype(v.dtype)[..., None] * v for a, v in zip(alphas, srcs[:n]))
 
+  def aggregate(self, state, j):
+    if 'srcs' in state:
+      return self.attend_list(state['srcs'], state['rinvs'], j)
+    return self.attend(state['src'], state['rinv'], j)
+
   def __call__(self, state, j):
     """Input u_j [T, B, D] of unit j (j = num_units gives the backbone output)."""
-    if self.kind == 'prenorm':
+    return self.aggregate(state, j)
+
+  def update(self, state, out, j):
+    if 'h' in state:
+      state = dict(state, h=state['h'] + out)
+    return update_sources(state, out, j, self.block_size, self.value)
+
+  def output(self, state):
+    return self(state, self.num_units)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    """Scoring (w . v) and mixing, per visible source."""
+    visible = 1 + j // self.block_size + (1 if j % self.block_size else 0)
+    visible = min(visible, num_slots(self.num_units, self.block_size))
+    return visible * 2 * flops_lib.dense(d, 1, t)
+
+
+class DeRes(AttnRes):
+  """Identity path + Block AttnRes path, merged per dimension by g = sigmoid(theta)."""
+  depth_weights: str = 'silu'   # Pointwise AttnRes
+  merge: str = 'add'            # 'add': h + g*a;  'convex': g*h + (1-g)*a      (A4)
+  gate: str = 'vector'          # 'vector': g in R^D; 'scalar'; 'none' (g = 1)  (A5)
+  gate_init: float = 0.0        # initial gate logit theta; g = sigmoid(theta)  (A5)
+  paths: str = 'both'           # ablation: 'both', 'identity' only, 'attnres' only
+  identity: str = 'fixed'       # ablation (A9): stream update h + f, or 'rezero' | 'layerscale' | 'highway'
+  layerscale_init: float = 0.1  # identity='layerscale': initial lambda
+  highway_bias: float = -2.0    # identity='highway': initial gate bias
+
+  def setup(self):
+    if self.paths != 'identity':
+      super().setup()
+    if self.paths == 'both' and self.gate != 'none':
+      shape = (self.width,) if self.gate == 'vector' else (1,)
+      self.theta = self.param('gate', nn.initializers.constant(self.gate_init), shape, jnp.float32)
+    if self.paths != 'attnres' or self.value == 'hidden':
+      stream = dict(rezero=ReZero, layerscale=LayerScale, highway=Highway).get(self.identity)
+      if stream is not None:  # a learnable residual in place of the identity (A9)
+        self.stream = make(self.identity, width=self.width, layerscale_init=self.layerscale_init,
+                           highway_bias=self.highway_bias)
+
+  def init_state(self, emb, stacked: bool = False):
+    state = {} if self.paths == 'identity' else source_state(emb, self.num_units,
+                                                             self.block_size, stacked)
+    if self.paths != 'attnres' or self.value == 'hidden':
+      state['h'] = emb  # the identity (Pre-Norm) stream
+    return state
+
+  def __call__(self, state, j):
+    if self.paths == 'identity':
       return state['h']
-    if 'srcs' in state:
-      a = self.attend_list(state['srcs'], state['rinvs'], j)
-    else:
-      a = self.attend(state['src'], state['rinv'], j)
-    if self.kind == 'attnres':
+    a = self.aggregate(state, j)
+    if self.paths == 'attnres':
       return a
     h = state['h']
     g = 1.0 if self.gate == 'none' else jax.nn.sigmoid(self.theta).astype(h.dtype)
     if self.merge == 'add':
       return h + g * a
     return g * h + (1 - g) * a  # 'convex'
+
+  def update(self, state, out, j):
+    if 'h' in state:
+      if self.identity == 'fixed':
+        state = dict(state, h=state['h'] + out)
+      else:
+        state = self.stream.update(state, out, j)
+    if self.paths == 'identity':
+      return state
+    return update_sources(state, out, j, self.block_size, self.value)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    """Depth attention as AttnRes (the gate and merge are elementwise, not counted)."""
+    attn = 0 if self.paths == 'identity' else super().flops(t, d, j)
+    highway = self.identity == 'highway' and j < self.num_units and self.paths != 'attnres'
+    return attn + (flops_lib.dense(d, d, t) if highway else 0)
+
+
+# config.model.connector -> connector class.
+CONNECTORS = {
+    'prenorm': PreNorm,               # identity skip
+    'rezero': ReZero,                 # learnable scalar on the update, 0 at init
+    'layerscale': LayerScale,         # learnable per-dimension scale on the update
+    'highway': Highway,               # input-dependent carry/transform gate
+    'hc': HyperConnections,           # n streams, static + dynamic mixing
+    'mhc': ManifoldHyperConnections,  # n streams, doubly stochastic mixing (Sinkhorn)
+    'denseformer': DenseFormer,       # depth-weighted average of all earlier stream states
+    'attnres': AttnRes,               # Block/Full Attention Residuals (softmax over depth)
+    'deres': DeRes,                   # identity path + Pointwise Block AttnRes path, gated
+}
+KINDS = tuple(CONNECTORS)
+# Connectors whose parameters or state depend on a static unit index (no nn.scan).
+UNROLLED_ONLY = ('hc', 'mhc', 'denseformer')
+
+
+def make(kind: str, **kw):
+  """The connector module `kind` with the fields of `kw` that its class declares."""
+  cls = CONNECTORS[kind]
+  names = {f.name for f in dataclasses.fields(cls)}
+  return cls(**{k: v for k, v in kw.items() if k in names})
+
+
+Connector = make  # the name used by callers that pass kind= explicitly
+
+
+def init_state(kind: str, emb, num_units: int, block_size: int, value: str = 'output',
+               stacked: bool = True):
+  """Connector state before unit 0 for the connector `kind` (its default fields otherwise)."""
+  conn = make(kind, num_units=num_units, block_size=block_size, value=value, parent=None)
+  return conn.init_state(emb, stacked=stacked)
+
+
+def update_state(state, out, j, block_size: int, value: str = 'output'):
+  """Pre-Norm stream update plus depth sources (the attnres/deres update without parameters)."""
+  if 'h' in state:
+    state = dict(state, h=state['h'] + out)
+  return update_sources(state, out, j, block_size, value)

@@ -4,7 +4,7 @@ The blocks are the shared backbone (`backbone.py`) with multi-head self-attentio
 mixer and a per-token GELU FFN, RMSNorm pre-norm inside each sublayer:
     attn_out = Attn(RMSNorm(u_mix)),   ffn_out = FFN(RMSNorm(u_ffn)),
 where u_* are the connector's inputs (for PreNorm: the running stream h). The residual design
-is pluggable (`connector`: 'prenorm' | 'attnres' | 'deres' | 'postnorm' | 'siamese'); the
+is pluggable (`connector`: any of `connectors.CONNECTORS`, or 'postnorm' | 'siamese'); the
 default is DeRes (arXiv 2606.07980, reconstructed in research/deres.md §7): an Identity path
 and a Block AttnRes path with Pointwise (SiLU) depth weights merged by a vector gate.
 
@@ -37,16 +37,23 @@ BACKBONE_CHOICES = {
     'query': ('shared', 'token'),
     'merge': ('add', 'convex'),
     'gate': ('vector', 'scalar', 'none'),
+    'paths': ('both', 'identity', 'attnres'),
+    'identity': ('fixed', 'rezero', 'layerscale', 'highway'),
 }
 
 # The connector fields every Transformer-family model passes to the backbone.
 CONNECTOR_FIELDS = ('connector', 'layer_unit', 'block_size', 'value', 'depth_weights',
                     'pointwise_norm', 'key_norm', 'query', 'merge', 'gate', 'gate_init')
+# Fields of the newer connectors and DeRes ablations: models that do not declare them run with
+# the backbone's defaults.
+CONNECTOR_EXTRA_FIELDS = ('paths', 'identity', 'hc_rate', 'hc_dynamic', 'mhc_sinkhorn_iters',
+                          'mhc_res_init', 'layerscale_init', 'highway_bias')
 
 
 def backbone_kwargs(model) -> dict:
   """The connector and loop fields of a Transformer-family model, for `backbone.Backbone`."""
   kw = {k: getattr(model, k) for k in CONNECTOR_FIELDS}
+  kw.update({k: getattr(model, k) for k in CONNECTOR_EXTRA_FIELDS if hasattr(model, k)})
   return dict(kw, depth=model.depth, dropout=model.dropout, scan_layers=model.scan_layers,
               dtype=model.dtype)
 
@@ -77,7 +84,7 @@ class CTRTransformer(nn.Module):
   dropout: float = 0.0          # dropout on sublayer outputs
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
-  connector: str = 'deres'      # 'prenorm' | 'attnres' | 'deres' | 'postnorm' | 'siamese'
+  connector: str = 'deres'      # prenorm|postnorm|rezero|layerscale|highway|hc|mhc|denseformer|attnres|deres|siamese
   layer_unit: str = 'sublayer'  # A1: 'sublayer' = a connector per attention and FFN; 'block'
   block_size: int = 4           # A2: connected units per AttnRes block (1 = Full AttnRes)
   value: str = 'output'         # A3: a block stores its units' output sum, or 'hidden' (stream h)
@@ -87,7 +94,15 @@ class CTRTransformer(nn.Module):
   query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
   merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
   gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
-  gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5)
+  gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5); ~ +3 starts a 'convex' merge near identity
+  paths: str = 'both'           # DeRes ablation: 'both' paths, the 'identity' path only or the 'attnres' path only
+  identity: str = 'fixed'       # DeRes ablation (A9): stream update h + f ('fixed') or 'rezero'|'layerscale'|'highway'
+  hc_rate: int = 4              # hc/mhc: n residual streams (HC x4, mHC n = 4)
+  hc_dynamic: bool = True       # hc: input-dependent (DHC) mixing on top of the static matrices; False = static HC
+  mhc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations for H_res (paper 20; TileKernels code 10)
+  mhc_res_init: float = 2.0     # mhc: b_res = this * I, H_res near identity at init (the paper gives no value)
+  layerscale_init: float = 0.1  # layerscale (and identity='layerscale'): initial lambda (CaiT: 0.1 up to depth 18)
+  highway_bias: float = -2.0    # highway (and identity='highway'): initial gate bias, sigmoid(-2) = 0.12 transform
   # Head.
   head_pool: str = 'flatten'    # 'flatten' the T tokens (T*D) or 'mean'-pool them (D)
   head_hidden: tuple = (256,)   # hidden sizes of the head MLP

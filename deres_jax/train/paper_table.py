@@ -1,0 +1,257 @@
+"""A paper table as code: every row × seed trained by `trainer.train_and_evaluate`, one file out.
+
+A table is a config file (`configs/tables/main.py`, `configs/tables/ablation.py`) holding
+
+    TITLE: str                               # the result file's title
+    BASELINE: str                            # the row the AUC gains are measured against
+    ROWS: dict[str, fn(config) -> config]    # row name -> a small edit of the shared base
+    CLAIMS: list[(text, row, [other rows])]  # "row beats each of the others", checked per seed
+    base_config(data, data_path) -> ConfigDict   # the shared base at matched width
+    budget(config) -> str                    # one line naming the training budget
+
+`run_table(table, data, seeds, workdir, out)` trains the rows (WORKDIR/<row>/seed<k>; the
+seed changes parameter initialisation and batch order, never the data) and writes `out`
+(.md) and a .csv beside it: AUC and logloss as mean ± std over seeds, the AUC gain over
+BASELINE with a 95% paired-seed t interval, dense parameters, FLOPs per example, train
+examples/s. A row whose summary.json exists is read back, not retrained, so rerunning the
+command resumes a half-finished table. A row that raises is written to failed.json,
+reported as failed and retried on the next run; the table still completes.
+"""
+import csv
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+
+import numpy as np
+
+# Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228}
+
+
+def slug(row: str) -> str:
+  """A row name as a directory name."""
+  return re.sub(r'[^a-z0-9]+', '_', row.lower()).strip('_')
+
+
+def paired_gain(a, b):
+  """Mean and 95% half-width of a - b over paired seeds (None where fewer than 2 pairs)."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  if len(d) < 2:
+    return float(d.mean()) if len(d) else None, None
+  half = _T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+  return float(d.mean()), float(half)
+
+
+def verdict(mean, half) -> str:
+  """'holds' (interval above 0), 'does not hold' (below 0) or 'not resolved' (contains 0)."""
+  if mean is None or half is None:
+    return 'not resolved (one seed)'
+  if mean - half > 0:
+    return 'holds'
+  if mean + half < 0:
+    return 'does not hold (reversed)'
+  return 'not resolved (interval contains 0)'
+
+
+def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: str = '',
+              command: str = '', train_fn=None, dataset=None) -> list:
+  """Trains (or reads back) every row × seed of `table` and writes `out` and its .csv twin.
+
+  Args:
+    table: the table's config module (see the module docstring).
+    data: 'synthetic' | 'criteo' | 'avazu' | 'csv' (passed to `table.base_config`).
+    seeds: seeds per row (0 .. seeds-1).
+    workdir: one sub-directory per row and seed; finished rows are read back.
+    out: the markdown file; the CSV goes beside it (same name, .csv).
+    data_path: directory of prepared data (real datasets).
+    command: the command line written in the header.
+    train_fn: `trainer.train_and_evaluate` or a stand-in with its signature (tests).
+    dataset: a preloaded dataset (default: loaded once from the base config).
+  Returns:
+    The row dicts written to the CSV (failed rows included).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  if seeds < 1:
+    raise ValueError(f'--seeds={seeds} must be at least 1.')
+  if train_fn is None:
+    from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
+    train_fn = trainer.train_and_evaluate
+  base = table.base_config(data, data_path)
+  configs = {}
+  for name, edit in table.ROWS.items():  # every row's config is checked before any training
+    cfg = edit(table.base_config(data, data_path))
+    try:
+      config_lib.validate(cfg)
+    except config_lib.ConfigError as e:
+      raise ValueError(f'row {name!r}: {e}') from None
+    configs[name] = cfg
+  os.makedirs(workdir, exist_ok=True)
+  # Seeds 1.. and reruns reuse the compiled steps (same shapes, same programs).
+  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'xla_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  if dataset is None:
+    dataset = data_lib.load(base.data)
+  runs = {name: [] for name in table.ROWS}
+  errors = {}
+  jobs = [(name, seed) for seed in range(seeds) for name in table.ROWS]
+  t_start, trained_seconds, trained = time.perf_counter(), 0.0, 0
+  for k, (name, seed) in enumerate(jobs):
+    wd = os.path.join(workdir, slug(name), f'seed{seed}')
+    path, failed = os.path.join(wd, 'summary.json'), os.path.join(wd, 'failed.json')
+    t0, auc = time.perf_counter(), None
+    if os.path.exists(path):
+      with open(path) as f:
+        runs[name].append(json.load(f))
+      how, auc = 'done before', runs[name][-1]['test_auc']
+    else:
+      cfg = configs[name].copy_and_resolve_references()
+      cfg.seed = seed
+      try:
+        runs[name].append(train_fn(cfg, wd, dataset=dataset, devices=jax.devices()[:1]))
+        auc = runs[name][-1]['test_auc']
+        if os.path.exists(failed):
+          os.remove(failed)
+        how = f'{time.perf_counter() - t0:.0f} s'
+      except Exception as e:  # pylint: disable=broad-except
+        # A failed row is reported, never dropped; the next run retries it.
+        msg = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
+        errors.setdefault(name, msg)
+        os.makedirs(wd, exist_ok=True)
+        with open(failed, 'w') as f:
+          json.dump({'error': msg, 'traceback': traceback.format_exc()}, f, indent=2)
+        how = f'FAILED ({msg})'
+      trained_seconds += time.perf_counter() - t0
+      trained += 1
+    left = sum(1 for n, s in jobs[k + 1:]
+               if not os.path.exists(os.path.join(workdir, slug(n), f'seed{s}', 'summary.json')))
+    eta = trained_seconds / trained * left if trained else 0.0
+    auc_text = f'test AUC {auc:.4f}' if auc is not None else 'no result'
+    print(f'[{k + 1}/{len(jobs)}] {name} seed {seed}: {auc_text} ({how}; '
+          f'{time.perf_counter() - t_start:.0f} s so far, ETA {eta / 60:.1f} min)', flush=True)
+  rows = _rows(table, runs, errors, seeds)
+  _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
+  return rows
+
+
+def _mean_std(values, digits=4):
+  v = np.asarray(values, np.float64)
+  if not len(v):
+    return 'n/a'
+  return f'{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}'
+
+
+def _rows(table, runs, errors, seeds):
+  base_runs = runs.get(table.BASELINE, [])
+  rows = []
+  for name, summaries in runs.items():
+    row = {'row': name, 'seeds_done': len(summaries), 'seeds': seeds,
+           'status': 'ok' if len(summaries) == seeds else 'failed',
+           'error': errors.get(name, '')}
+    if summaries:
+      aucs = [s['test_auc'] for s in summaries]
+      row.update(auc_mean=float(np.mean(aucs)), auc_std=float(np.std(aucs, ddof=1)) if len(aucs) > 1
+                 else 0.0, logloss_mean=float(np.mean([s['test_logloss'] for s in summaries])),
+                 logloss_std=float(np.std([s['test_logloss'] for s in summaries], ddof=1))
+                 if len(summaries) > 1 else 0.0,
+                 dense_params=summaries[0]['dense_params'],
+                 flops_per_example=summaries[0]['flops_per_example'],
+                 examples_per_second=float(np.mean([s['examples_per_second'] or 0 for s in summaries])))
+      n = min(len(summaries), len(base_runs))
+      if n and name != table.BASELINE:
+        mean, half = paired_gain(aucs[:n], [s['test_auc'] for s in base_runs[:n]])
+        row.update(gain_mean=mean, gain_half=half)
+    rows.append(row)
+  return rows
+
+
+def _cell_gain(r):
+  if 'gain_mean' not in r:
+    return '—'
+  if r['gain_half'] is None:
+    return f"{r['gain_mean']:+.4f}"
+  return f"{r['gain_mean']:+.4f} [{r['gain_mean'] - r['gain_half']:+.4f}, {r['gain_mean'] + r['gain_half']:+.4f}]"
+
+
+def claim_lines(table, runs) -> list:
+  """One line per claim: the paired-seed AUC difference of its row against each other row."""
+  lines = []
+  for text, row, others in table.CLAIMS:
+    parts, verdicts = [], []
+    for other in others:
+      a, b = runs.get(row, []), runs.get(other, [])
+      n = min(len(a), len(b))
+      if not n:
+        parts.append(f'vs {other}: no result')
+        verdicts.append('not resolved (a row failed)')
+        continue
+      mean, half = paired_gain([s['test_auc'] for s in a[:n]], [s['test_auc'] for s in b[:n]])
+      v = verdict(mean, half)
+      verdicts.append(v)
+      interval = '' if half is None else f' ± {half:.4f}'
+      parts.append(f'vs {other} {mean:+.4f}{interval} ({v})')
+    overall = ('holds' if all(v == 'holds' for v in verdicts) else
+               'does not hold' if any(v.startswith('does not hold') for v in verdicts) else
+               'not resolved')
+    lines.append(f'- **{text}** — {overall} on this data: ' + '; '.join(parts) + '.')
+  return lines
+
+
+def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset):
+  cmd = command or (f'python launch/reproduce.py --table={table.NAME} --data={data} '
+                    f'--seeds={seeds} --workdir={workdir} --out={out}')
+  ok = [r for r in rows if 'flops_per_example' in r]
+  flops = [r['flops_per_example'] for r in ok]
+  band = (f'FLOPs/example from {min(flops):,} to {max(flops):,} ({max(flops) / min(flops):.2f}x)'
+          if flops else '')
+  lines = [
+      f'<!-- produced by: {cmd} -->',
+      f'# {table.TITLE} ({data}, {seeds} seeds)', '',
+      f'Command: `{cmd}`', '',
+      f'Data: {dataset.source}, {len(dataset.splits["train"]["label"]):,} train / '
+      f'{len(dataset.splits["val"]["label"]):,} val / {len(dataset.splits["test"]["label"]):,} '
+      f'test rows. Budget: {table.budget(base)}. Seeds 0..{seeds - 1} (init and batch order; '
+      f'the data is one draw). Machine: {os.cpu_count()} CPU cores, 1 device. {band}.', '',
+      f'Cells: test AUC and logloss, mean ± std over seeds; gain = AUC − {table.BASELINE} AUC, '
+      'mean over paired seeds with a 95% t interval; examples/s = training throughput.', '',
+      f'| row | test AUC | test logloss | AUC gain vs {table.BASELINE} | dense params | '
+      'FLOPs/example | train examples/s | status |',
+      '|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    if 'auc_mean' not in r:
+      lines.append(f"| {r['row']} | failed | failed | — | — | — | — | failed: {r['error']} |")
+      continue
+    status = 'ok' if r['status'] == 'ok' else (f"failed {r['seeds'] - r['seeds_done']} of "
+                                                  f"{r['seeds']} seeds: {r['error']}")
+    lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
+                 f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {_cell_gain(r)} | "
+                 f"{r['dense_params']:,} | {r['flops_per_example']:,} | "
+                 f"{r['examples_per_second']:,.0f} | {status} |")
+  oracle = next((s[0].get('oracle_auc') for s in runs.values() if s), None)
+  if oracle is not None:
+    lines += ['', f'Oracle (true click probabilities) test AUC: {oracle:.4f}.']
+  lines += ['', '## Claims, checked on this data', '',
+            'Each claim compares test AUC over paired seeds: "holds" when the 95% interval of '
+            'the difference lies above 0, "does not hold" when it lies below 0, "not resolved" '
+            'otherwise.', ''] + claim_lines(table, runs)
+  extra = getattr(table, 'extra_lines', None)
+  if extra is not None:
+    lines += extra(rows)
+  lines.append('')
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, 'w') as f:
+    f.write('\n'.join(lines))
+  keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'logloss_mean',
+          'logloss_std', 'gain_mean', 'gain_half', 'dense_params', 'flops_per_example',
+          'examples_per_second', 'error']
+  with open(os.path.splitext(out)[0] + '.csv', 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
+    w.writeheader()
+    w.writerows(rows)
+  print('\n'.join(lines), file=sys.stdout, flush=True)
