@@ -1,0 +1,104 @@
+"""launch/reproduce.py tables (deres_jax/train/paper_table.py): resume after a kill, failed rows."""
+import importlib.util
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from deres_jax import config as config_lib
+from deres_jax.train import paper_table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _table():
+  def row(connector):
+    def edit(c):
+      c.model.connector = connector
+      return c
+    return edit
+
+  def bad(c):
+    c.model.connector = 'hc'  # valid config; the stand-in trainer raises for it
+    return c
+  return types.SimpleNamespace(
+      NAME='toy', TITLE='Toy table', BASELINE='prenorm',
+      ROWS={'deres': row('deres'), 'prenorm': row('prenorm'), 'broken': bad,
+            'attnres': row('attnres')},
+      CLAIMS=[('deres beats prenorm', 'deres', ['prenorm']),
+              ('deres beats broken', 'deres', ['broken'])],
+      base_config=lambda data, path: config_lib.base_config(), budget=lambda c: '3 toy steps')
+
+
+class Trainer:
+  """Stands in for trainer.train_and_evaluate: writes summary.json like it; counts its calls."""
+
+  def __init__(self, kill_at=None):
+    self.calls, self.kill_at = [], kill_at
+
+  def __call__(self, cfg, workdir, dataset=None, devices=None):
+    self.calls.append((cfg.model.connector, cfg.seed))
+    if len(self.calls) == self.kill_at:
+      raise KeyboardInterrupt  # the process is killed in the middle of a row
+    if cfg.model.connector == 'hc':
+      raise RuntimeError('NaN loss at step 3')
+    bonus = {'deres': 0.01, 'attnres': 0.005}.get(cfg.model.connector, 0.0)
+    s = {'test_auc': 0.7 + bonus + 0.001 * cfg.seed, 'test_logloss': 0.5 - bonus,
+         'dense_params': 123, 'flops_per_example': 1000 + 10 * len(cfg.model.connector),
+         'examples_per_second': 5000.0, 'oracle_auc': 0.8}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(s, f)
+    return s
+
+
+def test_table_resumes_after_a_kill_and_reports_a_failed_row(tmp_path):
+  data = types.SimpleNamespace(source='toy', splits={k: {'label': np.zeros(10)}
+                                                     for k in ('train', 'val', 'test')})
+  out = str(tmp_path / 'results' / 'toy_synthetic.md')
+  kw = dict(data='synthetic', seeds=2, workdir=str(tmp_path / 'wd'), out=out, dataset=data)
+  first = Trainer(kill_at=3)
+  with pytest.raises(KeyboardInterrupt):
+    paper_table.run_table(_table(), train_fn=first, **kw)
+  assert not os.path.exists(out)
+  second = Trainer()
+  rows = paper_table.run_table(_table(), train_fn=second, **kw)
+  # Rows finished before the kill (deres and prenorm, seed 0) are read back, not retrained.
+  assert ('deres', 0) not in second.calls and ('prenorm', 0) not in second.calls
+  assert len(second.calls) == 8 - 2
+  by = {r['row']: r for r in rows}
+  assert by['broken']['status'] == 'failed' and 'NaN loss' in by['broken']['error']
+  assert by['deres']['status'] == 'ok' and abs(by['deres']['gain_mean'] - 0.01) < 1e-9
+  text = open(out).read()
+  assert '| broken | failed |' in text and 'failed: RuntimeError: NaN loss at step 3' in text
+  assert '**deres beats prenorm** — holds' in text and 'deres beats broken** — not resolved' in text
+  assert 'Budget: 3 toy steps' in text and os.path.exists(out[:-3] + '.csv')
+  # A third run trains only the failed row again.
+  third = Trainer()
+  paper_table.run_table(_table(), train_fn=third, **kw)
+  assert sorted(set(third.calls)) == [('hc', 0), ('hc', 1)]
+
+
+def test_paired_gain_and_verdict():
+  mean, half = paper_table.paired_gain([0.71, 0.72, 0.73], [0.70, 0.71, 0.72])
+  assert abs(mean - 0.01) < 1e-12 and half < 1e-9
+  assert paper_table.verdict(mean, half) == 'holds'
+  assert paper_table.verdict(-0.01, 0.001).startswith('does not hold')
+  assert paper_table.verdict(0.01, 0.02).startswith('not resolved')
+
+
+@pytest.mark.parametrize('name', ['main', 'ablation'])
+def test_table_configs_validate_and_cover_the_issue(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', 'tables',
+                                                                   f'{name}.py'))
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  for row, edit in table.ROWS.items():
+    config_lib.validate(edit(table.base_config('synthetic', '')))
+  assert table.BASELINE in table.ROWS
+  if name == 'main':  # DeRes and the twelve baselines (PreNorm/PostNorm counted as one)
+    assert len(table.ROWS) == 14
+  with pytest.raises(ValueError, match='--data=criteo needs --data_path'):
+    table.base_config('criteo', '')
