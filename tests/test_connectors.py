@@ -205,6 +205,11 @@ def test_attnres_only_ablation_is_attnres_with_silu(block_size):
   conn = connectors.make('deres', width=8, num_units=6, paths='attnres')
   state = conn.init_state(jnp.asarray(emb))
   assert set(conn.init(jax.random.PRNGKey(0), state, 0)['params']) == {'query'}
+  # A6: random pseudo-queries (the SiLU path is then not exactly 0 at init).
+  conn = connectors.make('deres', width=8, num_units=6, paths='attnres', query_init_scale=1.0)
+  q = conn.init(jax.random.PRNGKey(0), state, 0)['params']['query']
+  assert 0.1 < float(jnp.std(q)) < 1.0 and float(jnp.abs(conn.apply({'params': {'query': q}},
+                                                                    state, 0)).max()) > 0
 
 
 def _name(path) -> str:

@@ -35,6 +35,9 @@ ROWS = {
     'DeRes (identity + SiLU AttnRes, add, vector gate)': deres(),
     'Identity path only': deres(paths='identity'),
     'AttnRes path only (SiLU)': deres(paths='attnres'),
+    # Zero queries make the SiLU path exactly 0 at init: with no identity stream every unit
+    # input is 0 and the ReLU head passes no gradient. Random queries (A6) start it off zero.
+    'AttnRes path only (SiLU, random queries)': deres(paths='attnres', query_init_scale=1.0),
     'Learnable residual: ReZero identity': deres(identity='rezero'),
     'Learnable residual: Highway identity': deres(identity='highway'),
     'Softmax in place of SiLU': deres(depth_weights='softmax'),
@@ -46,7 +49,7 @@ ROWS = {
 _DERES = 'DeRes (identity + SiLU AttnRes, add, vector gate)'
 CLAIMS = [
     ('The dual path beats either single path', _DERES,
-     ['Identity path only', 'AttnRes path only (SiLU)']),
+     ['Identity path only', 'AttnRes path only (SiLU)', 'AttnRes path only (SiLU, random queries)']),
     ('The Identity skip beats learnable residuals', _DERES,
      ['Learnable residual: ReZero identity', 'Learnable residual: Highway identity']),
     ('SiLU beats softmax', _DERES, ['Softmax in place of SiLU']),

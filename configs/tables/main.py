@@ -83,8 +83,10 @@ def zoo(name: str, **fields):
   """A row: another zoo model, switched from the shared section (same width and depth)."""
   def edit(c):
     c.model = models.switch(c.model, name)
-    # RankMixer and TokenMixer-Large have one head per token (num_heads = 0 means T).
-    shared = {k: v for k, v in SHARED.items() if k in c.model and (k != 'num_heads' or c.model[k])}
+    # Each model keeps its own tokenizer (OneTrans: Auto-Split); RankMixer and TokenMixer-Large
+    # keep one head per token (num_heads = 0 means T).
+    shared = {k: v for k, v in SHARED.items()
+              if k in c.model and k != 'tokenizer' and (k != 'num_heads' or c.model[k])}
     c.model.update(**shared)
     c.model.update(**fields)
     return c
@@ -105,7 +107,7 @@ ROWS = {
     'Hyper-Connections': connector('hc'),            # dynamic HC, n = 4
     'mHC': connector('mhc'),                         # Sinkhorn-Knopp 20 iterations, n = 4
     'DenseFormer': connector('denseformer'),
-    'OneTrans': zoo('onetrans'),                     # Auto-Split tokens, mixed parameters, PreNorm
+    'OneTrans': zoo('onetrans', pyramid_tokens=4),   # Auto-Split tokens, PreNorm, pyramid 8 -> 4
     'RankMixer': zoo('rankmixer'),                   # parameter-free token mixing, post-LN
     'TokenMixer-Large': zoo('tokenmixer_large'),     # mix-and-revert, pSwiGLU, inter-block skips
     'UniMixer': unimixer,                            # Sinkhorn token mixing, SiameseNorm

@@ -413,11 +413,16 @@ class AttnRes(nn.Module):
   pointwise_norm: str = 'num_sources'  # 'num_sources' | 'none' (A6)
   key_norm: bool = True         # RMSNorm on the keys only (AttnRes)            (A6)
   query: str = 'shared'         # 'shared': w_j in R^D; 'token': w_j in R^{T x D}  (A7)
+  query_init_scale: float = 0.0  # w_j ~ N(0, (scale / sqrt(D))^2) at init; 0 = zeros  (A6)
 
   def setup(self):
     shape = (self.width,) if self.query == 'shared' else (self.num_tokens, self.width)
-    # AttnRes §3: "all pseudo-query vectors must be initialized to zero".
-    self.w = self.param('query', nn.initializers.zeros, shape, jnp.float32)
+    # AttnRes §3: "all pseudo-query vectors must be initialized to zero". With SiLU weights
+    # and no identity stream that makes every unit input exactly 0 (a dead start), hence the
+    # option of random queries whose scores w . RMSNorm(v) start with unit variance.
+    init = (nn.initializers.normal(self.query_init_scale / self.width ** 0.5)
+            if self.query_init_scale else nn.initializers.zeros)
+    self.w = self.param('query', init, shape, jnp.float32)
 
   def init_state(self, emb, stacked: bool = False):
     state = source_state(emb, self.num_units, self.block_size, stacked)

@@ -157,9 +157,9 @@ class TokenMixerLarge(nn.Module):
     if self.aux_weight and self.scan_layers:
       raise ValueError('the auxiliary loss reads the stream after every block, which needs '
                        'scan_layers=False (or aux_weight=0).')
-    if self.aux_weight and self.connector == 'attnres' and self.value != 'hidden':
-      raise ValueError("the auxiliary loss reads the identity stream, which connector='attnres' "
-                       "lacks unless value='hidden'; or set aux_weight=0.")
+    if self.aux_weight and not self.make_backbone(name=None).has_stream():
+      raise ValueError(f'the auxiliary loss reads the identity stream, which connector='
+                       f"{self.connector!r} lacks (attnres: unless value='hidden'); or set aux_weight=0.")
     if self.skip_every > self.depth:
       raise ValueError(f'skip_every={self.skip_every} exceeds depth={self.depth}, so no skip '
                        'would be added; use 0 to turn skips off.')
