@@ -68,7 +68,8 @@ def budget(c) -> str:
   return (f'{c.train.num_steps} steps of {c.train.batch_size} rows, Adam {c.optim.learning_rate:g}, '
           f'last-step parameters; Transformer family at embed_dim {m.embed_dim}, width {m.width}, '
           f'depth {m.depth} (2 connected sublayers per block), {m.num_tokens} group tokens, '
-          f'AttnRes/DeRes block_size {m.block_size}')
+          f'AttnRes/DeRes block_size {m.block_size} (so the last unit sees the embedding, '
+          f'{2 * m.depth // m.block_size - 1} completed blocks and a partial one)')
 
 
 def connector(kind: str, **fields):

@@ -288,24 +288,25 @@ class ManifoldHyperConnections(nn.Module):
     del stacked
     return {'H': jnp.broadcast_to(emb, (self.rate,) + emb.shape)}
 
-  def maps(self, big_h):
-    """(H^pre [T, B, n], H^post [T, B, n], H^res [T, B, n, n]) for big_h [n, T, B, D]."""
+  def _project(self, big_h, cols: slice):
+    """x~ phi[:, cols] [T, B, k] with x~ = RMSNorm(vec H) per token (Eq. 10)."""
     n = self.rate
     x = jnp.moveaxis(big_h, 0, 2).reshape(big_h.shape[1:3] + (n * big_h.shape[-1],))
-    p = jnp.einsum('tbe,ek->tbk', layers.rms_normalize(x).astype(jnp.float32), self.phi)
-    pre = jax.nn.sigmoid(self.scale[0] * p[..., :n] + self.b_pre)
-    post = 2 * jax.nn.sigmoid(self.scale[1] * p[..., n:2 * n] + self.b_post)
-    res = self.scale[2] * p[..., 2 * n:].reshape(p.shape[:2] + (n, n)) + self.b_res
-    return pre, post, sinkhorn(res, self.sinkhorn_iters)
+    return jnp.einsum('tbe,ek->tbk', layers.rms_normalize(x).astype(jnp.float32), self.phi[:, cols])
 
   def __call__(self, state, j):
-    big_h = state['H']
-    pre, _, _ = self.maps(big_h)
+    """u = H^pre H with H^pre = sigmoid(a_pre x~ phi_pre + b_pre) [T, B, n]."""
+    big_h, n = state['H'], self.rate
+    pre = jax.nn.sigmoid(self.scale[0] * self._project(big_h, slice(0, n)) + self.b_pre)
     return jnp.einsum('tbn,ntbd->tbd', pre.astype(big_h.dtype), big_h)
 
   def update(self, state, out, j):
-    big_h = state['H']
-    _, post, res = self.maps(big_h)
+    """H <- H^res H + H^post^T f: H^post = 2 sigmoid(.) [T, B, n], H^res = SK(.) [T, B, n, n]."""
+    big_h, n = state['H'], self.rate
+    p = self._project(big_h, slice(n, None))  # the update's own columns: no repeated projection
+    post = 2 * jax.nn.sigmoid(self.scale[1] * p[..., :n] + self.b_post)
+    res = self.scale[2] * p[..., n:].reshape(p.shape[:2] + (n, n)) + self.b_res
+    res = sinkhorn(res, self.sinkhorn_iters)
     if self.is_mutable_collection('intermediates'):
       self.sow('intermediates', 'res_mixing', res)
     mixed = jnp.einsum('tbki,itbd->ktbd', res.astype(big_h.dtype), big_h)  # H^res H
@@ -318,8 +319,11 @@ class ManifoldHyperConnections(nn.Module):
     n = self.rate
     if j >= self.num_units:
       return 0
-    maps = flops_lib.dense(n * d, 2 * n + n * n, t)  # one computation after CSE, as in HC
-    return maps + 2 * n * t * d + 2 * n * n * t * d + 2 * n * t * d
+    maps = flops_lib.dense(n * d, 2 * n + n * n, t)
+    # Sinkhorn-Knopp is elementwise but not negligible here: exp, then per iteration a sum
+    # and a division over rows and over columns of the n x n matrix of every token.
+    sinkhorn_flops = n * n * (1 + 4 * self.sinkhorn_iters) * t
+    return maps + sinkhorn_flops + 2 * n * t * d + 2 * n * n * t * d + 2 * n * t * d
 
 
 # ------------------------------------------------------------------ Depth-attention connectors.
