@@ -252,11 +252,13 @@ def plot_negative(weights: dict, title: str = 'share of negative (forgetting) we
   return ax.figure
 
 
-def plot_gates(gate_values: dict, title: str = 'gate g = sigmoid(theta)', ax=None):
+def plot_gates(gate_values: dict, title: str = 'gate g = sigmoid(theta)', ax=None, center=0.5):
   """Heatmap unit x hidden dimension of the DeRes gates; returns the Figure (None without gates).
 
   merge='add' (u = h + g*a): g is how much of the Attention path is added to the Identity path;
-  merge='convex' (u = g*h + (1-g)*a): g is the Identity path's share.
+  merge='convex' (u = g*h + (1-g)*a): g is the Identity path's share. The colours are centred
+  on `center` (the initial g, sigmoid(gate_init)) and span the largest move from it, so small
+  moves show; center=None draws the whole range 0..1.
   """
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   if not gate_values:
@@ -267,8 +269,13 @@ def plot_gates(gate_values: dict, title: str = 'gate g = sigmoid(theta)', ax=Non
     mat[i, :g.shape[0]] = g
   if ax is None:
     _, ax = plt.subplots(figsize=(2.0 + 0.25 * d, 0.8 + 0.35 * len(gate_values)))
+  if center is None:
+    cmap, vmin, vmax = 'viridis', 0.0, 1.0
+  else:
+    span = float(np.nanmax(np.abs(mat - center))) or 0.01
+    cmap, vmin, vmax = 'PuOr_r', center - span, center + span
   im = _heatmap(ax, mat, [str(k) if d <= 32 or k % 8 == 0 else '' for k in range(d)],
-                [short(k) for k in gate_values], 'viridis', 0.0, 1.0, title, annotate=False)
+                [short(k) for k in gate_values], cmap, vmin, vmax, title, annotate=False)
   ax.set_xlabel('hidden dimension')
   ax.figure.colorbar(im, ax=ax)
   return ax.figure
