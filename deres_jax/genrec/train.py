@@ -7,7 +7,9 @@
     stats.json, the code vectors and, for RQ-VAE/CAPSID, the parameters; once sids.npz exists the
     tokenizer is loaded, never refitted) -> optional SemanticBPE merges (`config.bpe`, kept in
     tokenizer/bpe.npz) -> the TIGER encoder-decoder trained with teacher forcing on sliding
-    windows, decoded by trie-constrained beam search over the (merged) token strings.
+    windows, decoded by trie-constrained beam search over the (merged) token strings;
+  * 'cobra': the 'tiger' stages plus a dense vector generated after the ID and BeamFusion
+    ranking (genrec/cobra.py, `config.cobra`).
 The retriever's train state (parameters, optimiser, best-so-far parameters) is checkpointed by
 `deres_jax.train.checkpoint` every `ckpt.every_steps`; the data position is the step (batch i of
 epoch e is a fixed permutation of (seed, e)), so a rerun with the same WORKDIR resumes exactly.
