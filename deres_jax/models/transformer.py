@@ -37,6 +37,9 @@ BACKBONE_CHOICES = {
     'query': ('shared', 'token'),
     'merge': ('add', 'convex'),
     'gate': ('vector', 'scalar', 'none'),
+}
+# The DeRes ablation fields (CONNECTOR_EXTRA_FIELDS) of the models that declare them.
+ABLATION_CHOICES = {
     'paths': ('both', 'identity', 'attnres'),
     'identity': ('fixed', 'rezero', 'layerscale', 'highway'),
 }
@@ -110,7 +113,7 @@ class CTRTransformer(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, qkv=('token', 'shared'),
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, **ABLATION_CHOICES, qkv=('token', 'shared'),
                                  ffn=('token', 'shared'), ffn_act=('gelu', 'swiglu'))
 
   def ffn_spec(self):
