@@ -84,3 +84,31 @@ def test_impl_choice():
   assert dm.use_fused('auto') == (jax.default_backend() in ('gpu', 'tpu'))
   with pytest.raises(ValueError, match="'auto', 'fused' or 'reference'"):
     dm.use_fused('pallas')
+
+
+@pytest.mark.parametrize('connector,merge,gate', [('deres', 'add', 'vector'), ('deres', 'convex', 'scalar'),
+                                                  ('attnres', 'add', 'vector')])
+def test_model_with_the_fused_path_equals_the_reference_path(connector, merge, gate):
+  """The whole Transformer (unrolled, depth 3, block size 2) with depth_mix='fused' vs 'reference'."""
+  from deres_jax import models  # pylint: disable=g-import-not-at-top
+  from deres_jax.data.schema import Schema  # pylint: disable=g-import-not-at-top
+  schema = Schema(dense_names=('d0',), cat_names=('c0', 'c1', 'c2'), vocab_sizes=(7, 11, 5))
+  rng = np.random.default_rng(0)
+  batch = {'dense': rng.normal(size=(6, 1)).astype(np.float32),
+           'cat': np.stack([rng.integers(0, v, 6) for v in schema.vocab_sizes], 1).astype(np.int32),
+           'label': rng.integers(0, 2, 6).astype(np.float32)}
+  out = {}
+  for impl in ('reference', 'fused'):
+    cfg = models.model_config('transformer', connector=connector, depth=3, width=8, num_heads=2, embed_dim=8,
+                              block_size=2, merge=merge, gate=gate, gate_init=0.7, query_init_scale=1.0,
+                              head_hidden=(8,), depth_mix=impl)
+    model = models.build(cfg, schema)
+    params = model.init(jax.random.PRNGKey(0), batch)['params']
+
+    def loss(p):
+      logits, _ = model.apply({'params': p}, batch)
+      return jnp.mean(jax.nn.softplus(logits.ravel()) - batch['label'] * logits.ravel())
+    out[impl] = jax.jit(jax.value_and_grad(loss))(params)
+  np.testing.assert_allclose(out['fused'][0], out['reference'][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(out['fused'][1]), jax.tree.leaves(out['reference'][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -144,6 +144,7 @@ class Backbone(nn.Module):
   key_norm: bool = True
   query: str = 'shared'         # A7
   query_init_scale: float = 0.0  # A6: random pseudo-queries at init (0 = zeros, AttnRes)
+  depth_mix: str = 'auto'       # depth attention code path (models/depth_mix.py): 'auto' | 'fused' | 'reference'
   merge: str = 'add'            # A4
   gate: str = 'vector'          # A5
   gate_init: float = 0.0
@@ -197,7 +198,8 @@ class Backbone(nn.Module):
                 paths=self.paths, identity=self.identity, rate=self.hc_rate,
                 dynamic=self.hc_dynamic, sinkhorn_iters=self.mhc_sinkhorn_iters,
                 res_init=self.mhc_res_init, layerscale_init=self.layerscale_init,
-                highway_bias=self.highway_bias, query_init_scale=self.query_init_scale)
+                highway_bias=self.highway_bias, query_init_scale=self.query_init_scale,
+                depth_mix=self.depth_mix)
 
   @nn.compact
   def __call__(self, emb, train: bool = False):  # emb [T, B, D]

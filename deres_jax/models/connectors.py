@@ -62,6 +62,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deres_jax.models import depth_mix as depth_mix_lib
 from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
 
@@ -418,6 +419,7 @@ class AttnRes(nn.Module):
   key_norm: bool = True         # RMSNorm on the keys only (AttnRes)            (A6)
   query: str = 'shared'         # 'shared': w_j in R^D; 'token': w_j in R^{T x D}  (A7)
   query_init_scale: float = 0.0  # w_j ~ N(0, (scale / sqrt(D))^2) at init; 0 = zeros  (A6)
+  depth_mix: str = 'auto'       # unrolled path: 'auto' (fused VJP of depth_mix.py on GPU/TPU) | 'fused' | 'reference'
 
   def setup(self):
     shape = (self.width,) if self.query == 'shared' else (self.num_tokens, self.width)
@@ -464,7 +466,21 @@ class AttnRes(nn.Module):
       self.sow('intermediates', 'depth_weights', jnp.stack(alphas))
     return sum(a.astype(v.dtype)[..., None] * v for a, v in zip(alphas, srcs[:n]))
 
-  def aggregate(self, state, j):
+  def fused(self, state) -> bool:
+    """Whether unit inputs take models/depth_mix.py's fused path: unrolled sources (a list), the
+    backend or `depth_mix` asks for it, and no intermediates are being sown (the fused path
+    keeps no weights; the reference path, same values, sows them)."""
+    return ('srcs' in state and depth_mix_lib.use_fused(self.depth_mix)
+            and not self.is_mutable_collection('intermediates'))
+
+  def aggregate(self, state, j, merge: str = 'none', h=None, theta=None):
+    """The depth-attention path a_j; with merge 'add'/'convex' (fused path only) the merged u_j."""
+    if self.fused(state):
+      srcs, rinvs = state['srcs'], state['rinvs']
+      n = min(len(srcs), j // self.block_size + (1 if j % self.block_size else 0) + 1)
+      return depth_mix_lib.depth_mix_fused(
+          srcs[:n], rinvs[:n], self.w, h, theta, weights=self.depth_weights,
+          pointwise_norm=self.pointwise_norm, key_norm=self.key_norm, merge=merge)
     if 'srcs' in state:
       return self.attend_list(state['srcs'], state['rinvs'], j)
     return self.attend(state['src'], state['rinv'], j)
@@ -521,6 +537,9 @@ class DeRes(AttnRes):
   def __call__(self, state, j):
     if self.paths == 'identity':
       return state['h']
+    if self.paths == 'both' and self.fused(state):  # scores, weights, mix and gate in one VJP
+      theta = None if self.gate == 'none' else self.theta
+      return self.aggregate(state, j, merge=self.merge, h=state['h'], theta=theta)
     a = self.aggregate(state, j)
     if self.paths == 'attnres':
       return a

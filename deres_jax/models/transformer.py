@@ -42,6 +42,7 @@ BACKBONE_CHOICES = {
 ABLATION_CHOICES = {
     'paths': ('both', 'identity', 'attnres'),
     'identity': ('fixed', 'rezero', 'layerscale', 'highway'),
+    'depth_mix': ('auto', 'fused', 'reference'),
 }
 
 # The connector fields every Transformer-family model passes to the backbone.
@@ -50,7 +51,7 @@ CONNECTOR_FIELDS = ('connector', 'layer_unit', 'block_size', 'value', 'depth_wei
 # Fields of the newer connectors and DeRes ablations: models that do not declare them run with
 # the backbone's defaults.
 CONNECTOR_EXTRA_FIELDS = ('paths', 'identity', 'hc_rate', 'hc_dynamic', 'mhc_sinkhorn_iters',
-                          'mhc_res_init', 'layerscale_init', 'highway_bias', 'query_init_scale')
+                          'mhc_res_init', 'layerscale_init', 'highway_bias', 'query_init_scale', 'depth_mix')
 
 
 def backbone_kwargs(model) -> dict:
@@ -96,6 +97,7 @@ class CTRTransformer(nn.Module):
   key_norm: bool = True         # A6: RMSNorm on the keys (never on the values), as in AttnRes
   query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
   query_init_scale: float = 0.0  # A6: pseudo-queries ~ N(0, (scale/sqrt(D))^2) at init; 0 = zeros (AttnRes)
+  depth_mix: str = 'auto'       # 'auto' (fused depth attention on GPU/TPU, reference on CPU), 'fused', 'reference'
   merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
   gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
   gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5); ~ +3 starts a 'convex' merge near identity
