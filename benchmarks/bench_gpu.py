@@ -83,6 +83,7 @@ def main():
   p.add_argument('--warmup', type=int, default=5)
   p.add_argument('--matmul', type=int, default=8192, help='n of the [n, n] bf16 matmul for the peak')
   p.add_argument('--small', action='store_true', help='a CPU smoke size (width 32, batch 256, 3 steps)')
+  p.add_argument('--depth_mix', default='auto', help="the 'deres' run's path: auto | fused | reference")
   a = p.parse_args()
   if a.small:
     a.depth, a.width, a.heads, a.tokens, a.batch, a.steps, a.warmup, a.matmul = 4, 32, 2, 8, 256, 3, 1, 512
@@ -94,7 +95,7 @@ def main():
 
   schema = bench_train.criteo_schema()
   runs = {}
-  for name, connector, impl in (('deres', 'deres', 'auto'), ('deres_reference', 'deres', 'reference'),
+  for name, connector, impl in (('deres', 'deres', a.depth_mix), ('deres_reference', 'deres', 'reference'),
                                 ('prenorm', 'prenorm', 'auto')):
     try:
       c = make_config(a, connector, impl)
