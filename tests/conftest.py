@@ -9,8 +9,8 @@ import os
 # when one thread is late by the default 40 s, which a loaded 2-core machine can reach.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
-                           ' --xla_cpu_collective_timeout_seconds=900'
-                           ' --xla_cpu_collective_call_terminate_timeout_seconds=900').strip()
+                           ' --xla_cpu_collective_timeout_seconds=300'
+                           ' --xla_cpu_collective_call_terminate_timeout_seconds=300').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position

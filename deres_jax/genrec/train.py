@@ -44,6 +44,7 @@ from deres_jax.genrec import tiger
 from deres_jax.train import checkpoint
 from deres_jax.train import metric_writer
 from deres_jax.train import optim
+from deres_jax.train import trainer as trainer_lib
 
 
 def _log(msg):
@@ -330,13 +331,16 @@ def _fit(task, config, workdir, writer, tail):
   val_rows = np.arange(len(task.data.users))
   if config.eval.num_val_users and config.eval.num_val_users < len(val_rows):
     val_rows = np.sort(np.random.default_rng(config.seed).choice(val_rows, config.eval.num_val_users, replace=False))
-  t0, step = time.time(), int(state['step'])
+  t0, step, inflight = time.time(), int(state['step']), []
   while step < c.num_steps:
     epoch, i = divmod(step, per_epoch)
     perm = np.random.default_rng([config.seed, epoch]).permutation(n)
     batch = task.batch(perm[i * c.batch_size:(i + 1) * c.batch_size])
     state, logs = train_step(state, jax.device_put(batch, batch_sharding))
     step += 1
+    inflight.append(logs['train/loss'])
+    if len(inflight) > trainer_lib.MAX_INFLIGHT_STEPS:  # bounded run-ahead (deres_jax/train/trainer.py)
+      jax.block_until_ready(inflight.pop(0))
     if step % c.log_every == 0 or step == c.num_steps:
       logs = {k: float(v) for k, v in logs.items()}
       if not math.isfinite(logs['train/loss']):

@@ -29,6 +29,7 @@ from deres_jax.train import workdir as workdir_lib
 from deres_jax.train.metric_writer import MetricWriter
 from deres_jax.train.optim import make_optimizer
 from deres_jax.train.step import create_state, make_steps
+from deres_jax.train import trainer as ctr_trainer
 from deres_jax.train.trainer import make_mesh
 
 
@@ -123,6 +124,8 @@ def _train_and_evaluate(config, workdir, dataset, devices):
       state, m = train_step(state, next(batches))
       step += 1
       pending.append(m)
+      if len(pending) > ctr_trainer.MAX_INFLIGHT_STEPS:  # bounded run-ahead (deres_jax/train/trainer.py)
+        jax.block_until_ready(pending[-ctr_trainer.MAX_INFLIGHT_STEPS - 1])
       last = step == num_steps
       if step % config.train.log_every == 0 or last:
         fetched = jax.device_get(pending)
