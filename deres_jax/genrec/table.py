@@ -310,9 +310,11 @@ def _claims(rows) -> list:
     ra, rb = by[a], by[b]
     n_a = ra[users] if users == 'test_users' else ra['test_users']
     noise = 2 * np.hypot(se(ra[m], n_a), se(rb[m], n_a))
-    verdict = 'holds' if ra[m] > rb[m] else 'does not hold'
-    if abs(ra[m] - rb[m]) < noise:
-      verdict += ' (difference within 2 binomial standard errors, not established)'
+    if abs(ra[m] - rb[m]) < noise:  # the direction alone is no evidence
+      verdict = ('not established (' + ('higher' if ra[m] > rb[m] else 'not higher')
+                 + ', within 2 binomial standard errors)')
+    else:
+      verdict = 'holds' if ra[m] > rb[m] else 'does not hold'
     return f'{ra[m]:.4f} vs {rb[m]:.4f}: {verdict}'
 
   out = []
