@@ -12,7 +12,6 @@ no batching across requests). The server is stopped at the end, whatever happens
 """
 import argparse
 import http.client
-import importlib.util
 import json
 import os
 import socket
@@ -24,15 +23,13 @@ import time
 import urllib.request
 
 import numpy as np
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_config():
-  spec = importlib.util.spec_from_file_location('tiny', os.path.join(ROOT, 'configs', 'tiny.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_file(os.path.join(ROOT, 'configs', 'tiny.py'))
 
 
 def _free_port() -> int:

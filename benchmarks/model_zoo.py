@@ -9,20 +9,17 @@ trained by the library's own `train_and_evaluate` in WORKDIR/<model>. A finished
 trained again (its summary.json is read), so an interrupted run resumes where it stopped.
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
+from deres_jax.config import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_config(path):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_file(path)
 
 
 def main():

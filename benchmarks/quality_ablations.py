@@ -12,20 +12,17 @@ Prints a Markdown table: test AUC / logloss, val AUC, params, steps and seconds.
 """
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import sys
 import time
+from deres_jax.config import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_config(path):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_file(path)
 
 
 def apply(config, overrides):

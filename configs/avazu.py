@@ -7,17 +7,13 @@
 Preparation: id dropped, hour -> hour-of-day, weekday, weekend; min_count 2; random 8:1:1
 split (docs/data.md). The model and training follow configs/criteo.py.
 """
-import importlib.util
 import os
+
+from deres_jax.config import load_file
 
 
 def _criteo_config():
-  # config_flags loads config files by path, so configs/ is not importable as a package.
-  spec = importlib.util.spec_from_file_location(
-      'criteo_config', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'criteo.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'criteo.py'))
 
 
 def get_config():

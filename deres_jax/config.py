@@ -18,8 +18,59 @@ class ConfigError(ValueError):
   """A config that cannot run; the message names the field and what to do."""
 
 
+def optim_section() -> ml_collections.ConfigDict:
+  """The optimizer fields (train/optim.py), the same for every family."""
+  c = ml_collections.ConfigDict()
+  c.name = 'adam'                 # dense parameters: 'adam' | 'adamw' | 'adagrad' | 'sgd' | 'rmsprop'
+  c.learning_rate = 1e-3
+  c.weight_decay = 0.0            # adamw only
+  c.schedule = 'constant'         # 'constant' | 'cosine' (decay to 0 over train.num_steps)
+  c.warmup_steps = 0
+  c.grad_clip = 0.0               # global-norm clipping, 0 = off
+  c.embed_name = 'adam'           # optimizer of the embedding tables (same choices)
+  c.embed_learning_rate = 1e-3
+  c.embed_l2 = 0.0                # CTR: + embed_l2/2 * ||E||^2 (BARS/FuxiCTR; train/regularization.py)
+  c.plateau_factor = 0.0          # > 0: both learning rates *= this after a validation without gain (FuxiCTR 0.1)
+  c.embed_l2_rows = 'table'       # CTR: 'table' = whole tables every step (FuxiCTR); 'batch' = distinct rows looked up
+  return c
+
+
+def add_loop_sections(c, monitor: str, batch_size: int = 1024, eval_batch_size: int = 8192):
+  """Adds the training loop's sections (train/trainer.py), the same in every family:
+  train, eval, mesh, sharding_rules, ckpt. `monitor` is the family's default eval.monitor."""
+  # Training.
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = batch_size  # global batch, split over the 'data' mesh axis
+  c.train.num_steps = 1000
+  c.train.num_epochs = 0.0        # > 0: this many passes over the training examples instead of num_steps
+  c.train.log_every = 50          # steps between lines of metrics.jsonl
+  c.train.nonfinite = 'stop'      # a non-finite loss/gradient: 'stop' with a message, or 'skip' the update
+  c.train.progress = True         # show a progress bar
+  c.train.transfer_guard = 'disallow'  # implicit host<->device transfers in the loop: 'disallow' | 'log' | 'allow'
+
+  # Evaluation and early stopping (on the monitored validation metric).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.monitor = monitor        # validation metric for the best model and early stopping
+  c.eval.every_steps = 250        # validation every this many steps (and at the end)
+  c.eval.every_epochs = 0.0       # > 0: validation every this many epochs instead of every_steps
+  c.eval.batch_size = eval_batch_size
+  c.eval.patience = 0             # stop after this many evaluations without improvement; 0 = never
+  c.eval.restore_best = True      # evaluate the test split with the best-validation parameters
+
+  # Sharding: mesh axes (name, size; -1 = all remaining devices) and logical-axis rules.
+  c.mesh = (('data', -1), ('model', 1))
+  c.sharding_rules = (('vocab', None),)  # e.g. (('vocab', 'model'),) row-shards embedding tables
+
+  # Checkpointing (Orbax, in WORKDIR/checkpoints; rerunning the command resumes).
+  c.ckpt = ml_collections.ConfigDict()
+  c.ckpt.every_steps = 500        # 0 = only at the end
+  c.ckpt.max_to_keep = 2
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.family = 'ctr'                # 'ctr' | 'multiscenario' | 'genrec' (train/family.py)
   c.seed = 0                      # seeds parameter init, dropout and the shuffling of the data
   c.compute_dtype = 'float32'     # activations dtype: 'float32' | 'bfloat16' (params stay float32)
 
@@ -63,46 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = models.model_config('transformer')
 
   # Optimizer.
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adam'           # dense parameters: 'adam' | 'adamw' | 'adagrad' | 'sgd' | 'rmsprop'
-  c.optim.learning_rate = 1e-3
-  c.optim.weight_decay = 0.0      # adamw only
-  c.optim.schedule = 'constant'   # 'constant' | 'cosine' (decay to 0 over train.num_steps)
-  c.optim.warmup_steps = 0
-  c.optim.grad_clip = 0.0         # global-norm clipping, 0 = off
-  c.optim.embed_name = 'adam'     # optimizer of the embedding tables (same choices)
-  c.optim.embed_learning_rate = 1e-3
-  c.optim.embed_l2 = 0.0          # BARS/FuxiCTR embedding_regularizer: + embed_l2/2 * ||E||^2 (train/regularization.py)
-  c.optim.plateau_factor = 0.0    # > 0: both learning rates *= this after a validation without gain (FuxiCTR 0.1)
-  c.optim.embed_l2_rows = 'table'  # 'table': whole tables every step (FuxiCTR); 'batch': distinct rows looked up
-
-  # Training.
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 1024       # global batch, split over the 'data' mesh axis
-  c.train.num_steps = 1000
-  c.train.num_epochs = 0.0        # > 0: this many passes over the training split instead of num_steps
-  c.train.log_every = 50          # steps between lines of metrics.jsonl
-  c.train.nonfinite = 'stop'      # a non-finite loss/gradient: 'stop' with a message, or 'skip' the update
-  c.train.progress = True         # show a progress bar
-  c.train.transfer_guard = 'disallow'  # implicit host<->device transfers in the loop: 'disallow' | 'log' | 'allow'
-
-  # Evaluation and early stopping (on the monitored validation metric).
-  c.eval = ml_collections.ConfigDict()
-  c.eval.monitor = 'auc'          # metric for the best model and early stopping: 'auc' (up) | 'logloss' (down)
-  c.eval.every_steps = 250        # validation every this many steps (and at the end)
-  c.eval.every_epochs = 0.0       # > 0: validation every this many epochs instead of every_steps
-  c.eval.batch_size = 8192
-  c.eval.patience = 0             # stop after this many evaluations without improvement; 0 = never
-  c.eval.restore_best = True      # evaluate the test split with the best-validation parameters
-
-  # Sharding: mesh axes (name, size; -1 = all remaining devices) and logical-axis rules.
-  c.mesh = (('data', -1), ('model', 1))
-  c.sharding_rules = (('vocab', None),)  # e.g. (('vocab', 'model'),) row-shards embedding tables
-
-  # Checkpointing (Orbax, in WORKDIR/checkpoints; rerunning the command resumes).
-  c.ckpt = ml_collections.ConfigDict()
-  c.ckpt.every_steps = 500        # 0 = only at the end
-  c.ckpt.max_to_keep = 2
+  c.optim = optim_section()
+  # Training, evaluation, sharding, checkpointing: the loop's sections (every family's).
+  add_loop_sections(c, monitor='auc')
 
   # Baseline trained on the same data after the main model, reported beside it.
   c.baseline = ml_collections.ConfigDict()
@@ -112,16 +126,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-CHOICES = {
-    'compute_dtype': ('float32', 'bfloat16'),
-    'eval.monitor': ('auc', 'logloss'),
-    'optim.name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
-    'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
-    'optim.schedule': ('constant', 'cosine'),
-    'optim.embed_l2_rows': ('table', 'batch'),
-    'train.nonfinite': ('stop', 'skip'),
-    'train.transfer_guard': ('disallow', 'log', 'allow'),
-}
 
 
 def _flatten(cfg, prefix=''):
@@ -188,9 +192,35 @@ def validate_model(model_cfg):
 _MAY_BE_ZERO = ('embed_cross', 'skip_every', 'num_cross', 'low_rank', 'pyramid_min_tokens', 'aux_every')
 
 
+LOOP_CHOICES = {
+    'compute_dtype': ('float32', 'bfloat16'),
+    'optim.name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
+    'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
+    'optim.schedule': ('constant', 'cosine'),
+    'optim.embed_l2_rows': ('table', 'batch'),
+    'train.nonfinite': ('stop', 'skip'),
+    'train.transfer_guard': ('disallow', 'log', 'allow'),
+}
+
+
+CHOICES = dict(LOOP_CHOICES, **{'eval.monitor': ('auc', 'logloss')})
+
+
 def validate(config, num_devices: int | None = None):
-  """Raises ConfigError on the first problem; returns the config unchanged otherwise."""
-  base = _flatten(base_config())
+  """Raises ConfigError on the first problem of a CTR config; returns it unchanged otherwise."""
+  validate_sections(config, base_config(), CHOICES, num_devices)
+  validate_model(config.model)
+  return config
+
+
+def validate_sections(config, base, choices, num_devices: int | None = None):
+  """The checks every family shares, against the family's full `base` config (model aside).
+
+  Unknown keys (with a did-you-mean), wrong types, values outside `choices`, sizes that must be
+  positive, the mesh against the devices and batch sizes against the data axis: ConfigError
+  with one sentence naming the field.
+  """
+  base = _flatten(base)
   base = {k: v for k, v in base.items() if not k.startswith('model.')}
   given = _flatten(config)
   for key in given:
@@ -207,10 +237,9 @@ def validate(config, num_devices: int | None = None):
     if not _type_ok(value, want):
       raise ConfigError(f'config.{key} must be a {type(want).__name__}, got {value!r} '
                         f'({type(value).__name__}).')
-  for key, choices in CHOICES.items():
-    if key in given and given[key] not in choices:
-      raise ConfigError(f'config.{key}={given[key]!r} is not one of {list(choices)}.')
-  validate_model(config.model)
+  for key, allowed in choices.items():
+    if key in given and given[key] not in allowed:
+      raise ConfigError(f'config.{key}={given[key]!r} is not one of {list(allowed)}.')
   positive = ['train.batch_size', 'train.num_steps', 'train.log_every', 'eval.every_steps',
               'eval.batch_size']
   for key in positive:
@@ -313,3 +342,36 @@ def lock(config):
   config.lock()
   return config
 
+
+
+
+def _module_from_path(path: str, what: str, prefix: str):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise ConfigError(f'the {what} {path!r} does not exist.')
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'{prefix}{name}', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def load_file(path: str, arg=None):
+  """`get_config(arg)` of a config file, as `--config=path[:arg]` loads it; any family.
+
+  Config files are loaded by path (ml_collections' config_flags does the same), so configs/
+  needs no package imports: a file that builds on another calls
+  `load_file(os.path.join(os.path.dirname(__file__), 'other.py'), arg)`. `path` may end in
+  ':arg' as on the command line; without an arg, get_config() takes its own default.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  if arg is None and ':' in os.path.basename(path):
+    path, arg = path.rsplit(':', 1)
+  mod = _module_from_path(path, 'config file', 'deres_jax_config_')
+  return mod.get_config() if arg is None else mod.get_config(arg)
+
+
+def load_table(path: str):
+  """A paper table's module (configs/tables/*.py: ROWS, BASELINE, base_config, ...), by path."""
+  return _module_from_path(path, 'table file', 'deres_jax_table_')

@@ -1,15 +1,39 @@
 """Training curves of one or several runs on shared axes (`launch/plot.py`, the notebooks).
 
 Reads WORKDIR/metrics.jsonl (one JSON object per logged step, `trainer.MetricWriter`) and
-draws `train/loss`, `eval/auc` and `eval/logloss` against the step, one colour per run, so
-runs are compared by looking. A run's label is its directory name with the model (and
-connector) from config.json, plus the test AUC when summary.json exists.
+draws `train/loss` and the validation curve of each run's `eval.monitor` (from config.json:
+`eval/auc` for CTR, `eval/wauc` for multi-scenario, `eval/recall@10` for generative retrieval),
+plus `eval/logloss` where runs log it, against the step, one colour per run, so runs are
+compared by looking. A run's label is its directory name with the model (and connector) from
+config.json, plus its test value of the monitored metric when summary.json exists.
 """
 import json
 import os
 
 PANELS = (('train/loss', 'training loss (BCE)'), ('eval/auc', 'validation AUC'),
-          ('eval/logloss', 'validation logloss'))
+          ('eval/logloss', 'validation logloss'))  # a CTR run's panels
+
+
+def _config(workdir: str) -> dict:
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def panels(workdirs, runs) -> list:
+  """[(metric, title)]: the training loss, each run's monitored metric, then eval/logloss if logged."""
+  families = {_config(w).get('family', 'ctr') for w in workdirs}
+  out = [('train/loss', 'training loss' if 'genrec' in families else 'training loss (BCE)')]
+  for w in workdirs:
+    monitor = _config(w).get('eval', {}).get('monitor', 'auc')
+    panel = ('eval/' + monitor, 'validation ' + ('AUC' if monitor == 'auc' else monitor))
+    if panel not in out:
+      out.append(panel)
+  if ('eval/logloss', 'validation logloss') not in out and any('eval/logloss' in r for r in runs):
+    out.append(('eval/logloss', 'validation logloss'))
+  return out
 
 
 class NoMetricsError(FileNotFoundError):
@@ -40,18 +64,17 @@ def read_metrics(workdir: str) -> dict:
 def run_label(workdir: str) -> str:
   """'<dir> (<model>/<connector>, test AUC x)' from the workdir's config.json and summary.json."""
   label = os.path.basename(os.path.normpath(workdir))
-  extra = []
-  try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      model = json.load(f).get('model', {})
-    extra.append(model.get('name', '') + (f"/{model['connector']}" if model.get('connector') else ''))
-  except (OSError, ValueError):
-    pass
+  config = _config(workdir)
+  model = config.get('model', {})
+  extra = [config.get('system') or model.get('name', '') +
+           (f"/{model['connector']}" if model.get('connector') else '')]
+  monitor = config.get('eval', {}).get('monitor', 'auc')
   try:
     with open(os.path.join(workdir, 'summary.json')) as f:
-      auc = json.load(f).get('test_auc')
-    if auc is not None:
-      extra.append(f'test AUC {auc:.4f}')
+      summary = json.load(f)
+    value = summary.get(f'test_{monitor}', (summary.get('test') or {}).get(monitor))
+    if isinstance(value, (int, float)):
+      extra.append(f'test {"AUC" if monitor == "auc" else monitor} {value:.4f}')
   except (OSError, ValueError):
     pass
   extra = [e for e in extra if e]
@@ -59,7 +82,7 @@ def run_label(workdir: str) -> str:
 
 
 def plot_runs(workdirs, labels=None, title: str = ''):
-  """A matplotlib Figure with one panel per metric of PANELS, every run on the same axes.
+  """A matplotlib Figure with one panel per metric of `panels`, every run on the same axes.
 
   Args:
     workdirs: training workdirs (each with metrics.jsonl).
@@ -72,8 +95,9 @@ def plot_runs(workdirs, labels=None, title: str = ''):
   workdirs = list(workdirs)
   labels = list(labels) if labels else [run_label(w) for w in workdirs]
   runs = [read_metrics(w) for w in workdirs]
-  fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.8), sharex=True, squeeze=False)
-  for ax, (key, name) in zip(axes[0], PANELS):
+  shown = panels(workdirs, runs)
+  fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), sharex=True, squeeze=False)
+  for ax, (key, name) in zip(axes[0], shown):
     for i, (metrics, label) in enumerate(zip(runs, labels)):
       if key in metrics:
         steps, values = metrics[key]

@@ -6,11 +6,13 @@
 
 Rerunning the same command resumes: finished rows are read back, not retrained. A table is
 either a config file of rows (`configs/tables/*.py`, run by `deres_jax.train.paper_table`)
-or a module with `run_table(data, seeds, workdir, out)` (TABLES below); its result file
-names this command, the budget and the seeds in its header.
+or a module with `run_table(data, seeds, workdir, out, **options)` and `OPTIONS` (the option
+flags it takes: --data_path, --preset, --max_minutes, --latency_rounds); every table trains
+through the one job runner (deres_jax/train/jobs.py). Its result file names this command, the
+budget and the seeds in its header.
 """
+import functools
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -33,6 +35,16 @@ _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds per row (0 .. seeds-1)
 _WORKDIR = flags.DEFINE_string('workdir', '', 'One workdir per row and seed (default /tmp/reproduce_<table>_<data>).')
 _DATA_PATH = flags.DEFINE_string('data_path', '', 'Prepared data directory (--data=criteo|avazu|csv).')
 _OUT = flags.DEFINE_string('out', '', 'Markdown table (default results/<table>_<data>.md; a .csv beside it).')
+# Table options (a table's module lists those it takes in OPTIONS).
+_OPTIONS = {
+    'data_path': _DATA_PATH,
+    'preset': flags.DEFINE_string('preset', 'cpu_short',
+                                  'genrec: the budget preset (deres_jax/genrec/table.py PRESETS).'),
+    'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'genrec: start no new run after this many minutes '
+                                      '(0 = no limit; < 0 = only rewrite the table).'),
+    'latency_rounds': flags.DEFINE_integer('latency_rounds', 5, 'genrec: back-to-back decoding latency rounds '
+                                           '(0 = off).'),
+}
 flags.mark_flags_as_required(['table'])
 
 
@@ -46,22 +58,29 @@ def main(argv):
   name, data = _TABLE.value, _DATA.value
   workdir = _WORKDIR.value or f'/tmp/reproduce_{name}_{data}'
   out = _OUT.value or os.path.join('results', f'{name}_{data}.md')
+  if TABLES[name].endswith('.py'):  # a config file of rows, run by the paper-table runner
+    from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    from deres_jax.train import paper_table  # pylint: disable=g-import-not-at-top
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    table = config_lib.load_table(os.path.join(root, TABLES[name]))
+    run_table = functools.partial(paper_table.run_table, table,
+                                  command=' '.join(['python', 'launch/reproduce.py'] + sys.argv[1:]))
+    accepted = paper_table.OPTIONS
+  else:
+    module = importlib.import_module(TABLES[name])
+    run_table, accepted = module.run_table, module.OPTIONS
+  # Options are flags, each passed only to the tables that take it (one API for every table).
+  given = {k: flag.value for k, flag in _OPTIONS.items() if flags.FLAGS[k].present}
+  unused = sorted(set(given) - set(accepted))
+  if unused:
+    print(f'error: --{unused[0]} does not apply to --table={name} (it takes '
+          f'{", ".join("--" + o for o in accepted) or "no options"}).', file=sys.stderr)
+    sys.exit(2)
   try:
-    if TABLES[name].endswith('.py'):
-      from deres_jax.train import paper_table  # pylint: disable=g-import-not-at-top
-      root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-      spec = importlib.util.spec_from_file_location(f'table_{name}', os.path.join(root, TABLES[name]))
-      table = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(table)
-      command = ' '.join(['python', 'launch/reproduce.py'] + sys.argv[1:])
-      paper_table.run_table(table, data, _SEEDS.value, workdir, out, data_path=_DATA_PATH.value,
-                            command=command)
-    else:
-      importlib.import_module(TABLES[name]).run_table(data, _SEEDS.value, workdir, out)
+    run_table(data, _SEEDS.value, workdir, out, **given)
   except ValueError as e:  # an unknown --data for this table, a bad row config
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-
 
 if __name__ == '__main__':
   cli.run(main)

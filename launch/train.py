@@ -1,11 +1,16 @@
-"""Trains a model from a config file; rerunning the same command resumes.
+"""Trains a model of any family from a config file; rerunning the same command resumes.
 
   python launch/train.py --config=configs/quickstart.py --workdir=/tmp/quickstart
   python launch/train.py --config=configs/quickstart.py --workdir=/tmp/q --config.model.depth=8
   python launch/train.py --config=configs/quickstart.py --workdir=/tmp/q1 --config.model.name=onetrans
+  python launch/train.py --config=configs/multiscenario/synthetic.py --workdir=/tmp/ms
+  python launch/train.py --config=configs/genrec/beauty_tiger_rqvae.py:cpu --workdir=/tmp/tiger
 
-`--config.model.*` flags are applied after the config file, name first: switching the model
-switches `config.model` to that model's own fields (README "Model zoo").
+`config.family` ('ctr', 'multiscenario', 'genrec') picks the family (deres_jax/train/family.py);
+the loop is the same for all (deres_jax/train/trainer.py). `--config.model.*` flags are applied
+after the config file, name first: switching the model switches `config.model` to that model's
+own fields (README "Model zoo"). Exit codes: 0 done, 2 a clear error (one line), 143 preempted
+(a checkpoint was saved: run the same command again).
 """
 import sys
 
@@ -44,14 +49,13 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from deres_jax import data  # pylint: disable=g-import-not-at-top
-  from deres_jax.train import checkpoint, distributed, report, trainer  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import checkpoint, distributed, trainer  # pylint: disable=g-import-not-at-top
   from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import family as family_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  if _CONFIG.value.get('family') == 'multiscenario':  # configs/multiscenario/: own models and trainer
-    from deres_jax.multiscenario import trainer as ms_trainer  # pylint: disable=g-import-not-at-top
-    sys.exit(ms_trainer.main(_CONFIG.value, _WORKDIR.value, _MODEL_FLAGS, _ALLOW_CHANGE.value))
   try:
-    config = config_lib.apply_model_overrides(_CONFIG.value, _MODEL_FLAGS)
+    family = family_lib.get(_CONFIG.value)
+    config = family.apply_overrides(_CONFIG.value, _MODEL_FLAGS)
   except config_lib.ConfigError as e:
     print(f'error: bad --config.model override: {e}', file=sys.stderr)
     sys.exit(2)
@@ -59,21 +63,19 @@ def main(argv):
   distributed.initialize(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   try:
-    config_lib.validate(config)
-    dataset = data.load(config.data)
+    family.validate(config)
+    dataset = family.load(config)
     summary = trainer.train_and_evaluate(config, _WORKDIR.value, dataset=dataset,
                                          allow_config_change=_ALLOW_CHANGE.value)
-    if config.baseline.logreg:
-      summary = report.add_logreg_baseline(config, _WORKDIR.value, summary, dataset=dataset)
+    summary = family.after_training(config, _WORKDIR.value, summary, dataset=dataset)
   except (config_lib.ConfigError, data.DataMissingError, checkpoint.CheckpointError,
-          trainer.NonFiniteError, workdir_lib.WorkdirBusyError) as e:
+          trainer.NonFiniteError, workdir_lib.WorkdirBusyError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except trainer.Preempted as e:
     sys.exit(e.code)
   if jax.process_index() == 0:
-    report.print_summary(summary)
-
+    family.report(summary)
 
 
 if __name__ == '__main__':

@@ -32,13 +32,9 @@ def pytest_configure(config):
 @pytest.fixture
 def tiny_config():
   """configs/tiny.py (small synthetic data, a tiny DeRes), shortened to 12 steps."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
-                      'tiny.py')
-  spec = importlib.util.spec_from_file_location('tiny_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  from deres_jax.config import load_file  # pylint: disable=g-import-not-at-top
+  c = load_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                             'tiny.py'))
   c.train.update(num_steps=12, log_every=3)
   c.eval.every_steps = 6
   c.ckpt.update(every_steps=6, max_to_keep=2)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from deres_jax.genrec import cobra
-from deres_jax.genrec import train
+from deres_jax.genrec import tasks
+from deres_jax.train import trainer
 from test_genrec_sasrec import genrec_config
 
 SLICE = os.path.join(os.path.dirname(__file__), 'data', 'genrec')
@@ -53,15 +54,15 @@ def test_ann_candidates_reach_items_outside_the_beams_and_never_padding():
 
 def test_cobra_pipeline_returns_only_real_items(tmp_path, monkeypatch):
   config = genrec_config('beauty_cobra')
-  config.data.data_dir = SLICE
+  config.data.path = SLICE
   config.tokenizer.steps = 10
   config.train.update(num_steps=4, log_every=4)
   config.eval.update(every_steps=4, num_val_users=64, batch_size=200)   # two decode calls for the test split
   seen = []
-  rank = train._CobraTask._rank
-  monkeypatch.setattr(train._CobraTask, '_rank', lambda self, p, e: seen.append(np.asarray(rank(self, p, e))) or
+  rank = tasks.CobraTask._rank
+  monkeypatch.setattr(tasks.CobraTask, '_rank', lambda self, p, e: seen.append(np.asarray(rank(self, p, e))) or
                       seen[-1])
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = trainer.train_and_evaluate(config, str(tmp_path))
   items = np.concatenate(seen)
   assert summary['system'] == 'cobra' and items.shape[1] == config.eval.beam_size
   assert items.min() >= 1 and items.max() <= 3354                 # catalogue ids only, never padding

@@ -1,5 +1,4 @@
 """genrec/sasrec.py and the genrec training loop: causality, learning a rule, exact resume."""
-import importlib.util
 import json
 import os
 
@@ -9,16 +8,14 @@ import numpy as np
 import pytest
 
 from deres_jax.genrec import sasrec
-from deres_jax.genrec import train
+from deres_jax.train import trainer
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def genrec_config(name, preset='tiny'):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', 'genrec', f'{name}.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(preset)
+  return load_file(os.path.join(ROOT, 'configs', 'genrec', f'{name}.py'), preset)
 
 
 def successor_data(directory, num_items=30, num_users=160, length=8, seed=0):
@@ -53,13 +50,13 @@ def successor_dir(tmp_path_factory):
 @pytest.mark.parametrize('loss', ['full', 'sampled'])
 def test_sasrec_learns_the_successor_rule_with_either_loss(successor_dir, tmp_path, loss):
   config = genrec_config('beauty_sasrec')
-  config.data.data_dir = successor_dir
+  config.data.path = successor_dir
   config.model.update(width=32, depth=1, dropout=0.0, loss=loss, num_negatives=8)
   config.optim.update(learning_rate=1e-2, embed_learning_rate=1e-2)
   config.train.update(batch_size=32, num_steps=60, log_every=30, loss_fraction=1.0)
   config.eval.update(every_steps=60)
   config.ckpt.every_steps = 60
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = trainer.train_and_evaluate(config, str(tmp_path))
   # Random ranking gives Recall@5 = 5/30; the rule is learnable exactly, also from 8 negatives.
   assert summary['test']['recall@5'] > 0.9, summary['test']
 
@@ -84,15 +81,15 @@ def test_sampled_softmax_matches_a_numpy_transcription():
 
 def test_resume_is_exact(successor_dir, tmp_path):
   config = genrec_config('beauty_sasrec')
-  config.data.data_dir = successor_dir
+  config.data.path = successor_dir
   config.train.update(num_steps=8, log_every=2)
   config.eval.every_steps = 4
   config.ckpt.every_steps = 4
-  whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  whole = trainer.train_and_evaluate(config, str(tmp_path / 'whole'))
   config.train.num_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / 'split'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'split'))
   config.train.num_steps = 8
-  resumed = train.train_and_evaluate(config, str(tmp_path / 'split'))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / 'split'))
   assert resumed['test'] == whole['test']
   lines = lambda p: [json.loads(l) for l in open(os.path.join(p, 'metrics.jsonl'))]
   loss = lambda p: [r['train/loss'] for r in lines(p) if 'train/loss' in r]

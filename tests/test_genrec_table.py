@@ -18,13 +18,12 @@ def _fake_summary(config, recall):
           'mean_tokens_per_item': 4.0, 'train_seconds': 1.0, 'num_params': 10}
 
 
-def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path, monkeypatch):
-  monkeypatch.setenv('GENREC_TABLE_PRESET', 'tiny')
-  monkeypatch.setenv('GENREC_DATA_DIR', SLICE)
-  monkeypatch.setenv('GENREC_TABLE_LATENCY_ROUNDS', '0')   # the back-to-back pass needs real tokenizers
+def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   calls, broken = [], {'capsid_hard'}
+  # The back-to-back latency pass needs real tokenizers: latency_rounds=0.
+  options = dict(preset='tiny', data_path=SLICE, latency_rounds=0)
 
-  def fake_run_row(config, workdir):   # stands in for train.train_and_evaluate
+  def fake_run_row(config, workdir, dataset=None, devices=None):   # stands in for run_row
     key = os.path.basename(os.path.dirname(workdir))
     calls.append(key)
     if key in broken:
@@ -37,15 +36,14 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path, monkeypat
       json.dump(summary, f)
     return summary
 
-  monkeypatch.setattr(table, 'run_row', fake_run_row)
   out = str(tmp_path / 'genrec_beauty.md')
-  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out)
+  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out, train_fn=fake_run_row, **options)
   assert calls == [r.key for r in table.ROWS]
   status = {r['key']: r['status'] for r in rows}
   assert status['capsid_hard'] == 'failed: RuntimeError: routing exploded'
   assert all(v == 'done' for k, v in status.items() if k != 'capsid_hard')
   md = open(out).read()
-  assert 'failed: RuntimeError: routing exploded' in md and 'GENREC_TABLE_PRESET=tiny' in md
+  assert 'failed: RuntimeError: routing exploded' in md and '--preset=tiny' in md
   assert '* CAPSID+SemanticBPE R@10 above TIGER-RQ-VAE: 0.1000 vs 0.0500: holds' in md
   with open(out[:-3] + '.csv') as f:
     assert {r['key']: r['status'] for r in csv.DictReader(f)}['capsid_hard'].startswith('failed')
@@ -57,13 +55,12 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path, monkeypat
   # Rerun: finished rows are read back, only the failed row is tried again (and now succeeds).
   calls.clear()
   broken.clear()
-  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out)
+  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out, train_fn=fake_run_row, **options)
   assert calls == ['capsid_hard'] and all(r['status'] == 'done' for r in rows)
 
 
-def test_unknown_data_and_preset_are_one_sentence_errors(monkeypatch, tmp_path):
+def test_unknown_data_and_preset_are_one_sentence_errors(tmp_path):
   with pytest.raises(ValueError, match='has no genrec table'):
     table.run_table('movies', 1, str(tmp_path), str(tmp_path / 'x.md'))
-  monkeypatch.setenv('GENREC_TABLE_PRESET', 'gpu_huge')
-  with pytest.raises(ValueError, match='is not a table preset'):
-    table.run_table('beauty', 1, str(tmp_path), str(tmp_path / 'x.md'))
+  with pytest.raises(ValueError, match='is not a genrec table preset'):
+    table.run_table('beauty', 1, str(tmp_path), str(tmp_path / 'x.md'), preset='gpu_huge')

@@ -7,7 +7,7 @@ import pytest
 
 from deres_jax.genrec import rqkmeans
 from deres_jax.genrec import tiger
-from deres_jax.genrec import train
+from deres_jax.train import trainer
 from test_genrec_sasrec import genrec_config
 
 SLICE = os.path.join(os.path.dirname(__file__), 'data', 'genrec')
@@ -31,8 +31,8 @@ def test_token_layout_round_trips():
 def tiger_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('tiger'))
   config = genrec_config('beauty_tiger_rqkmeans')
-  config.data.data_dir = SLICE
-  summary = train.train_and_evaluate(config, workdir)
+  config.data.path = SLICE
+  summary = trainer.train_and_evaluate(config, workdir)
   return config, workdir, summary
 
 
@@ -53,7 +53,7 @@ def test_finished_tokenizer_is_not_refitted(tiger_run, monkeypatch):
 
   monkeypatch.setattr(rqkmeans, 'fit', refit)
   config.train.num_steps = 12  # the retriever resumes from step 8 and trains 4 more
-  summary = train.train_and_evaluate(config, workdir)
+  summary = trainer.train_and_evaluate(config, workdir)
   assert summary['tokenizer'] == first['tokenizer']
   steps = [json.loads(l)['step'] for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert max(steps) == 12
@@ -61,11 +61,11 @@ def test_finished_tokenizer_is_not_refitted(tiger_run, monkeypatch):
 
 def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
   config = genrec_config('beauty_capsid_bpe')
-  config.data.data_dir = SLICE
+  config.data.path = SLICE
   config.tokenizer.update(steps=10, max_levels=2, min_levels=1, routing_iters=2)  # fewer ops to compile
   config.train.update(num_steps=4, log_every=4)
   config.eval.update(every_steps=4, num_val_users=64, batch_size=400)  # one decode call for the test split
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = trainer.train_and_evaluate(config, str(tmp_path))
   assert summary['tokenizer']['tokenizer'] == 'capsid' and summary['bpe']['merges'] > 0
   # Merges shorten the item strings; the trie still only yields real items.
   assert summary['bpe']['tokens_per_item'] < summary['bpe']['tokens_per_item_before']

@@ -6,6 +6,7 @@ import sys
 
 from deres_jax import data
 from deres_jax.train import metric_writer, trainer
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ['--config.train.num_steps=6', '--config.train.log_every=2',
@@ -19,11 +20,7 @@ def _free_port():
 
 
 def _tiny_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('tiny', os.path.join(ROOT, 'configs', 'tiny.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_file(os.path.join(ROOT, 'configs', 'tiny.py'))
   c.train.update(num_steps=6, log_every=2)
   c.eval.every_steps = 6
   c.ckpt.every_steps = 3

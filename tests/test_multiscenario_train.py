@@ -10,7 +10,9 @@ import pytest
 
 from deres_jax.data import iterator as iterator_lib
 from deres_jax.multiscenario import config as config_lib
-from deres_jax.multiscenario import models, samples, synthetic, trainer
+from deres_jax.multiscenario import family as ms_family
+from deres_jax.multiscenario import models, samples, synthetic
+from deres_jax.train import trainer
 from deres_jax.train.optim import make_optimizer
 from deres_jax.train.step import create_state, make_steps
 
@@ -113,11 +115,11 @@ def test_midpg_train_step_has_one_collective(syn):
 
 def test_launch_flags_switch_models_and_reject_bad_fields():
   c = ml_collections.ConfigDict(_config().to_dict())
-  c = trainer.apply_model_flags(c, [('name', 'star'), ('aux_hidden', '(8,)')])
+  c = ms_family.apply_model_flags(c, [('name', 'star'), ('aux_hidden', '(8,)')])
   assert c.model.name == 'star' and tuple(c.model.hidden) == (16, 8)  # sizes carry over
   assert tuple(c.model.aux_hidden) == (8,)
   with pytest.raises(ValueError, match="has no field 'rank'"):
-    trainer.apply_model_flags(c, [('rank', '4')])
+    ms_family.apply_model_flags(c, [('rank', '4')])
   c.eval.monitor = 'gauc'
   with pytest.raises(ValueError, match='eval.monitor'):
     config_lib.validate(c)

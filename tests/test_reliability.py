@@ -28,22 +28,19 @@ from deres_jax import data
 from deres_jax.data import iterator as iterator_lib
 from deres_jax.train import checkpoint as ckpt_lib
 from deres_jax.train import metric_writer, trainer
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, 'configs', 'tiny.py')
 # Summary fields that measure time, not the result.
-TIMING = ('train_seconds', 'examples_per_second')
+TIMING = ('train_seconds', 'compile_seconds', 'examples_per_second')
 
 
 # ---------------------------------------------------------------- Helpers.
 
 def _tiny_config(**train):
   """configs/tiny.py (in-process: 8 devices), with `train` fields overridden."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('tiny', TINY)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_file(TINY)
   c.train.update(train)
   return c
 

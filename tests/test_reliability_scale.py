@@ -18,18 +18,15 @@ from deres_jax import config as config_lib
 from deres_jax.train import checkpoint as ckpt_lib
 from deres_jax.train import metric_writer, trainer
 from deres_jax.train import workdir as workdir_lib
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, 'configs', 'tiny.py')
-TIMING = ('train_seconds', 'examples_per_second')
+TIMING = ('train_seconds', 'compile_seconds', 'examples_per_second')
 
 
 def _tiny(**train):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('tiny', TINY)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_file(TINY)
   c.train.update(dict(num_steps=12, log_every=3, **train))
   c.eval.every_steps = 3
   c.ckpt.update(every_steps=6, max_to_keep=2)

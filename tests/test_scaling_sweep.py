@@ -54,7 +54,7 @@ def test_sweep_resumes_without_rerunning_finished_points(tiny_config, tmp_path, 
   out = io.StringIO()
   records = runs.run(config, str(tmp_path), ['deres'], train_fn=counting, out=out)
   assert calls == ['logreg_seed0', 'deres_depth1_width16_seed0']
-  assert '[############------------] 1/2' in out.getvalue()  # the progress bar
+  assert '[1/2] logreg_seed0: training in' in out.getvalue()  # the job runner's progress
   rec = {r['name']: r for r in records}['deres_depth1_width16_seed0']
   assert rec['depth'] == 1 and rec['width'] == 16 and rec['seed'] == 0 and rec['steps'] == 4
   assert rec['train_flops'] == 3 * rec['inference_flops'] > 0

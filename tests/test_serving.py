@@ -6,7 +6,6 @@ end of its test.
 """
 import concurrent.futures
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -24,15 +23,13 @@ from deres_jax.serving import app as serving_app
 from deres_jax.serving import export as export_lib
 from deres_jax.serving import exported, features, from_workdir, predict
 from deres_jax.train import trainer
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_config():
-  spec = importlib.util.spec_from_file_location('tiny_config', os.path.join(ROOT, 'configs', 'tiny.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_file(os.path.join(ROOT, 'configs', 'tiny.py'))
   c.train.update(num_steps=12, log_every=3)
   c.eval.every_steps = 6
   c.ckpt.update(every_steps=6, max_to_keep=2)

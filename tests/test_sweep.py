@@ -5,7 +5,6 @@ One test trains for real (2 trials of 4 steps of configs/tiny.py); the others re
 `train_and_evaluate` by a fake that writes a summary.json from the config, which is enough to
 test what the sweep does around training.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,17 +14,16 @@ import jax
 import pytest
 
 from deres_jax import config as config_lib
+from deres_jax import data
 from deres_jax.train import sweep
 from deres_jax.train import trainer
+from deres_jax.config import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config_file(path):
-  spec = importlib.util.spec_from_file_location('best_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_file(path)
 
 
 def _fake_train(calls):
@@ -48,7 +46,7 @@ def fake(monkeypatch):
   """Fake training and data loading; the list of trial workdirs trained."""
   calls = []
   monkeypatch.setattr(trainer, 'train_and_evaluate', _fake_train(calls))
-  monkeypatch.setattr(sweep.data_lib, 'load', lambda data_config: None)
+  monkeypatch.setattr(data, 'load', lambda data_config: None)
   return calls
 
 
@@ -135,7 +133,7 @@ def test_sweep_trains_resumes_and_writes_the_best_config(tiny_config, tmp_path, 
   axes = [('seed', ['0', '1'])]
   rows = sweep.run(tiny_config, str(tmp_path), axes)
   out = capsys.readouterr().out
-  assert 'trial 1/2: seed=0: training in' in out and 'trial 2/2: seed=1: done in' in out
+  assert '[1/2] seed=0: training in' in out and '[2/2] seed=1: done in' in out
   names = ['trial_000_0', 'trial_001_1']
   assert [r['name'] for r in rows] == names
   summaries = [json.load(open(tmp_path / n / 'summary.json')) for n in names]
@@ -165,7 +163,7 @@ def test_sweep_trains_resumes_and_writes_the_best_config(tiny_config, tmp_path, 
   sweep.run(tiny_config, str(tmp_path), axes)
   assert calls == []
   assert [os.path.getmtime(tmp_path / n / 'summary.json') for n in names] == mtimes
-  assert 'finished before' in capsys.readouterr().out
+  assert 'done before' in capsys.readouterr().out
   # A trial without summary.json (stopped after its last checkpoint) resumes from it.
   os.remove(tmp_path / names[1] / 'summary.json')
   sweep.run(tiny_config, str(tmp_path), axes)
@@ -200,22 +198,29 @@ def test_sweep_json_of_another_sweep_is_a_clear_error(tiny_config, tmp_path, fak
   assert len(fake) == 2
 
 
-def test_failed_trial_is_reported_and_not_retried(tiny_config, tmp_path, fake, monkeypatch, capsys):
+def test_failed_trial_is_reported_and_retried_by_the_next_run(tiny_config, tmp_path, fake,
+                                                               monkeypatch, capsys):
   train = trainer.train_and_evaluate
+  diverges = [True]
 
   def diverging(config, workdir, dataset=None):
-    if config.optim.learning_rate > 1:
+    if config.optim.learning_rate > 1 and diverges[0]:
       raise trainer.NonFiniteError('Non-finite loss or gradients at step 1.')
     return train(config, workdir, dataset)
   monkeypatch.setattr(trainer, 'train_and_evaluate', diverging)
   axes = [('optim.learning_rate', ['100', '0.5'])]
   rows = sweep.run(tiny_config, str(tmp_path), axes)
-  assert rows[0]['error'] == 'non-finite loss' and rows[1]['summary']['val_auc'] == 0.5
+  assert rows[0]['error'] == 'NonFiniteError: Non-finite loss or gradients at step 1.'
+  assert rows[1]['summary']['val_auc'] == 0.5
   assert (tmp_path / 'trial_000_100' / 'failed.json').exists()
+  assert 'failed: NonFiniteError' in (tmp_path / 'results.md').read_text()
   assert 'trial_001_0.5' in (tmp_path / 'best_config.py').read_text()
+  # The one failure policy of the job runner: the next run retries the failed trial only.
+  diverges[0] = False
   capsys.readouterr()
-  sweep.run(tiny_config, str(tmp_path), axes)
-  assert 'failed before' in capsys.readouterr().out and len(fake) == 1
+  rows = sweep.run(tiny_config, str(tmp_path), axes)
+  assert len(fake) == 2 and fake[-1].endswith('trial_000_100')
+  assert rows[0]['summary']['val_auc'] == 100 and not (tmp_path / 'trial_000_100' / 'failed.json').exists()
 
 
 def test_launcher_rejects_a_bad_value_in_one_line(tmp_path):

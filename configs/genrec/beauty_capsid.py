@@ -1,6 +1,6 @@
 """CAPSID (capsule-routed variable-length semantic IDs) + the TIGER retriever on Amazon 2014 Beauty.
 
-  python launch/train_genrec.py --config=configs/genrec/beauty_capsid.py:cpu --workdir=/tmp/g_capsid
+  python launch/train.py --config=configs/genrec/beauty_capsid.py:cpu --workdir=/tmp/g_capsid
 
 Same item features, retriever and presets as beauty_tiger_rqvae.py; the tokenizer is CAPSID
 (genrec/capsid.py: 4 levels x 256 capsules, 3 routing iterations, top-4 routing, the ID ends
@@ -9,16 +9,13 @@ once the active capsule's coefficient reaches 0.9 after at least 2 tokens). The 
 Ablations (issue 16) are presets of this file: 'cpu_hard' (hard routing = residual k-means
 assignment), 'cpu_iter1' (one routing iteration), 'cpu_fixed' (fixed length 4).
 """
-import importlib.util
 import os
+
+from deres_jax.config import load_file
 
 
 def _rqvae_config(arg):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_tiger_rqvae.py')
-  spec = importlib.util.spec_from_file_location('beauty_tiger_rqvae', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_tiger_rqvae.py'), arg)
 
 
 def get_config(arg='cpu'):

@@ -1,6 +1,6 @@
 """SASRec (full softmax) on Amazon 2014 Beauty 5-core: the bar a generative retriever must clear.
 
-  python launch/train_genrec.py --config=configs/genrec/beauty_sasrec.py:cpu --workdir=/tmp/g_sasrec
+  python launch/train.py --config=configs/genrec/beauty_sasrec.py:cpu --workdir=/tmp/g_sasrec
 
 Presets: 'cpu' (default; 2 CPU cores, a few minutes), 'full' (longer, for a GPU/TPU), 'tiny'
 (tests: the Beauty slice in tests/data/genrec, seconds).
@@ -26,7 +26,7 @@ def get_config(arg='cpu'):
     config.eval.update(every_steps=1000)
     config.ckpt.every_steps = 1000
   elif arg == 'tiny':
-    config.data.data_dir = 'tests/data/genrec'
+    config.data.path = 'tests/data/genrec'
     config.model.update(width=16, depth=1)
     config.train.update(batch_size=32, num_steps=8, log_every=4)
     config.eval.update(every_steps=4, batch_size=64)

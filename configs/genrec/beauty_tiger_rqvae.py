@@ -1,6 +1,6 @@
 """TIGER (RQ-VAE semantic IDs + encoder-decoder retriever) on Amazon 2014 Beauty 5-core.
 
-  python launch/train_genrec.py --config=configs/genrec/beauty_tiger_rqvae.py:cpu --workdir=/tmp/g_tiger
+  python launch/train.py --config=configs/genrec/beauty_tiger_rqvae.py:cpu --workdir=/tmp/g_tiger
 
 Item features: TF-IDF + SVD of the S3-Rec attributes concatenated with PPMI + SVD collaborative
 vectors from the training parts (no item text exists in the data here; TIGER used Sentence-T5
@@ -37,7 +37,7 @@ def get_config(arg='cpu'):
     config.eval.update(every_steps=1000, num_val_users=1000, batch_size=256)
     config.ckpt.every_steps = 500
   elif arg == 'tiny':
-    config.data.data_dir = 'tests/data/genrec'
+    config.data.path = 'tests/data/genrec'
     config.features.dim = 16
     config.tokenizer.update(levels=2, codebook_size=8, latent_dim=8, hidden=(32,), steps=20, batch_size=128,
                             restart_every=10, log_every=10, num_user_tokens=16)

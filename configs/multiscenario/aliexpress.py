@@ -1,7 +1,7 @@
 """AliExpress (Tianchi 74690): one scenario per country (NL, ES, FR, US, RU), CVR = conversion.
 
   python launch/train.py --config=configs/multiscenario/aliexpress.py --workdir=/tmp/ms_ae \
-      --config.data.data_dir=/path/to/aliexpress
+      --config.data.path=/path/to/aliexpress
 
 DATA_DIR holds the dataset's own layout, AliExpress_<CC>/train.csv and test.csv (columns
 search_id, categorical_1..16, numerical_1..63, click, conversion). The test file of each country
@@ -17,7 +17,7 @@ from deres_jax.multiscenario.config import base_config
 def get_config():
   config = base_config()
   # Data: the country of each file is its scenario; target conversion (click is the other label).
-  config.data.update(name='aliexpress', target='conversion', data_dir='', countries='NL,ES,FR,US,RU',
+  config.data.update(name='aliexpress', target='conversion', path='', countries='NL,ES,FR,US,RU',
                      max_rows=0)
   config.model = models.model_config('midpg', hidden=(256, 128, 64))
   config.train.update(batch_size=2048, num_steps=20_000, log_every=200)

@@ -14,6 +14,7 @@ stream with gate_init = 0 is the other row.
 import importlib.util
 import os
 
+# The main table's module (its rows, base config and budget), loaded by path like any config.
 _spec = importlib.util.spec_from_file_location(
     'table_main', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'main.py'))
 main = importlib.util.module_from_spec(_spec)

@@ -53,14 +53,10 @@ def base_config(data: str = 'synthetic', data_path: str = ''):
 
 
 def _data_config(data: str):
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+  from deres_jax.config import load_file  # pylint: disable=g-import-not-at-top
   name = {'criteo': 'criteo', 'avazu': 'avazu', 'csv': 'byo_csv'}[data]
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'{name}_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return load_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), f'{name}.py'))
 
 
 def budget(c) -> str:

@@ -12,13 +12,16 @@ TRAIN_COLUMNS = ('label', 'dense', 'cat', 'scenario')
 
 
 class BatchIterator:
-  """Yields this process's share of each global batch as a dict of numpy arrays."""
+  """Yields this process's share of each global batch as a dict of numpy arrays.
+
+  `columns`: the keys of `split` to batch (None = all of them; every one has the rows on axis 0).
+  """
 
   def __init__(self, split: dict, batch_size: int, seed: int = 0, shuffle: bool = True,
                position: int = 0, process_index: int = 0, process_count: int = 1,
                columns=TRAIN_COLUMNS):
-    self.columns = {k: v for k, v in split.items() if k in columns}
-    self.num_rows = len(split['label'])
+    self.columns = {k: v for k, v in split.items() if columns is None or k in columns}
+    self.num_rows = len(next(iter(self.columns.values())))
     if batch_size > self.num_rows:
       raise ValueError(f'batch size {batch_size} is larger than the training split ({self.num_rows} '
                        f'rows): pass a smaller --config.train.batch_size (at most {self.num_rows}).')

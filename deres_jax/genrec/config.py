@@ -2,46 +2,50 @@
 
 configs/genrec/<data>_<system>.py start from `base_config(system)` and override presets.
 """
+import difflib
+
 import ml_collections
 
+from deres_jax import config as ctr_config
+from deres_jax import models
+from deres_jax.genrec import sasrec
+from deres_jax.genrec import tiger
+
 SYSTEMS = ('sasrec', 'tiger', 'cobra')
+# Model fields filled from the data (catalogue, history and token sizes) or internal.
+NOT_CONFIG = ('num_items', 'max_len', 'vocab_size', 'max_enc_len', 'max_dec_len', 'parent', 'name')
+MONITORS = ('recall@10', 'ndcg@10', 'recall@5', 'ndcg@5')
 
 
 def sasrec_model() -> ml_collections.ConfigDict:
-  """SASRec fields (genrec/sasrec.py); Kang & McAuley's Beauty settings."""
-  return ml_collections.ConfigDict(dict(
-      width=64,        # d, embedding and hidden width
-      depth=2,         # self-attention blocks
-      num_heads=1,     # attention heads
-      mlp_mult=1,      # FFN hidden = mlp_mult * width
-      dropout=0.2,     # embedding / attention / FFN dropout
-      loss='full',     # 'full' softmax over the catalogue | 'sampled' (uniform negatives shared by the batch)
-      num_negatives=256,  # negatives per step when loss='sampled'
-  ))
+  """SASRec's fields (genrec/sasrec.py, from its dataclass); Kang & McAuley's Beauty settings."""
+  return ml_collections.ConfigDict({k: v for k, (v, _) in models.dataclass_fields(
+      sasrec.SASRec, NOT_CONFIG).items()})
 
 
 def tiger_model() -> ml_collections.ConfigDict:
-  """TIGER retriever fields (genrec/tiger.py); defaults are the paper's sizes (~13M parameters)."""
-  return ml_collections.ConfigDict(dict(
-      width=128,       # model width
-      num_heads=6,     # attention heads
-      head_dim=64,     # per-head width (6 x 64 = 384 qkv features)
-      mlp_dim=1024,    # MLP hidden width
-      enc_depth=4,     # encoder layers
-      dec_depth=4,     # decoder layers
-      dropout=0.1,     # dropout everywhere
-  ))
+  """TIGER retriever fields (genrec/tiger.py, from its dataclass); the paper's sizes (~13M)."""
+  return ml_collections.ConfigDict({k: v for k, (v, _) in models.dataclass_fields(
+      tiger.Tiger, NOT_CONFIG).items()})
+
+
+def model_fields(system: str) -> dict:
+  """{field: (default, comment)} of a system's model section (`python -m deres_jax.models`)."""
+  cls = sasrec.SASRec if system == 'sasrec' else tiger.Tiger
+  return models.dataclass_fields(cls, NOT_CONFIG)
 
 
 def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   if system not in SYSTEMS:
     raise ValueError(f'system must be one of {SYSTEMS}, got {system!r}.')
   c = ml_collections.ConfigDict()
+  c.family = 'genrec'             # the family (train/family.py): genrec/family.py
+  c.compute_dtype = 'float32'     # kept for the shared loop; the retrievers run in float32
   c.system = system               # 'sasrec' | 'tiger' | 'cobra' (TIGER + dense vector + BeamFusion)
   c.seed = 0                      # parameters, batches, k-means, validation users
   # Data
   c.data = ml_collections.ConfigDict()
-  c.data.data_dir = '../shared/data/amazon'  # holds s3rec/<Dataset>.txt (+ _item2attributes.json); never downloaded
+  c.data.path = '../shared/data/amazon'  # holds s3rec/<Dataset>.txt (+ _item2attributes.json); never downloaded
   c.data.dataset = 'beauty'       # 'beauty' | 'sports' | 'toys'
   c.data.max_len = 20             # history cap (TIGER: 20)
   # Item content features (tokenizer input)
@@ -96,39 +100,45 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.cobra.candidates = 'ann'      # 'ann' (every item scored with every beam's vector) | 'beam' (beams' own items)
   # Model
   c.model = sasrec_model() if system == 'sasrec' else tiger_model()
-  # Optimizer (deres_jax/train/optim.py reads these fields)
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adam'           # dense parameters
-  c.optim.learning_rate = 1e-3
-  c.optim.embed_name = 'adam'     # embedding tables
-  c.optim.embed_learning_rate = 1e-3
-  c.optim.weight_decay = 0.0      # adamw only
-  c.optim.schedule = 'constant'   # 'constant' | 'cosine'
-  c.optim.warmup_steps = 0
-  c.optim.grad_clip = 1.0         # global-norm clipping, 0 = off
-  # Training
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128
-  c.train.num_steps = 4000
-  c.train.log_every = 200
+  # Optimizer: the shared section (deres_jax/config.py), same fields and meaning.
+  c.optim = ctr_config.optim_section()
+  c.optim.grad_clip = 1.0         # global-norm clipping
+  # Training, evaluation, sharding, checkpointing: the loop's sections, shared by every family.
+  ctr_config.add_loop_sections(c, monitor='recall@10', batch_size=128, eval_batch_size=512)
+  c.train.num_steps, c.train.log_every = 4000, 200
   c.train.loss_fraction = 0.5     # SASRec: share of the B*L positions scored (valid ones first)
-  # Eval
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 1000
-  c.eval.batch_size = 512         # users per scoring / decoding call
+  c.eval.every_steps = 1000       # validation Recall/NDCG (on num_val_users users) every this many steps
   c.eval.num_val_users = 0        # validation on a random subset (0 = all users)
   c.eval.num_test_users = 0       # test on a random subset (0 = all users; same users for every system and seed)
   c.eval.beam_size = 10           # TIGER: beams = K of the returned list
   c.eval.tail_fraction = 0.2      # least popular share of items reported as 'tail'
-  # Checkpointing
-  c.ckpt = ml_collections.ConfigDict()
   c.ckpt.every_steps = 1000
-  c.ckpt.max_to_keep = 2
   return c
 
 
-def validate(c):
-  """Stops with one sentence naming the field on an impossible config."""
+CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS})
+
+
+def validate(c, num_devices: int | None = None):
+  """Stops with one sentence naming the field on an impossible config (ConfigError)."""
+  if c.get('system') not in SYSTEMS:
+    raise ctr_config.ConfigError(f'config.system must be one of {SYSTEMS}, got {c.get("system")!r}.')
+  ctr_config.validate_sections(c, base_config(c.system), CHOICES, num_devices)
+  known = model_fields(c.system)
+  for key, value in c.model.items():
+    if key not in known:
+      close = difflib.get_close_matches(key, list(known), n=1)
+      hint = f' Did you mean {close[0]!r}?' if close else ''
+      raise ctr_config.ConfigError(f'config.model.{key} is not a field of the {c.system!r} model; its fields '
+                                   f'are {list(known)}.{hint}')
+  try:
+    _validate(c)
+  except ValueError as e:
+    raise ctr_config.ConfigError(str(e)) from None
+  return c
+
+
+def _validate(c):
   if c.system not in SYSTEMS:
     raise ValueError(f'config.system must be one of {SYSTEMS}, got {c.system!r}.')
   if c.system == 'sasrec' and c.model.get('loss', 'full') not in ('full', 'sampled'):

@@ -48,7 +48,7 @@ class SequenceData:
 def read_sequences(path: str) -> tuple:
   """Reads 'user item item ...' lines (integer ids); returns (users [U], list of item arrays)."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'no sequence file at {path}; point config.data.data_dir at the '
+    raise FileNotFoundError(f'no sequence file at {path}; point config.data.path at the '
                             'directory holding s3rec/<Dataset>.txt (nothing is downloaded).')
   users, seqs = [], []
   with open(path) as f:
@@ -215,7 +215,7 @@ def item_features(config, data: SequenceData) -> np.ndarray:
 def _one_source(config, data: SequenceData, source: str) -> np.ndarray:
   c = config.features
   if source == 'attributes':
-    path = os.path.join(config.data.data_dir, 's3rec',
+    path = os.path.join(config.data.path, 's3rec',
                         S3REC_NAMES[config.data.dataset.lower()] + '_item2attributes.json')
     return attribute_features(path, data.num_items, c.dim, config.seed)
   if source == 'collaborative':

@@ -2,17 +2,16 @@
 
   python launch/reproduce.py --table=genrec --data=beauty --seeds=1 --workdir=/tmp/genrec_table
 
-`--data` is beauty, sports or toys, read from $GENREC_DATA_DIR/s3rec/ (default
-../shared/data/amazon beside the repository, i.e. /work/shared/data/amazon; reproduce.py has no
-data-directory flag). $GENREC_TABLE_PRESET picks the budget (`PRESETS`; default 'cpu_short', a
-reduced schedule that fits about 40 minutes of a shared 2-core machine, never the papers'
-setting) and $GENREC_TABLE_MAX_MINUTES (0 = no limit; negative = train nothing new, only rewrite
-the table) stops starting new rows after that many minutes; rows not started are listed as
-'not run'. Rerun the command to continue. $GENREC_TABLE_LATENCY_ROUNDS (default 5, 0 = off)
-re-measures the decoding latency of every finished row back to back at the end (`latency_pass`),
-because latencies measured while each row ran saw different loads of a shared machine.
+`--data` is beauty, sports or toys, read from `--data_path`/s3rec/ (default ../shared/data/amazon
+beside the repository, i.e. /work/shared/data/amazon). `--preset` picks the budget (`PRESETS`;
+default 'cpu_short', a reduced schedule that fits about 40 minutes of a shared 2-core machine,
+never the papers' setting) and `--max_minutes` (0 = no limit; negative = train nothing new, only
+rewrite the table) stops starting new rows after that many minutes; rows not started are listed as
+'not run'. Rerun the command to continue. `--latency_rounds` (default 5, 0 = off) re-measures the
+decoding latency of every finished row back to back at the end (`latency_pass`), because
+latencies measured while each row ran saw different loads of a shared machine.
 
-One run per (row, seed) in WORKDIR/<row>/seed<k> through `train.train_and_evaluate`; a run whose
+One run per (row, seed) in WORKDIR/<row>/seed<k> through the job runner (train/jobs.py); a run whose
 summary.json exists is read back, not retrained. Rows that share a tokenizer (COBRA and TIGER
 over RQ-VAE; CAPSID with and without SemanticBPE) copy the finished tokenizer/ directory of the
 row named in `SHARE` when their tokenizer, feature and data configs are equal, so it is fitted
@@ -22,18 +21,17 @@ and a .csv beside it after every row.
 """
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
-import time
-import traceback
 
 import numpy as np
 
 from deres_jax.genrec import config as config_lib
+from deres_jax.train import jobs
 
 DATASETS = ('beauty', 'sports', 'toys')
+OPTIONS = ('data_path', 'preset', 'max_minutes', 'latency_rounds')  # launch/reproduce.py flags it takes
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(_ROOT, '..', 'shared', 'data', 'amazon'))
 
@@ -79,21 +77,18 @@ PRESETS = {
 
 
 def _load_config(name: str, arg: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_ROOT, 'configs', 'genrec', f'{name}.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return config_lib.ctr_config.load_file(os.path.join(_ROOT, 'configs', 'genrec', f'{name}.py'), arg)
 
 
 def table_config(row: Row, data: str, seed: int, preset: str, data_dir: str):
   """The config of one (row, seed): the row's config file at the preset's base, then its overrides."""
   if preset not in PRESETS:
-    raise ValueError(f'$GENREC_TABLE_PRESET={preset!r} is not a table preset; choose one of {sorted(PRESETS)}.')
+    raise ValueError(f'--preset={preset!r} is not a genrec table preset; choose one of {sorted(PRESETS)}.')
   p = PRESETS[preset]
   c = _load_config(row.config, p['base'] + (f'_{row.variant}' if row.variant else ''))
   c.data.dataset, c.seed = data, seed
   if data_dir:
-    c.data.data_dir = data_dir
+    c.data.path = data_dir
   for key, value in p['sasrec' if c.system == 'sasrec' else 'generative'].items():
     section, field = key.split('.')
     c[section][field] = value
@@ -102,12 +97,20 @@ def table_config(row: Row, data: str, seed: int, preset: str, data_dir: str):
   return config_lib.validate(c)
 
 
-def run_row(config, workdir: str) -> dict:
-  """Trains and evaluates one run (tests replace this with a fake)."""
+def _reused(job_dir: str) -> str:
+  try:
+    with open(os.path.join(job_dir, 'table_row.json')) as f:
+      return json.load(f).get('reused', '')
+  except (OSError, ValueError):
+    return ''
+
+
+def run_row(config, workdir: str, dataset=None, devices=None) -> dict:
+  """Trains and evaluates one run (the job runner's train_fn; tests pass a fake)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from deres_jax.genrec import train  # pylint: disable=g-import-not-at-top  (JAX only when a row runs)
+  from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top  (JAX only when a row runs)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  return train.train_and_evaluate(config, workdir)
+  return trainer.train_and_evaluate(config, workdir, dataset=dataset, devices=devices)
 
 
 def _same_tokenizer(a, b) -> bool:
@@ -132,7 +135,9 @@ def _share_tokenizer(row, seed, config, configs, workdir) -> str:
   return f'tokenizer of {src_key}'
 
 
-def run_table(data: str, seeds: int, workdir: str, out: str) -> list:
+def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_short',
+              data_path: str = '', max_minutes: float = 0.0, latency_rounds: int = 5,
+              train_fn=None) -> list:
   """Trains (or reads back) every row and seed; writes `out` (.md) and its .csv twin after each run.
 
   Args:
@@ -140,6 +145,12 @@ def run_table(data: str, seeds: int, workdir: str, out: str) -> list:
     seeds: seeds per row (0 .. seeds-1; mean ± std over them).
     workdir: one sub-directory per row and seed; finished runs are read back.
     out: the markdown file; the CSV goes beside it.
+    preset: a key of `PRESETS` (the budget; `--preset`).
+    data_path: holds s3rec/<Dataset>.txt ('' = DEFAULT_DATA_DIR; `--data_path`).
+    max_minutes: start no new run after this many minutes (0 = no limit; < 0 = train nothing
+      new, only rewrite the table; `--max_minutes`).
+    latency_rounds: back-to-back decoding latency rounds at the end (0 = off; `--latency_rounds`).
+    train_fn: the training function of one run (default `run_row`; tests pass a fake).
   Returns:
     The row dicts written to the CSV.
   """
@@ -147,57 +158,35 @@ def run_table(data: str, seeds: int, workdir: str, out: str) -> list:
     raise ValueError(f'--data={data!r} has no genrec table; choose one of {list(DATASETS)}.')
   if seeds < 1:
     raise ValueError(f'--seeds={seeds} must be at least 1.')
-  preset = os.environ.get('GENREC_TABLE_PRESET', 'cpu_short')
-  data_dir = os.environ.get('GENREC_DATA_DIR', DEFAULT_DATA_DIR)
-  max_minutes = float(os.environ.get('GENREC_TABLE_MAX_MINUTES', '0') or 0)
+  data_dir = data_path or DEFAULT_DATA_DIR
   os.makedirs(workdir, exist_ok=True)
   configs = {r.key: [table_config(r, data, s, preset, data_dir) for s in range(seeds)] for r in ROWS}
   runs = {r.key: [None] * seeds for r in ROWS}   # summary dict, or {'failed': msg} / {'not_run': msg}
-  jobs = [(r, s) for s in range(seeds) for r in ROWS]
-  t_start, trained_seconds, trained = time.perf_counter(), 0.0, 0
   ctx = dict(data=data, seeds=seeds, workdir=workdir, out=out, preset=preset, data_dir=data_dir)
-  for i, (row, seed) in enumerate(jobs):
-    wd = os.path.join(workdir, row.key, f'seed{seed}')
-    path = os.path.join(wd, 'summary.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        runs[row.key][seed] = json.load(f)
-      note = os.path.join(wd, 'table_row.json')
-      if os.path.exists(note):
-        with open(note) as f:
-          runs[row.key][seed]['reused'] = json.load(f).get('reused', '')
-      print(f'[{i + 1}/{len(jobs)}] {row.key} seed {seed}: done before, read back', flush=True)
-      continue
-    elapsed_min = (time.perf_counter() - t_start) / 60
-    if max_minutes < 0 or (max_minutes and elapsed_min >= max_minutes):
-      runs[row.key][seed] = {'not_run': 'outside the time budget of this table run'}
-      continue
-    shared = _share_tokenizer(row, seed, configs[row.key][seed], {k: v[seed] for k, v in configs.items()}, workdir)
-    print(f'[{i + 1}/{len(jobs)}] {row.key} seed {seed}: training' + (f' (reusing the {shared})' if shared else ''),
-          flush=True)
-    t0 = time.perf_counter()
-    try:
-      summary = run_row(configs[row.key][seed], wd)
-      runs[row.key][seed] = dict(summary, reused=shared)
-      with open(os.path.join(wd, 'table_row.json'), 'w') as f:
-        json.dump({'reused': shared}, f)
-      how = f"test R@10 {summary['test']['recall@10']:.4f}"
-    except Exception as e:  # pylint: disable=broad-except  (a failed row must not stop the table)
-      runs[row.key][seed] = {'failed': f'{type(e).__name__}: {e}'.splitlines()[0][:200]}
-      traceback.print_exc()
-      how = f"FAILED ({runs[row.key][seed]['failed']})"
-    took = time.perf_counter() - t0
-    trained_seconds, trained = trained_seconds + took, trained + 1
-    left = sum(1 for r, s in jobs[i + 1:] if not os.path.exists(os.path.join(workdir, r.key, f'seed{s}',
-                                                                             'summary.json')))
-    print(f'[{i + 1}/{len(jobs)}] {row.key} seed {seed}: {how} in {took:.0f} s; '
-          f'{time.perf_counter() - t_start:.0f} s so far, ETA {left * trained_seconds / trained / 60:.0f} min '
-          f'for {left} more', flush=True)
+  by_name = {f'{r.key}/seed{s}': (r, s) for s in range(seeds) for r in ROWS}
+  job_list = [jobs.Job(name, configs[r.key][s], f'{r.key} seed {s}') for name, (r, s) in by_name.items()]
+
+  def share(job):  # copy a finished tokenizer in (SHARE) and note it beside the run
+    row, seed = by_name[job.name]
+    shared = _share_tokenizer(row, seed, job.config, {k: v[seed] for k, v in configs.items()}, workdir)
+    os.makedirs(os.path.join(workdir, job.name), exist_ok=True)
+    with open(os.path.join(workdir, job.name, 'table_row.json'), 'w') as f:
+      json.dump({'reused': shared}, f)
+
+  def record(result):
+    row, seed = by_name[result.job.name]
+    if result.summary is not None:
+      runs[row.key][seed] = dict(result.summary, reused=_reused(os.path.join(workdir, result.job.name)))
+    else:
+      runs[row.key][seed] = {'failed' if result.status == 'failed' else 'not_run': result.error}
     _write(_rows(runs), configs, ctx)
-  rounds = int(os.environ.get('GENREC_TABLE_LATENCY_ROUNDS', '5') or 0)
+
+  jobs.run(job_list, workdir, train_fn or run_row, before=share, on_result=record,
+           max_minutes=max_minutes,
+           describe=lambda s: f"test R@10 {s['test']['recall@10']:.4f}")
   stored = os.path.join(workdir, 'latency_back_to_back.json')
-  if rounds > 0:
-    latency = {'rounds': rounds, 'ms_per_user': latency_pass(configs, runs, workdir, rounds)}
+  if latency_rounds > 0:
+    latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds)}
     with open(stored, 'w') as f:
       json.dump(latency, f)
   elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
@@ -221,20 +210,20 @@ def latency_pass(configs, runs, workdir: str, rounds: int) -> dict:
   """
   import jax  # pylint: disable=g-import-not-at-top
   from deres_jax.genrec import data as data_lib  # pylint: disable=g-import-not-at-top
-  from deres_jax.genrec import train  # pylint: disable=g-import-not-at-top
+  from deres_jax.genrec import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
   done = [k for k, v in runs.items() if v[0] is not None and 'test' in v[0]]
   if not done:
     return {}
   c0 = configs[done[0]][0]
-  data = data_lib.load(c0.data.data_dir, c0.data.dataset, c0.data.max_len)
+  data = data_lib.load(c0.data.path, c0.data.dataset, c0.data.max_len)
   tasks = {}
   for key in done:
     c, wd = configs[key][0], os.path.join(workdir, key, 'seed0')
     if c.system == 'sasrec':
-      task = train._SASRecTask(c, data)  # pylint: disable=protected-access
+      task = tasks_lib.SASRecTask(c, data)
     else:
-      sid_table, _ = train.tokenizer_stage(c, data, wd)
-      cls = train._CobraTask if c.system == 'cobra' else train._TigerTask  # pylint: disable=protected-access
+      sid_table, _ = tasks_lib.tokenizer_stage(c, data, wd)
+      cls = tasks_lib.CobraTask if c.system == 'cobra' else tasks_lib.TigerTask
       task = cls(c, data, sid_table, wd)
     params = task.init(jax.random.PRNGKey(0))
     users = np.arange(min(c.eval.batch_size, len(data.users)))
@@ -354,14 +343,15 @@ def _claims(rows) -> list:
 
 def _write(rows, configs, ctx):
   out, seeds = ctx['out'], ctx['seeds']
-  cmd = f"python launch/reproduce.py --table=genrec --data={ctx['data']} --seeds={seeds} --workdir={ctx['workdir']}"
+  cmd = (f"python launch/reproduce.py --table=genrec --data={ctx['data']} --seeds={seeds} "
+         f"--workdir={ctx['workdir']} --preset={ctx['preset']}")
   cfg = configs['tiger_rqvae'][0]
   users = max((r['test_users'] for r in rows), default=0)
   preset = ctx['preset']
   lines = [
-      f'<!-- produced by: GENREC_TABLE_PRESET={preset} {cmd} -->',
+      f'<!-- produced by: {cmd} -->',
       f"# Generative retrieval on Amazon 2014 {ctx['data'].capitalize()} (issue 16; table preset `{preset}`)", '',
-      f'Command: `GENREC_TABLE_PRESET={preset} {cmd}` (data directory `{ctx["data_dir"]}`, seeds 0..{seeds - 1}).',
+      f'Command: `{cmd}` (data directory `{ctx["data_dir"]}`, seeds 0..{seeds - 1}).',
       '',
       f'Preset `{preset}`' + (' is a REDUCED schedule chosen to fit a shared 2-core CPU budget, not the papers\' '
                               'setting' if preset != 'cpu' else ' is the configs\' cpu schedule') +

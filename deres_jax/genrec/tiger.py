@@ -83,13 +83,13 @@ class Tiger(nn.Module):
   vocab_size: int
   max_enc_len: int          # 1 + history * ID length
   max_dec_len: int          # ID length + 1 (bos ... / ... eos)
-  width: int = 128
-  num_heads: int = 6
-  head_dim: int = 64
-  mlp_dim: int = 1024
-  enc_depth: int = 4
-  dec_depth: int = 4
-  dropout: float = 0.1
+  width: int = 128          # model width (TIGER: 128)
+  num_heads: int = 6        # attention heads (TIGER: 6)
+  head_dim: int = 64        # per-head width (6 x 64 = 384 qkv features)
+  mlp_dim: int = 1024       # MLP hidden width (TIGER: 1024)
+  enc_depth: int = 4        # encoder layers (TIGER: 4)
+  dec_depth: int = 4        # decoder layers (TIGER: 4)
+  dropout: float = 0.1      # dropout everywhere (TIGER: 0.1)
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0))

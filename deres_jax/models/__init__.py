@@ -62,9 +62,12 @@ def get_class(name: str):
   return MODELS[name]
 
 
-def fields(name: str) -> dict:
-  """{field: (default, comment)} of a model's config section, in declaration order."""
-  cls = get_class(name)
+def dataclass_fields(cls, exclude=NOT_CONFIG) -> dict:
+  """{field: (default, comment)} of a module class's fields with defaults, in declaration order.
+
+  The comment is the one on the field's line in the class source (or a parent's): the one
+  helper every family's model config section is made from, so no hand-kept list drifts.
+  """
   comments = {}
   for klass in reversed(cls.__mro__):
     try:
@@ -75,12 +78,13 @@ def fields(name: str) -> dict:
       m = _FIELD_LINE.match(line)
       if m:
         comments[m.group(1)] = m.group(2).strip()
-  out = {}
-  for f in dataclasses.fields(cls):
-    if f.name in NOT_CONFIG or f.default is dataclasses.MISSING:
-      continue
-    out[f.name] = (f.default, comments.get(f.name, ''))
-  return out
+  return {f.name: (f.default, comments.get(f.name, '')) for f in dataclasses.fields(cls)
+          if f.name not in exclude and f.default is not dataclasses.MISSING}
+
+
+def fields(name: str) -> dict:
+  """{field: (default, comment)} of a model's config section, in declaration order."""
+  return dataclass_fields(get_class(name))
 
 
 def choices(name: str) -> dict:

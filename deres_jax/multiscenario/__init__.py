@@ -33,7 +33,7 @@ def load_csv(data_config) -> MultiScenarioData:
 def load_aliexpress(data_config) -> MultiScenarioData:
   """AliExpress: DATA_DIR/AliExpress_<CC>/{train,test}.csv, one scenario per country."""
   countries = tuple(c.strip() for c in data_config.countries.split(',') if c.strip())
-  return samples.load_aliexpress(data_config.data_dir, countries, data_config.target or 'conversion',
+  return samples.load_aliexpress(data_config.path, countries, data_config.target or 'conversion',
                                  data_config.max_rows)
 
 

@@ -1,8 +1,8 @@
 """The multi-scenario base config (every field, its default and meaning) and its validation.
 
-Sections as in `deres_jax/config.py`; `optim` is the CTR optimizer section itself (imported,
-so the two families keep one set of optimizer fields). `family = 'multiscenario'` is what
-launch/train.py dispatches on.
+The optimizer and the loop's sections (train, eval, mesh, ckpt) come from `deres_jax/config.py`,
+so every family has the same fields with the same meaning; `family = 'multiscenario'` picks
+multiscenario/family.py for the one training loop (train/trainer.py).
 """
 import jax
 import ml_collections
@@ -11,11 +11,12 @@ from deres_jax import config as ctr_config
 from deres_jax.multiscenario import models
 
 MONITORS = ('wauc', 'auc', 'logloss')
+CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS})
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.family = 'multiscenario'      # launch/train.py hands such configs to multiscenario.trainer
+  c.family = 'multiscenario'      # the family (train/family.py): multiscenario/family.py
   c.seed = 0                      # parameter init, dropout, data order
   c.compute_dtype = 'float32'     # 'float32' | 'bfloat16' activations
 
@@ -33,63 +34,37 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_file = ''          # csv: training file (or the one file split 8:1:1 by data.seed)
   c.data.val_file = ''            # csv: validation file ('' = split train_file)
   c.data.test_file = ''           # csv: test file
-  c.data.data_dir = ''            # aliexpress: the folder holding AliExpress_<CC>/{train,test}.csv
+  c.data.path = ''                # aliexpress: the folder holding AliExpress_<CC>/{train,test}.csv
   c.data.countries = 'NL,ES,FR,US,RU'  # aliexpress: the countries (= scenarios) to read
   c.data.max_rows = 0             # csv/aliexpress: first rows kept per file (0 = all; files are read into memory)
 
   # Model: the fields of multiscenario.models.MODELS[name] (python -m deres_jax.multiscenario.models).
   c.model = models.model_config('midpg')
 
-  # Optimizer: the CTR section (deres_jax/config.py), same fields and meaning.
-  c.optim = ctr_config.base_config().optim
+  # Optimizer: the shared section (deres_jax/config.py), same fields and meaning.
+  c.optim = ctr_config.optim_section()
 
-  # Training.
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 512        # global batch, split over the 'data' mesh axis
-  c.train.num_steps = 2000
-  c.train.log_every = 100         # steps between lines of metrics.jsonl
-
-  # Evaluation: per-scenario AUC/logloss on the validation split, best model by `monitor`.
-  c.eval = ml_collections.ConfigDict()
-  c.eval.monitor = 'wauc'         # 'wauc' (sample-weighted mean of per-scenario AUC) | 'auc' | 'logloss'
+  # Training, evaluation (per-scenario AUC/logloss on the validation split, best model by
+  # `eval.monitor`), sharding and checkpointing: the loop's sections, shared by every family.
+  ctr_config.add_loop_sections(c, monitor='wauc', batch_size=512, eval_batch_size=4096)
+  c.train.num_steps, c.train.log_every = 2000, 100
   c.eval.every_steps = 500
-  c.eval.batch_size = 4096
-  c.eval.restore_best = True      # test metrics with the best-validation parameters
-
-  # Sharding.
-  c.mesh = (('data', -1), ('model', 1))
-  c.sharding_rules = (('vocab', None),)
-
-  # Checkpointing (WORKDIR/checkpoints; rerunning the command resumes exactly).
-  c.ckpt = ml_collections.ConfigDict()
-  c.ckpt.every_steps = 500        # 0 = only at the end
-  c.ckpt.max_to_keep = 2
   return c
 
 
 def validate(config, num_devices: int | None = None):
-  """Raises ValueError with one sentence on the first problem; returns the config."""
-  base = base_config()
-  for section in ('data', 'train', 'eval', 'ckpt', 'optim'):
-    for key in config[section]:
-      if key not in base[section]:
-        raise ValueError(f'Unknown config key {section}.{key!r}; the {section} fields are '
-                         f'{list(base[section])}.')
-  models.check(config.model)
-  if config.eval.monitor not in MONITORS:
-    raise ValueError(f'config.eval.monitor={config.eval.monitor!r} is not one of {list(MONITORS)}.')
-  for key in ('batch_size', 'num_steps', 'log_every'):
-    if config.train[key] <= 0:
-      raise ValueError(f'config.train.{key} must be positive, got {config.train[key]}.')
+  """Raises ConfigError with one sentence on the first problem; returns the config."""
+  ctr_config.validate_sections(config, base_config(), CHOICES, num_devices)
+  try:
+    models.check(config.model)
+  except ValueError as e:
+    raise ctr_config.ConfigError(str(e)) from None
   if num_devices is not None:
     data = num_devices // max(1, dict(config.mesh)['model'])
     if (config.model.name == 'midpg' and config.model.get('mi_negatives') == 'batch' and
         config.model.get('mi_estimator') != 'none' and data > 1 and jax.default_backend() == 'cpu'):
-      raise ValueError('config.model.mi_negatives="batch" all-gathers the batch across the '
-                       f'{data} CPU devices, which can deadlock XLA:CPU collectives; use '
-                       'mi_negatives="scenarios" or one device (models/midpg.py).')
-    for key in ('train', 'eval'):
-      if config[key].batch_size % data:
-        raise ValueError(f'config.{key}.batch_size={config[key].batch_size} is not divisible by '
-                         f'the data axis of size {data}.')
+      raise ctr_config.ConfigError(
+          'config.model.mi_negatives="batch" all-gathers the batch across the '
+          f'{data} CPU devices, which can deadlock XLA:CPU collectives; use '
+          'mi_negatives="scenarios" or one device (models/midpg.py).')
   return config

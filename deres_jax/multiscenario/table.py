@@ -4,25 +4,26 @@ multi-scenario generator, several seeds, per-scenario test AUC beside the oracle
   python launch/reproduce.py --table=multiscenario --data=synthetic --seeds=3 \
       --workdir=/tmp/ms_table --out=results/multiscenario_synthetic.md
 
-One run per (model, seed) in WORKDIR/<model>/seed<k> through `trainer.train_and_evaluate`;
+One run per (model, seed) in WORKDIR/<model>/seed<k> through the job runner (train/jobs.py):
 a row whose summary.json exists is read back, not retrained (rerun the command to resume a
-table). The data is one draw (data seed 0, so one oracle row); the seeds change parameter
+table); a row that fails is listed under the table and retried by the next run. The data is
+one draw (data seed 0, so one oracle row); the seeds change parameter
 initialisation and batch order. Sizes (`table_config`) are chosen so the whole table fits
 in about 12 minutes on 2 CPU cores; the tiny scenario has ~600 training rows.
 """
 import csv
-import json
 import os
-import time
 
 import jax
 import numpy as np
 
 from deres_jax.multiscenario import config as config_lib
 from deres_jax.multiscenario import load as load_data
-from deres_jax.multiscenario import models, trainer
+from deres_jax.multiscenario import models
+from deres_jax.train import jobs
 
 DATASETS = ('synthetic',)
+OPTIONS = ()  # launch/reproduce.py flags it takes beyond --data/--seeds/--workdir/--out
 
 
 def table_config(name: str, seed: int):
@@ -65,24 +66,19 @@ def run_table(data: str, seeds: int, workdir: str, out: str) -> list:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   names = list(models.MODELS)
   dataset = load_data(table_config(names[0], 0).data)
-  runs, t_start, todo = {}, time.perf_counter(), len(names) * seeds
-  for k, (name, seed) in enumerate((n, s) for s in range(seeds) for n in names):
-    wd = os.path.join(workdir, name, f'seed{seed}')
-    path = os.path.join(wd, 'summary.json')
-    t0 = time.perf_counter()
-    if os.path.exists(path):
-      with open(path) as f:
-        summary = json.load(f)
-      how = 'done before'
-    else:
-      summary = trainer.train_and_evaluate(table_config(name, seed), wd, dataset=dataset,
-                                           devices=jax.devices()[:1])
-      how = f'{time.perf_counter() - t0:.0f} s'
-    runs.setdefault(name, []).append(summary)
-    print(f"[{k + 1}/{todo}] {name} seed {seed}: test wAUC {summary['test']['wauc']:.4f} "
-          f"({how}; {time.perf_counter() - t_start:.0f} s so far)", flush=True)
+  job_list = [jobs.Job(f'{name}/seed{seed}', table_config(name, seed), f'{name} seed {seed}')
+              for seed in range(seeds) for name in names]
+  results = jobs.run(job_list, workdir, dataset=dataset, devices=jax.devices()[:1],
+                     describe=lambda s: f"test wAUC {s['test']['wauc']:.4f}")
+  runs, failed = {}, {}
+  for job, r in zip(job_list, results):
+    name = job.name.split('/')[0]
+    if r.summary is not None:
+      runs.setdefault(name, []).append(r.summary)
+    else:  # reported under the table, retried by the next run
+      failed.setdefault(name, r.error)
   rows = _rows(runs, dataset.scenario_names)
-  _write(rows, runs, dataset, data, seeds, workdir, out)
+  _write(rows, runs, dataset, data, seeds, workdir, out, failed)
   return rows
 
 
@@ -105,8 +101,11 @@ def _rows(runs, scen):
   return rows
 
 
-def _write(rows, runs, dataset, data, seeds, workdir, out):
+def _write(rows, runs, dataset, data, seeds, workdir, out, failed):
   scen = dataset.scenario_names
+  if not runs:
+    print('No row finished: ' + '; '.join(f'{k}: {v}' for k, v in failed.items()), flush=True)
+    return
   oracle = next(iter(runs.values()))[0]['oracle']
   test = dataset.splits['test']
   counts = np.bincount(dataset.splits['train']['scenario'], minlength=len(scen))
@@ -142,6 +141,7 @@ def _write(rows, runs, dataset, data, seeds, workdir, out):
   lines += ['', 'Bold: the best mean in the column. The smallest scenario\'s test AUC rests on '
             f'{pos[-1]} positives, so its std over seeds understates the sampling error '
             f'(about ±{0.5 / np.sqrt(max(pos[-1], 1)):.2f} AUC).', '']
+  lines += [f'Failed (retried by the next run of the command): {name}: {error}' for name, error in failed.items()]
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, 'w') as f:
     f.write('\n'.join(lines))

@@ -10,19 +10,20 @@ OneTrans" reads as a depth sweep at fixed width). Each point is an ordinary run 
 `deres_jax.train.trainer.train_and_evaluate` in WORKDIR/<point name>, its config built by
 `deres_jax.train.sweep.trial_config` (the model section exactly as launch/train.py builds it).
 
-A point with a record.json is finished and is never trained again; an interrupted one resumes
-from its checkpoint (the trainer's own resume). WORKDIR/records.json holds every finished
-point's record (FLOPs, parameters, AUC, logloss, seed, wall time), rewritten after each point.
+The points run through the job runner (train/jobs.py): a point with a summary.json is finished
+and is read back, never trained again; an interrupted one resumes from its checkpoint (the
+trainer's own resume); a failed one is recorded in its failed.json and retried by the next run.
+WORKDIR/<point>/record.json and WORKDIR/records.json hold every finished point's record (FLOPs,
+parameters, AUC, logloss, seed, wall time), rewritten after each point.
 """
 import json
 import os
 import sys
-import time
 
 import jax
 
 from deres_jax import config as config_lib
-from deres_jax import data as data_lib
+from deres_jax.train import jobs
 from deres_jax.train import sweep as sweep_lib
 from deres_jax.train import trainer
 
@@ -165,11 +166,6 @@ def _check_spec(path: str, train_config, model_flags=()):
     _write_json(path, {'base_config': base})
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-  filled = round(width * done / max(total, 1))
-  return '[' + '#' * filled + '-' * (width - filled) + f'] {done}/{total}'
-
-
 def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.stdout) -> list:
   """Runs (or resumes) a scaling sweep and returns the records of all its points.
 
@@ -201,45 +197,27 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
       raise config_lib.ConfigError(f'point {p["name"]}: {e}') from None
   os.makedirs(workdir, exist_ok=True)
   _check_spec(os.path.join(workdir, 'scaling.json'), base, model_flags)
-  # ------------------------------------------------------------ Points.
-  records, dataset, n, trained_s, trained = [], None, len(pts), 0.0, 0
-  todo = sum(not os.path.exists(os.path.join(workdir, p['name'], 'record.json')) for p in pts)
+  # ------------------------------------------------------------ Points (the job runner).
+  records, n = [], len(pts)
+  todo = sum(not os.path.exists(os.path.join(workdir, p['name'], 'summary.json')) for p in pts)
   print(f'Scaling sweep: {n} points ({n - todo} finished before) in {workdir}; '
         f'{base.train.num_steps} steps × {base.train.batch_size} rows each.', file=out, flush=True)
-  for i, (p, cfg) in enumerate(zip(pts, configs)):
-    point_dir = os.path.join(workdir, p['name'])
-    record_path = os.path.join(point_dir, 'record.json')
-    failed_path = os.path.join(point_dir, 'failed.json')
-    if os.path.exists(record_path):
-      with open(record_path) as f:
-        records.append(json.load(f))
-      continue
-    if os.path.exists(failed_path):  # diverged before: it would again (delete it to retry)
-      print(f'{_bar(i, n)} {p["name"]}: failed before; delete {failed_path} to retry.', file=out,
-            flush=True)
-      continue
-    left = todo - trained
-    eta = f', about {trained_s / trained * left / 60:.0f} min left' if trained else ''
-    print(f'{_bar(i, n)} {p["name"]}: training{eta}', file=out, flush=True)
-    if dataset is None:  # every point trains on the same data (the fixed budget)
-      dataset = data_lib.load(cfg.data)
-    start = time.perf_counter()
-    try:
-      summary = train_fn(cfg, point_dir, dataset=dataset)
-    except trainer.NonFiniteError as e:
-      os.makedirs(point_dir, exist_ok=True)
-      _write_json(failed_path, {'error': 'non-finite loss', 'message': str(e)})
-      print(f'{_bar(i + 1, n)} {p["name"]}: failed: {e}', file=out, flush=True)
-      continue
-    wall = time.perf_counter() - start
-    trained_s, trained = trained_s + wall, trained + 1
-    rec = record(p, cfg, summary, wall)
-    _write_json(record_path, rec)
+
+  def on_result(result):
+    i = pts_by_name[result.job.name]
+    if result.summary is None:  # recorded in failed.json by the runner, retried next run
+      return
+    rec = record(pts[i], configs[i], result.summary, result.seconds)
+    _write_json(os.path.join(workdir, result.job.name, 'record.json'), rec)
     records.append(rec)
     _write_json(os.path.join(workdir, 'records.json'), records)
-    print(f'{_bar(i + 1, n)} {p["name"]}: test auc {rec["test_auc"]:.5f}, '
-          f'{rec["train_flops"]:.3g} train FLOPs/example, {wall:.0f}s', file=out, flush=True)
+
+  pts_by_name = {p['name']: i for i, p in enumerate(pts)}
+  results = jobs.run([jobs.Job(p['name'], cfg) for p, cfg in zip(pts, configs)], workdir, train_fn,
+                     describe=lambda s: f"test auc {s['test_auc']:.5f}", on_result=on_result, out=out)
+  trained = sum(r.status == 'trained' for r in results)
   _write_json(os.path.join(workdir, 'records.json'), records)
-  print(f'{_bar(n, n)} done ({trained} trained now).', file=out, flush=True)
+  print(f'Scaling sweep done: {len(records)}/{n} points finished ({trained} trained now).', file=out,
+        flush=True)
   return records
 

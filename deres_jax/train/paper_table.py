@@ -18,15 +18,16 @@ command resumes a half-finished table. A row that raises is written to failed.js
 reported as failed and retried on the next run; the table still completes.
 """
 import csv
-import json
 import math
 import os
 import re
 import sys
-import time
-import traceback
 
 import numpy as np
+
+from deres_jax.train import jobs
+
+OPTIONS = ('data_path',)  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
 
 # Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -98,43 +99,22 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   if dataset is None:
     dataset = data_lib.load(base.data)
-  runs = {name: [] for name in table.ROWS}
-  errors = {}
-  jobs = [(name, seed) for seed in range(seeds) for name in table.ROWS]
-  t_start, trained_seconds, trained = time.perf_counter(), 0.0, 0
-  for k, (name, seed) in enumerate(jobs):
-    wd = os.path.join(workdir, slug(name), f'seed{seed}')
-    path, failed = os.path.join(wd, 'summary.json'), os.path.join(wd, 'failed.json')
-    t0, auc = time.perf_counter(), None
-    if os.path.exists(path):
-      with open(path) as f:
-        runs[name].append(json.load(f))
-      how, auc = 'done before', runs[name][-1]['test_auc']
-    else:
+  job_list = []
+  for seed in range(seeds):
+    for name in table.ROWS:
       cfg = configs[name].copy_and_resolve_references()
       cfg.seed = seed
-      try:
-        runs[name].append(train_fn(cfg, wd, dataset=dataset, devices=jax.devices()[:1]))
-        auc = runs[name][-1]['test_auc']
-        if os.path.exists(failed):
-          os.remove(failed)
-        how = f'{time.perf_counter() - t0:.0f} s'
-      except Exception as e:  # pylint: disable=broad-except
-        # A failed row is reported, never dropped; the next run retries it.
-        msg = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
-        errors.setdefault(name, msg)
-        os.makedirs(wd, exist_ok=True)
-        with open(failed, 'w') as f:
-          json.dump({'error': msg, 'traceback': traceback.format_exc()}, f, indent=2)
-        how = f'FAILED ({msg})'
-      trained_seconds += time.perf_counter() - t0
-      trained += 1
-    left = sum(1 for n, s in jobs[k + 1:]
-               if not os.path.exists(os.path.join(workdir, slug(n), f'seed{s}', 'summary.json')))
-    eta = trained_seconds / trained * left if trained else 0.0
-    auc_text = f'test AUC {auc:.4f}' if auc is not None else 'no result'
-    print(f'[{k + 1}/{len(jobs)}] {name} seed {seed}: {auc_text} ({how}; '
-          f'{time.perf_counter() - t_start:.0f} s so far, ETA {eta / 60:.1f} min)', flush=True)
+      job_list.append(jobs.Job(f'{slug(name)}/seed{seed}', cfg, f'{name} seed {seed}'))
+  results = jobs.run(job_list, workdir, train_fn, dataset=dataset, devices=jax.devices()[:1],
+                     describe=lambda s: f"test AUC {s['test_auc']:.4f}")
+  runs = {name: [] for name in table.ROWS}
+  errors = {}
+  for job, r in zip(job_list, results):
+    name = job.label.rsplit(' seed ', 1)[0]
+    if r.summary is not None:
+      runs[name].append(r.summary)
+    else:  # a failed row is reported, never dropped; the next run retries it
+      errors.setdefault(name, r.error)
   rows = _rows(table, runs, errors, seeds)
   _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   return rows

@@ -1,11 +1,11 @@
 """The end-of-run report: a logistic-regression baseline on the same data and a summary table."""
-import json
 import os
 
 import ml_collections
 
 from deres_jax import models
 from deres_jax.train import trainer
+from deres_jax.train import workdir as workdir_lib
 
 
 def logreg_config(config) -> ml_collections.ConfigDict:
@@ -32,8 +32,7 @@ def add_logreg_baseline(config, workdir, summary, dataset=None) -> dict:
                  logreg_train_seconds=base['train_seconds'])
   if summary.get('test_auc') is not None:
     summary['auc_gain_over_logreg'] = summary['test_auc'] - base['test_auc']
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  workdir_lib.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

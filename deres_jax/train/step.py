@@ -1,9 +1,10 @@
 """The train state and the jitted train/predict steps, for any model of `deres_jax.models`.
 
-`create_state` materialises parameters and optimizer state directly into their shardings
-(shapes first, then one jit with out_shardings); `make_steps` builds the train step the
-trainer and the benchmarks share (donated state, batch sharded over 'data', non-finite
-updates never applied).
+`create_state_from` materialises parameters and optimizer state directly into their
+shardings (shapes first, then one jit with out_shardings); `make_train_step` builds the one
+train step every family shares (donated state, batch sharded over 'data', non-finite updates
+never applied) around a family's `loss(params, batch, rng, step)`; `ctr_loss` is the CTR and
+multi-scenario loss, and `make_steps` the (train_step, predict) pair the benchmarks use.
 """
 import functools
 
@@ -15,20 +16,24 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deres_jax.train import regularization
 
+
 def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
+  """`create_state_from` for a model whose parameters come from `model.init(rng, dummy_batch)`."""
+  return create_state_from(lambda rng: model.init(rng, dummy_batch)['params'], tx, mesh,
+                           sharding_rules, seed)
+
+
+def create_state_from(init_params, tx, mesh, sharding_rules, seed):
   """Initialises the train state directly into its shardings; returns (state, shardings).
 
-  Shapes first (`jax.eval_shape`, carrying the logical axis names of the parameters), then
-  the logical names are mapped to mesh axes by `sharding_rules` (e.g. ('vocab', 'model')
-  row-shards embedding tables) and the state is materialised by a jit with those
-  out_shardings: no device ever holds an unsharded copy.
+  Shapes first (`jax.eval_shape(init_params)`, carrying the logical axis names of the
+  parameters), then the logical names are mapped to mesh axes by `sharding_rules` (e.g.
+  ('vocab', 'model') row-shards embedding tables) and the state is materialised by a jit with
+  those out_shardings: no device ever holds an unsharded copy. Parameters without logical
+  names are replicated.
   """
   replicated = NamedSharding(mesh, P())
   rules = tuple(tuple(r) for r in sharding_rules)
-
-  def init_params(rng):
-    return model.init(rng, dummy_batch)['params']
-
   abstract_params = jax.eval_shape(init_params, jax.random.PRNGKey(0))
   param_sharding = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract_params), mesh, rules)
 
@@ -51,45 +56,52 @@ def create_state(model, tx, mesh, sharding_rules, dummy_batch, seed):
   return state, state_sharding
 
 
-def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=True,
-               embed_l2_rows='table'):
-  """The jitted (train_step, predict) functions for any model mapping a batch to (logits, aux).
+def ctr_loss(model, embed_l2=0.0, embed_l2_rows='table'):
+  """The CTR loss `loss(params, batch, rng, step) -> (loss, metrics)` of a model mapping a
+  batch to (logits [B], aux): binary cross-entropy + the model's `aux['losses']` + the
+  embedding penalty of `regularization.embed_penalty` when `embed_l2` > 0 (BARS/FuxiCTR
+  semantics; `embed_l2_rows`)."""
 
-  train_step(state, batch) -> (state, metrics) donates the old state; the batch is sharded
-  over the 'data' axis, parameters as in `state_sharding`. `embed_l2` > 0 adds the embedding
-  penalty of `regularization.embed_penalty` (BARS/FuxiCTR semantics; `embed_l2_rows`).
+  def loss(params, batch, rng, step):
+    # Models with a schedule of their own (UniMixer's temperature annealing) read the step.
+    batch = dict(batch, step=step)
+    logits, aux = model.apply({'params': params}, batch, train=True, rngs={'dropout': rng})
+    bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
+    terms = {f'train/loss/{k}': v for k, v in sorted(aux.get('losses', {}).items())}
+    total = bce + sum(terms.values())
+    if embed_l2:  # no L2 term at all (not 0 * ...) when it is off
+      terms['train/loss/embed_l2'] = regularization.embed_penalty(
+          params, embed_l2, embed_l2_rows, batch.get('cat'), getattr(model, 'vocab_sizes', ()),
+          getattr(model, 'table_pad', 8))
+      total = total + terms['train/loss/embed_l2']
+    return total, {'train/loss': bce, 'label/mean': batch['label'].mean(),
+                   'prediction/mean': jax.nn.sigmoid(logits).mean(), **terms}
+
+  return loss
+
+
+def make_train_step(loss_fn, tx, mesh, state_sharding, stop_on_nonfinite=True):
+  """The jitted train step of any family: `train_step(state, batch) -> (state, metrics)`.
+
+  `loss_fn(params, batch, rng, step) -> (loss, metrics)`; the step adds the total loss and the
+  gradient norm to the metrics, donates the old state, takes the batch sharded over 'data' and
+  parameters as in `state_sharding`. A non-finite loss or gradient never reaches the
+  parameters: the update is skipped and counted (`state['nonfinite']`, the first such step in
+  `state['first_nonfinite']`); with `stop_on_nonfinite` every later update is skipped too, so
+  the state stays at the last good step while the host stops the run.
   """
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P('data'))
 
   @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(state_sharding, replicated))
   def train_step(state, batch):
     rng = jax.random.fold_in(state['rng'], state['step'])
-    # Models with a schedule of their own (UniMixer's temperature annealing) read the step.
-    batch = dict(batch, step=state['step'])
-
-    def loss_fn(params):
-      logits, aux = model.apply({'params': params}, batch, train=True, rngs={'dropout': rng})
-      bce = optax.sigmoid_binary_cross_entropy(logits, batch['label']).mean()
-      terms = {f'train/loss/{k}': v for k, v in sorted(aux.get('losses', {}).items())}
-      loss = bce + sum(terms.values())
-      if embed_l2:  # no L2 term at all (not 0 * ...) when it is off
-        terms['train/loss/embed_l2'] = regularization.embed_penalty(
-            params, embed_l2, embed_l2_rows, batch.get('cat'), getattr(model, 'vocab_sizes', ()),
-            getattr(model, 'table_pad', 8))
-        loss = loss + terms['train/loss/embed_l2']
-      return loss, (bce, logits, terms)
-
-    (loss, (bce, logits, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'], batch, rng, state['step'])
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     # Learning rates times the reduce-on-plateau scale (exactly 1.0 until a plateau).
     updates = jax.tree.map(lambda u: u * state['lr_scale'].astype(u.dtype), updates)
     params = optax.apply_updates(state['params'], updates)
-    # A non-finite loss or gradient never reaches the parameters: the update is skipped and
-    # counted. With nonfinite='stop' every later update is skipped too, so the state stays
-    # at the last good step while the host stops the run.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     apply = finite & ~(stop_on_nonfinite & (state['nonfinite'] > 0))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
@@ -99,10 +111,14 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
         'nonfinite': state['nonfinite'] + (~finite).astype(jnp.int32),
         'first_nonfinite': jnp.where(~finite & (state['first_nonfinite'] < 0), state['step'],
                                      state['first_nonfinite'])}
-    metrics = {'train/loss': bce, 'train/total_loss': loss, 'train/grad_norm': grad_norm,
-               'label/mean': batch['label'].mean(),
-               'prediction/mean': jax.nn.sigmoid(logits).mean(), **terms}
-    return new_state, metrics
+    return new_state, {**metrics, 'train/total_loss': loss, 'train/grad_norm': grad_norm}
+
+  return train_step
+
+
+def make_predict(model, mesh):
+  """predict(params, batch, step=None) -> logits [B], sharded over 'data' (CTR models)."""
+  batch_sharding = NamedSharding(mesh, P('data'))
 
   @functools.partial(jax.jit, out_shardings=batch_sharding)
   def predict(params, batch, step=None):
@@ -111,7 +127,15 @@ def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=
       batch = dict(batch, step=step)
     return model.apply({'params': params}, batch)[0]
 
-  return train_step, predict
+  return predict
+
+
+def make_steps(model, tx, mesh, state_sharding, embed_l2=0.0, stop_on_nonfinite=True,
+               embed_l2_rows='table'):
+  """(train_step, predict) of a CTR model: `make_train_step` over `ctr_loss`, `make_predict`."""
+  train_step = make_train_step(ctr_loss(model, embed_l2, embed_l2_rows), tx, mesh,
+                               state_sharding, stop_on_nonfinite)
+  return train_step, make_predict(model, mesh)
 
 
 def _match_shardings(opt_abstract, params_abstract, param_sharding, replicated):

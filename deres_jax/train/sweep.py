@@ -20,13 +20,12 @@ import os
 import pprint
 import random
 import re
-import time
 
 import jax
 import ml_collections
 
 from deres_jax import config as config_lib
-from deres_jax import data as data_lib
+from deres_jax.train import jobs
 from deres_jax.train import trainer
 
 
@@ -342,8 +341,9 @@ def run(config, workdir: str, axes, model_flags=(), mode: str = 'grid', num_tria
   """Runs a sweep in `workdir`; rerunning the same sweep skips or resumes its trials.
 
   Every trial's config is validated before the first one trains. WORKDIR/sweep.json records
-  the trials; each trial trains in WORKDIR/<trial name> with `trainer.train_and_evaluate`
-  (which resumes from its checkpoint) unless its summary.json exists. After every trial
+  the trials; each trial trains in WORKDIR/<trial name> through the job runner (train/jobs.py:
+  a finished trial is read back, a failed one is recorded and retried by the next run, a killed
+  one resumes from its checkpoint). After every trial
   WORKDIR/results.md is rewritten; at the end the best trial's config is written to
   WORKDIR/best_config.py and best_config.json.
 
@@ -382,43 +382,18 @@ def run(config, workdir: str, axes, model_flags=(), mode: str = 'grid', num_tria
   _check_spec(os.path.join(workdir, 'sweep.json'), spec)
   fields = [f for f, _ in axes]
   print(f'Sweep of {n} trials ({mode} over {", ".join(fields)}) in {workdir}', flush=True)
-  # ------------------------------------------------------------ Trials.
-  rows, dataset, data_key = [], None, None
-  for i, (name, overrides, cfg) in enumerate(zip(names, trials, configs)):
-    trial_dir = os.path.join(workdir, name)
-    summary_path = os.path.join(trial_dir, 'summary.json')
-    failed_path = os.path.join(trial_dir, 'failed.json')
-    values = ' '.join(f'{f}={t}' for f, t in overrides.items())
-    row = {'name': name, 'overrides': overrides, 'summary': None, 'error': None}
-    if os.path.exists(summary_path):
-      with open(summary_path) as f:
-        row['summary'] = json.load(f)
-      print(f'trial {i + 1}/{n}: {values}: finished before, {_metrics(row["summary"])}', flush=True)
-    elif os.path.exists(failed_path):  # a diverged trial would diverge again: not retried
-      with open(failed_path) as f:
-        row['error'] = json.load(f)['error']
-      print(f'trial {i + 1}/{n}: {values}: failed before ({row["error"]}); delete {failed_path} '
-            'to retry it.', flush=True)
-    else:
-      print(f'trial {i + 1}/{n}: {values}: training in {trial_dir}', flush=True)
-      key = json.dumps(cfg.data.to_dict(), sort_keys=True, default=str)
-      if key != data_key:  # consecutive trials on the same data share one copy
-        dataset = None  # the previous copy is freed before the next one loads
-        dataset, data_key = data_lib.load(cfg.data), key
-      start = time.perf_counter()
-      try:
-        row['summary'] = trainer.train_and_evaluate(cfg, trial_dir, dataset=dataset)
-      except trainer.NonFiniteError as e:  # a learning rate too high: the sweep goes on
-        row['error'] = 'non-finite loss'
-        os.makedirs(trial_dir, exist_ok=True)
-        _write_atomic(failed_path, json.dumps({'error': row['error'], 'message': str(e)}) + '\n')
-        print(f'trial {i + 1}/{n}: {values}: failed: {e}', flush=True)
-      else:
-        print(f'trial {i + 1}/{n}: {values}: done in {time.perf_counter() - start:.0f}s, '
-              f'{_metrics(row["summary"])}', flush=True)
-    rows.append(row)
-    # Rewritten after every trial: the table so far can be read while the sweep runs.
+  # ------------------------------------------------------------ Trials (the job runner).
+  rows = []
+
+  def record(result):  # results.md is rewritten after every trial: readable while the sweep runs
+    i = len(rows)
+    rows.append({'name': names[i], 'overrides': trials[i], 'summary': result.summary,
+                 'error': result.error})
     _write_atomic(os.path.join(workdir, 'results.md'), results_table(rows, fields, monitor))
+
+  labels = [' '.join(f'{f}={t}' for f, t in o.items()) for o in trials]
+  jobs.run([jobs.Job(nm, cfg, label) for nm, cfg, label in zip(names, configs, labels)], workdir,
+           trainer.train_and_evaluate, describe=_metrics, on_result=record)
   # ------------------------------------------------------------ Results.
   table = results_table(rows, fields, monitor)
   print('\n' + table, flush=True)

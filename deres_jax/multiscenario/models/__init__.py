@@ -7,13 +7,11 @@ the MLP backbone widths `hidden`. Parameters whose path has a key starting with 
 are the scenario-specific ones (`param_counts`): per-scenario tables, towers, gates, and the
 generators whose outputs differ by scenario.
 """
-import dataclasses
-import inspect
-import re
 
 import jax
 import ml_collections
 
+from deres_jax import models as ctr_models
 from deres_jax.multiscenario.models.adasparse import AdaSparse
 from deres_jax.multiscenario.models.apg import APG
 from deres_jax.multiscenario.models.inputs import BACKBONES, SCENARIO
@@ -41,7 +39,6 @@ MODELS = {
 }
 
 NOT_CONFIG = ('vocab_sizes', 'num_dense', 'num_scenarios', 'dtype', 'parent', 'name')
-_FIELD_LINE = re.compile(r'^\s+(\w+)\s*:\s*[^=#]+=\s*(?:.+?)\s*#\s*(.*)$')
 
 
 def get_class(name: str):
@@ -53,11 +50,7 @@ def get_class(name: str):
 
 def fields(name: str) -> dict:
   """{field: (default, comment)} of a model's config section, in declaration order."""
-  cls = get_class(name)
-  comments = {m.group(1): m.group(2).strip() for m in map(_FIELD_LINE.match,
-              inspect.getsource(cls).splitlines()) if m}
-  return {f.name: (f.default, comments.get(f.name, '')) for f in dataclasses.fields(cls)
-          if f.name not in NOT_CONFIG and f.default is not dataclasses.MISSING}
+  return ctr_models.dataclass_fields(get_class(name), NOT_CONFIG)
 
 
 def model_config(name: str, **overrides) -> ml_collections.ConfigDict:

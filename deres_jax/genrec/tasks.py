@@ -1,23 +1,17 @@
-"""Generative-retrieval pipeline: data -> item features -> tokenizer -> retriever -> test metrics.
+"""Generative-retrieval stages and tasks: item features -> tokenizer -> (BPE) -> retriever.
 
-`train_and_evaluate(config, workdir)` runs the stages of `config.system`:
-  * 'sasrec': SASRec with full softmax on causal windows of the training parts;
-  * 'tiger': item features (`data.item_features`) -> semantic IDs (`config.tokenizer.name`
-    'rqvae', 'rqkmeans' or 'capsid' (variable length); WORKDIR/tokenizer/ holds sids.npz,
-    stats.json, the code vectors and, for RQ-VAE/CAPSID, the parameters; once sids.npz exists the
-    tokenizer is loaded, never refitted) -> optional SemanticBPE merges (`config.bpe`, kept in
-    tokenizer/bpe.npz) -> the TIGER encoder-decoder trained with teacher forcing on sliding
-    windows, decoded by trie-constrained beam search over the (merged) token strings;
-  * 'cobra': the 'tiger' stages plus a dense vector generated after the ID and BeamFusion
-    ranking (genrec/cobra.py, `config.cobra`).
-The retriever's train state (parameters, optimiser, best-so-far parameters) is checkpointed by
-`deres_jax.train.checkpoint` every `ckpt.every_steps`; the data position is the step (batch i of
-epoch e is a fixed permutation of (seed, e)), so a rerun with the same WORKDIR resumes exactly.
-Batches are sharded over the 'data' axis of a 1-D mesh of all devices; parameters replicated.
-Validation Recall@10 picks the best parameters; test metrics (overall, head, tail) are computed
-once with them and written to WORKDIR/summary.json beside WORKDIR/metrics.jsonl.
+  * `tokenizer_stage`: semantic IDs of every item (`config.tokenizer.name` 'rqvae', 'rqkmeans'
+    or 'capsid' (variable length)); WORKDIR/tokenizer/ holds sids.npz, stats.json, the code
+    vectors and, for RQ-VAE/CAPSID, the parameters; once sids.npz exists the tokenizer is
+    loaded, never refitted;
+  * `bpe_stage`: optional SemanticBPE merges (`config.bpe`, kept in tokenizer/bpe.npz);
+  * the retrievers as tasks: `SASRecTask` (full or sampled softmax on causal windows),
+    `TigerTask` (the TIGER encoder-decoder, teacher forcing on sliding windows, trie-constrained
+    beam search over the (merged) token strings), `CobraTask` (TIGER + a dense vector after the
+    ID, BeamFusion ranking; genrec/cobra.py). Each has `init`, `loss`, `prepare` (training rows
+    -> model inputs) and `ranks` (evaluation); genrec/family.py plugs them into the one
+    training loop (train/trainer.py).
 """
-import functools
 import json
 import math
 import os
@@ -26,8 +20,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deres_jax.genrec import beam
 from deres_jax.genrec import capsid
@@ -41,10 +33,6 @@ from deres_jax.genrec import sasrec
 from deres_jax.genrec import semantic_bpe
 from deres_jax.genrec import sid
 from deres_jax.genrec import tiger
-from deres_jax.train import checkpoint
-from deres_jax.train import metric_writer
-from deres_jax.train import optim
-from deres_jax.train import trainer as trainer_lib
 
 
 def _log(msg):
@@ -149,7 +137,7 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
 
 
 # ----------------------------------------------------------------------------- tasks
-class _SASRecTask:
+class SASRecTask:
   """Causal windows -> SASRec; full-catalogue scores of the last position."""
 
   def __init__(self, config, data):
@@ -163,11 +151,11 @@ class _SASRecTask:
   def init(self, rng):
     return self.model.init(rng, jnp.zeros((1, self.data.max_len), jnp.int32))['params']
 
-  def loss(self, params, batch, rng):
+  def loss(self, params, batch, rng, step):
+    del step
     return sasrec.loss_fn(self.model, params, batch, rng, self.loss_positions)
 
-  def batch(self, idx):
-    return {k: v[idx] for k, v in self.examples.items()}
+  prepare = None  # the windows are the model inputs
 
   def ranks(self, params, split: str, rows: np.ndarray) -> np.ndarray:
     hist, target = getattr(self.data, f'{split}_hist'), getattr(self.data, f'{split}_target')
@@ -182,7 +170,7 @@ class _SASRecTask:
     return np.concatenate(out)
 
 
-class _TigerTask:
+class TigerTask:
   """Sliding windows -> SID tokens -> TIGER; trie-constrained beam search at evaluation."""
 
   def __init__(self, config, data, table: sid.SidTable, workdir: str):
@@ -217,12 +205,14 @@ class _TigerTask:
     enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
     return self.model.init(rng, enc, jnp.zeros((1, self.model.max_dec_len), jnp.int32))['params']
 
-  def loss(self, params, batch, rng):
+  def loss(self, params, batch, rng, step):
+    del step
     return tiger.loss_fn(self.model, params, batch, rng)
 
-  def batch(self, idx):
-    dec_in, dec_out = self.layout.decoder_io(self.examples['target'][idx], self.item_tok)
-    enc = self.layout.encoder_input(self.examples['user'][idx], self.examples['hist'][idx], self.item_tok)
+  def prepare(self, rows):
+    """Training rows {user, hist, target} -> encoder tokens and teacher-forced decoder tokens."""
+    dec_in, dec_out = self.layout.decoder_io(rows['target'], self.item_tok)
+    enc = self.layout.encoder_input(rows['user'], rows['hist'], self.item_tok)
     return {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
 
   def decode(self, params, users, hist):
@@ -247,7 +237,7 @@ class _TigerTask:
     return np.concatenate(out)
 
 
-class _CobraTask(_TigerTask):
+class CobraTask(TigerTask):
   """TIGER's sparse IDs + a dense vector conditioned on the ID, ranked by BeamFusion (genrec/cobra.py)."""
 
   def __init__(self, config, data, table: sid.SidTable, workdir: str):
@@ -284,127 +274,10 @@ class _CobraTask(_TigerTask):
     dec = jnp.zeros((1, self.model.max_dec_len), jnp.int32)
     return self.model.init(rng, enc, dec, self.content)['params']
 
-  def loss(self, params, batch, rng):
+  def loss(self, params, batch, rng, step):
+    del step
     return cobra.loss_fn(self.model, params, batch, rng, self.content, self.cobra.dense_weight,
                          self.cobra.temperature)
 
-  def batch(self, idx):
-    return dict(super().batch(idx), target=self.examples['target'][idx])
-
-
-# ----------------------------------------------------------------------------- training loop
-def _fit(task, config, workdir, writer, tail):
-  """Trains task.model; returns (best params by validation Recall@10, meta)."""
-  c = config.train
-  mesh = Mesh(np.asarray(jax.devices()), ('data',))
-  replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  if c.batch_size % jax.device_count():
-    raise ValueError(f'train.batch_size {c.batch_size} must be a multiple of the {jax.device_count()} devices.')
-  tx = optim.make_optimizer(config.optim, c.num_steps)
-
-  def init_state(rng):
-    params = task.init(rng)
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-            'rng': jax.random.fold_in(rng, 1), 'best_params': params}
-
-  state = jax.jit(init_state, out_shardings=replicated)(jax.random.PRNGKey(config.seed))
-
-  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(replicated, replicated))
-  def train_step(state, batch):
-    rng = jax.random.fold_in(state['rng'], state['step'])
-    (_, logs), grads = jax.value_and_grad(task.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    logs['train/grad_norm'] = optax.tree.norm(grads)
-    return dict(state, params=optax.apply_updates(state['params'], updates), opt_state=opt_state,
-                step=state['step'] + 1), logs
-
-  # Restore: the newest readable checkpoint, then the metrics lines it has not seen are dropped.
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), config.ckpt.max_to_keep)
-  meta = {'best_recall@10': -1.0, 'best_step': 0}
-  restored = ckpt.restore(checkpoint.abstract(state))
-  if restored is not None:
-    start, state, meta = restored
-    writer.drop_after(start)
-    _log(f'resumed from step {start}')
-  n = len(next(iter(task.examples.values())))
-  per_epoch = max(n // c.batch_size, 1)
-  val_rows = np.arange(len(task.data.users))
-  if config.eval.num_val_users and config.eval.num_val_users < len(val_rows):
-    val_rows = np.sort(np.random.default_rng(config.seed).choice(val_rows, config.eval.num_val_users, replace=False))
-  t0, step, inflight = time.time(), int(state['step']), []
-  while step < c.num_steps:
-    epoch, i = divmod(step, per_epoch)
-    perm = np.random.default_rng([config.seed, epoch]).permutation(n)
-    batch = task.batch(perm[i * c.batch_size:(i + 1) * c.batch_size])
-    state, logs = train_step(state, jax.device_put(batch, batch_sharding))
-    step += 1
-    inflight.append(logs['train/loss'])
-    if len(inflight) > trainer_lib.MAX_INFLIGHT_STEPS:  # bounded run-ahead (deres_jax/train/trainer.py)
-      jax.block_until_ready(inflight.pop(0))
-    if step % c.log_every == 0 or step == c.num_steps:
-      logs = {k: float(v) for k, v in logs.items()}
-      if not math.isfinite(logs['train/loss']):
-        raise FloatingPointError(f'train/loss is {logs["train/loss"]} at step {step}; lower optim.learning_rate.')
-      logs['train/epoch'] = step / per_epoch
-      logs['train/examples_per_second'] = step * c.batch_size / max(time.time() - t0, 1e-9)
-      writer.write(step, logs)
-      _log(f'step {step}: ' + ', '.join(f'{k}={v:.4g}' for k, v in logs.items()))
-    if step % config.eval.every_steps == 0 or step == c.num_steps:
-      val = metrics.evaluate(task.ranks(state['params'], 'val', val_rows), task.data.val_target[val_rows], tail)
-      writer.write(step, {f'val/{k}': v for k, v in val.items()})
-      _log(f'step {step}: val recall@10={val["recall@10"]:.4f} ndcg@10={val["ndcg@10"]:.4f}')
-      if val['recall@10'] > meta['best_recall@10']:
-        meta = {'best_recall@10': val['recall@10'], 'best_step': step}
-        state['best_params'] = jax.tree.map(jnp.copy, state['params'])
-    if step % config.ckpt.every_steps == 0 or step == c.num_steps:
-      ckpt.save(step, state, meta)
-  ckpt.close()
-  meta['train_seconds'] = time.time() - t0
-  return state['best_params'], meta
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs every stage of `config.system` in WORKDIR (resumable); returns the summary dict."""
-  os.makedirs(workdir, exist_ok=True)
-  # Data
-  data = data_lib.load(config.data.data_dir, config.data.dataset, config.data.max_len)
-  tail = metrics.tail_items(data.train_count, config.eval.tail_fraction)
-  writer = metric_writer.MetricWriter(workdir)
-  _log(f'data: {len(data.users)} users, {data.num_items} items, '
-       f'{sum(len(s) for s in data.train_seqs)} training interactions')
-  # Tokenizer and retriever
-  summary = {'system': config.system, 'dataset': config.data.dataset, 'seed': config.seed}
-  if config.system == 'sasrec':
-    task = _SASRecTask(config, data)
-  elif config.system in ('tiger', 'cobra'):
-    table, stats = tokenizer_stage(config, data, workdir)
-    summary['tokenizer'] = stats
-    task = (_TigerTask if config.system == 'tiger' else _CobraTask)(config, data, table, workdir)
-    summary['mean_tokens_per_item'] = task.mean_tokens_per_item
-    if task.bpe_stats:
-      summary['bpe'] = task.bpe_stats
-  else:
-    raise ValueError(f"config.system must be 'sasrec', 'tiger' or 'cobra', got {config.system!r}.")
-  params, meta = _fit(task, config, workdir, writer, tail)
-  # Test, with the best parameters by validation
-  t0, test_rows = time.time(), np.arange(len(data.users))
-  if config.eval.num_test_users and config.eval.num_test_users < len(test_rows):
-    # A fixed draw (not config.seed): every system and seed is tested on the same users.
-    test_rows = np.sort(np.random.default_rng(0).choice(test_rows, config.eval.num_test_users, replace=False))
-    summary['test_users'] = int(len(test_rows))
-  task.latency_ms = []   # test decoding only
-  test = metrics.evaluate(task.ranks(params, 'test', test_rows), data.test_target[test_rows], tail)
-  summary.update(meta, test=test, test_seconds=time.time() - t0,
-                 num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))))
-  lat = np.asarray(task.latency_ms[1:] or task.latency_ms)  # the first call may compile
-  summary['decode_ms_per_user'] = {'median': float(np.median(lat)), 'p90': float(np.percentile(lat, 90)),
-                                   'batch_size': config.eval.batch_size, 'calls': len(task.latency_ms),
-                                   'beam_size': config.eval.beam_size if config.system != 'sasrec' else None}
-  if isinstance(task, _TigerTask):
-    # Every decoded ID is a trie leaf, i.e. a real item (beam.py); incomplete beams are counted.
-    summary['decoded_ids'], summary['incomplete_beams'] = task.decoded, task.incomplete
-  writer.write(meta.get('best_step', 0), {f'test/{k}': v for k, v in test.items()})
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
-  _log(f'test: {json.dumps(test)}')
-  return summary
+  def prepare(self, rows):
+    return dict(super().prepare(rows), target=rows['target'])
