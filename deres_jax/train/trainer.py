@@ -236,7 +236,8 @@ def _restore(workdir, config, state, writer, is_main):
 
 def _save(ckpt, best_ckpt, step, state, meta, clock, pending):
   """A regular checkpoint: the state plus the loop's bookkeeping (the metrics not yet logged)."""
-  meta_now = dict(meta, train_seconds=meta['train_seconds'] + clock.train_seconds(),
+  meta_now = dict(meta, data_position=step,  # batches taken: the data iterator's whole state
+                  train_seconds=meta['train_seconds'] + clock.train_seconds(),
                   compile_seconds=meta['compile_seconds'] + clock.compile_seconds,
                   pending_metrics=[{k: float(v) for k, v in x.items()}
                                    for x in jax.device_get(pending)])
