@@ -7,12 +7,20 @@ loss is sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
   then SemanticBPE subwords (if any). Variable-length IDs (CAPSID) are PAD-filled after eos,
   and the loss skips PAD targets.
 Architecture defaults are TIGER's (4+4 layers, width 128, 6 heads of 64, MLP 1024, ReLU,
-dropout 0.1); pre-LN blocks and learned absolute positions instead of T5's relative bias
-(a simplification; a config field would name any other choice).
+dropout 0.1) on pre-LN blocks. Positions (`position`): T5's relative position bias (Raffel et
+al. 2020, Sec. 2.1; TIGER is built on T5X, and GRID uses the same): a learned scalar per head
+and log-spaced distance bucket added to the attention logits, bidirectional buckets in the
+encoder, causal ones in the decoder's self-attention, none in cross-attention, one table per
+stack shared by its layers as in T5; or learned absolute position embeddings ('absolute', the
+earlier choice). Output (`output`): one softmax over the whole vocabulary ('full'), or over the
+codes valid at each decoder position ('levels': position l scores only level l's codes, the
+last only eos; GRID's per-level heads up to the shared projection), which needs fixed-length IDs.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import math
+
 import numpy as np
 import optax
 
@@ -56,6 +64,58 @@ class TokenLayout:
     return np.concatenate([bos, s], 1), out
 
 
+def relative_bucket(relative_position, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
+  """T5's bucket of each relative position (key position - query position): exact buckets for
+  the small distances, log-spaced ones up to `max_distance`, the last bucket beyond; with
+  `bidirectional`, half the buckets for keys after the query; else keys after it share bucket 0."""
+  rel = np.asarray(relative_position)
+  bucket = np.zeros(rel.shape, np.int32)
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (rel > 0).astype(np.int32) * num_buckets
+    rel = np.abs(rel)
+  else:
+    rel = -np.minimum(rel, 0)
+  max_exact = num_buckets // 2
+  large = max_exact + (np.log(np.maximum(rel, 1) / max_exact) / math.log(max_distance / max_exact)
+                       * (num_buckets - max_exact)).astype(np.int32)
+  return bucket + np.where(rel < max_exact, rel, np.minimum(large, num_buckets - 1)).astype(np.int32)
+
+
+class RelativeBias(nn.Module):
+  """Position bias [heads, Q, K] of one stack (T5: computed once, shared by the stack's layers)."""
+  num_heads: int
+  bidirectional: bool
+  num_buckets: int = 32
+  max_distance: int = 128
+
+  @nn.compact
+  def __call__(self, q_len: int, k_len: int):
+    buckets = relative_bucket(np.arange(k_len)[None, :] - np.arange(q_len)[:, None], self.bidirectional,
+                              self.num_buckets, self.max_distance)   # static [Q, K]
+    table = self.param('rel_bias', nn.initializers.normal(0.02), (self.num_buckets, self.num_heads))
+    return jnp.transpose(table[buckets], (2, 0, 1))
+
+
+class Attention(nn.Module):
+  """Multi-head attention with an optional additive bias [heads, Q, K] (the position bias)."""
+  num_heads: int
+  head_dim: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x_bqd, m_bkd, mask, bias=None, train: bool = False):
+    proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)
+    q, k, v = proj('query')(x_bqd), proj('key')(m_bkd), proj('value')(m_bkd)
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / math.sqrt(self.head_dim)
+    if bias is not None:
+      logits = logits + bias[None]
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    w = nn.Dropout(self.dropout)(jax.nn.softmax(logits, axis=-1), deterministic=not train)
+    out = jnp.einsum('bhqk,bkhd->bqhd', w, v)
+    return nn.DenseGeneral(x_bqd.shape[-1], axis=(-2, -1), name='out')(out)
+
+
 class Block(nn.Module):
   """Pre-LN self-attention (optionally cross-attention) and ReLU MLP."""
   num_heads: int
@@ -65,17 +125,25 @@ class Block(nn.Module):
   cross: bool = False
 
   @nn.compact
-  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False):
-    d = x_btd.shape[-1]
+  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False, self_bias=None):
     drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
-    attn = lambda: nn.MultiHeadDotProductAttention(self.num_heads, qkv_features=self.num_heads * self.head_dim,
-                                                   out_features=d, dropout_rate=self.dropout)
+    attn = lambda: Attention(self.num_heads, self.head_dim, self.dropout)
     h = nn.LayerNorm()(x_btd)
-    x_btd = x_btd + drop(attn()(h, h, mask=self_mask, deterministic=not train))
+    x_btd = x_btd + drop(attn()(h, h, self_mask, self_bias, train))
     if self.cross:
-      x_btd = x_btd + drop(attn()(nn.LayerNorm()(x_btd), mem_bsd, mask=cross_mask, deterministic=not train))
-    h = nn.Dense(d)(drop(nn.relu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x_btd)))))
+      x_btd = x_btd + drop(attn()(nn.LayerNorm()(x_btd), mem_bsd, cross_mask, None, train))
+    h = nn.Dense(x_btd.shape[-1])(drop(nn.relu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x_btd)))))
     return x_btd + drop(h)
+
+
+def level_mask(level_offsets, level_sizes, vocab_size: int) -> np.ndarray:
+  """[m+1, V] booleans: decoder position l may emit level l's codes (l < m), the last only eos."""
+  m = len(level_sizes)
+  mask = np.zeros((m + 1, vocab_size), bool)
+  for l, (o, k) in enumerate(zip(level_offsets, level_sizes)):
+    mask[l, o:o + k] = True
+  mask[m, EOS] = True
+  return mask
 
 
 class Tiger(nn.Module):
@@ -90,11 +158,29 @@ class Tiger(nn.Module):
   enc_depth: int = 4        # encoder layers (TIGER: 4)
   dec_depth: int = 4        # decoder layers (TIGER: 4)
   dropout: float = 0.1      # dropout everywhere (TIGER: 0.1)
+  position: str = 'relative'  # 'relative' (T5 bias, TIGER/GRID) | 'absolute' (learned embeddings)
+  rel_buckets: int = 32     # T5 relative-position buckets (T5: 32)
+  rel_max_distance: int = 128  # distance beyond which positions share the last bucket (T5: 128)
+  output: str = 'levels'    # 'levels' (softmax over the codes valid at each position; fixed-length IDs) | 'full'
+  level_offsets: tuple = ()  # from the tokenizer: first token id of each ID position ('levels')
+  level_sizes: tuple = ()   # from the tokenizer: codes per ID position ('levels')
+
+  CHOICES = {'position': ('relative', 'absolute'), 'output': ('levels', 'full')}
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0))
-    self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.max_enc_len, self.width))
-    self.dec_pos = self.param('dec_pos', nn.initializers.normal(0.02), (self.max_dec_len, self.width))
+    if self.position == 'absolute':
+      self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.max_enc_len, self.width))
+      self.dec_pos = self.param('dec_pos', nn.initializers.normal(0.02), (self.max_dec_len, self.width))
+    else:
+      rel = dict(num_heads=self.num_heads, num_buckets=self.rel_buckets, max_distance=self.rel_max_distance)
+      self.enc_bias = RelativeBias(bidirectional=True, **rel)
+      self.dec_bias = RelativeBias(bidirectional=False, **rel)
+    if self.output == 'levels':
+      if not self.level_sizes:
+        raise ValueError("model.output='levels' needs the tokenizer's level sizes (fixed-length IDs); "
+                         "use output='full' for variable-length IDs (CAPSID, SemanticBPE).")
+      self.out_mask = level_mask(self.level_offsets, self.level_sizes, self.vocab_size)
     kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim, dropout=self.dropout)
     self.enc_blocks = [Block(**kw) for _ in range(self.enc_depth)]
     self.dec_blocks = [Block(**kw, cross=True) for _ in range(self.dec_depth)]
@@ -104,24 +190,44 @@ class Tiger(nn.Module):
 
   def encode(self, enc_bs, train: bool = False):
     """Encoder memory [B, S, d] of tokens [B, S] (0 = padding)."""
-    x = self.drop(self.embed(enc_bs) + self.enc_pos[:enc_bs.shape[1]], deterministic=not train)
+    S = enc_bs.shape[1]
+    x, bias = self.embed(enc_bs), None
+    if self.position == 'absolute':
+      x = x + self.enc_pos[:S]
+    else:
+      bias = self.enc_bias(S, S)
+    x = self.drop(x, deterministic=not train)
     mask = nn.make_attention_mask(enc_bs > 0, enc_bs > 0)
     for blk in self.enc_blocks:
-      x = blk(x, mask, train=train)
+      x = blk(x, mask, train=train, self_bias=bias)
     return self.enc_ln(x)
 
   def decode_hidden(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
     """Final decoder states [B, T, d] for decoder inputs [B, T] (causal; COBRA's dense head reads them)."""
-    x = self.drop(self.embed(dec_bt) + self.dec_pos[:dec_bt.shape[1]], deterministic=not train)
+    T = dec_bt.shape[1]
+    x, bias = self.embed(dec_bt), None
+    if self.position == 'absolute':
+      x = x + self.dec_pos[:T]
+    else:
+      bias = self.dec_bias(T, T)
+    x = self.drop(x, deterministic=not train)
     self_mask = nn.make_causal_mask(dec_bt)
     cross_mask = nn.make_attention_mask(jnp.ones(dec_bt.shape, bool), enc_bs > 0)
     for blk in self.dec_blocks:
-      x = blk(x, self_mask, mem_bsd, cross_mask, train=train)
+      x = blk(x, self_mask, mem_bsd, cross_mask, train=train, self_bias=bias)
     return self.dec_ln(x)
 
   def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
-    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal)."""
-    return self.head(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
+    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal); with output='levels' the
+    tokens not valid at a position get the lowest logit (their probability is 0)."""
+    return self.logits(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
+
+  def logits(self, hidden_btd):
+    """Token logits [B, T, V] of decoder states [B, T, d] (output='levels': invalid tokens -1e9)."""
+    logits = self.head(hidden_btd)
+    if self.output == 'levels':  # finite, so beam-score sums stay finite
+      logits = jnp.where(self.out_mask[:hidden_btd.shape[1]], logits, -1e9)
+    return logits
 
   def __call__(self, enc_bs, dec_bt, train: bool = False):
     return self.decode(self.encode(enc_bs, train), enc_bs, dec_bt, train)
