@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from deres_jax.genrec import data as data_lib
 from deres_jax.genrec import sid
@@ -122,3 +123,52 @@ def test_exclude_history_drops_history_items_from_scores_and_lists():
   items = np.array([[2, 1, 3, 4], [1, 3, 2, 4]])
   np.testing.assert_array_equal(metrics.drop_history(items, hist, lists=True), [[1, 4, 0, 0], [3, 2, 4, 0]])
   assert list(metrics.ranks_from_lists(metrics.drop_history(items, hist, lists=True), target)) == [1, 1]
+
+
+@pytest.mark.parametrize('position, output, lengths', [('relative', 'levels', 'fixed'),
+                                                      ('absolute', 'full', 'variable')])
+def test_kv_cached_beam_search_equals_the_uncached_one(position, output, lengths):
+  from deres_jax.genrec import beam  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  layout = tiger.TokenLayout([4, 4, 3], num_user_tokens=5)
+  codes = np.unique(rng.integers(0, [4, 4, 3], size=(40, 3)), axis=0)[:25]
+  if lengths == 'variable':  # some IDs end after 1 or 2 codes (CAPSID-like), so beams finish early
+    short = [[a, -1, -1] for a in range(4)] + [[a, b, -1] for a in range(4) for b in range(2)]
+    codes = np.concatenate([np.array(short), codes[:13]])
+  item_tok = layout.item_tokens(np.concatenate([np.full((1, 3), -1), codes]))
+  extra = {} if output == 'full' else dict(level_offsets=tuple(int(o) for o in layout.offsets),
+                                           level_sizes=layout.level_sizes)
+  model = tiger.Tiger(vocab_size=layout.vocab_size, max_enc_len=10, max_dec_len=4, width=16, num_heads=2,
+                      head_dim=8, mlp_dim=32, enc_depth=1, dec_depth=2, dropout=0.0, position=position,
+                      output=output, **extra)
+  enc = jnp.asarray(rng.integers(3, layout.first_user, size=(3, 10)).astype(np.int32)).at[:, :2].set(0)
+  params = model.init(jax.random.PRNGKey(2), enc, jnp.ones((3, 4), jnp.int32))['params']
+  trie = beam.build_trie([r[r > 0] for r in item_tok[1:]], np.arange(1, len(codes) + 1), tiger.EOS)
+  arrays = beam.trie_arrays(trie)
+  mem = model.apply({'params': params}, enc, method=tiger.Tiger.encode)
+  args = (arrays, (params, mem, enc), 3, 5, trie.max_children, trie.max_depth)
+  items, scores, tokens = beam.beam_search(tiger.make_logprob_fn(model), *args)
+  items_c, scores_c, tokens_c = beam.beam_search_cached(*tiger.make_cached_step(model), *args)
+  np.testing.assert_array_equal(items_c, items)
+  np.testing.assert_array_equal(tokens_c, tokens)
+  np.testing.assert_allclose(scores_c, scores, rtol=1e-5, atol=1e-5)
+  assert (np.asarray(items) > 0).all()
+
+
+def test_cached_beam_search_skips_the_decoder_once_every_beam_has_ended():
+  from deres_jax.genrec import beam  # pylint: disable=g-import-not-at-top
+  trie = beam.build_trie([[3], [4], [5]], [1, 2, 3], tiger.EOS)   # every ID: one code, then eos
+  calls = []
+
+  def init(state, k):
+    return {'x': jnp.zeros((2 * k, 1))}
+
+  def step(state, cache, tok_bk, t):
+    jax.debug.callback(lambda: calls.append(t))
+    return jax.nn.log_softmax(jnp.zeros(tok_bk.shape + (6,))), cache
+
+  items, scores, _ = beam.beam_search_cached(init, step, beam.trie_arrays(trie), None, 2, 3,
+                                             trie.max_children, 5)  # 3 more steps than needed
+  jax.block_until_ready(items)
+  assert sorted(calls) == [0, 1] and sorted(np.asarray(items)[0]) == [1, 2, 3]
+  np.testing.assert_allclose(scores, np.log(1 / 6) * 2, rtol=1e-6)

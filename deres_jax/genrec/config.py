@@ -114,6 +114,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.eval.num_val_users = 0        # validation on a random subset (0 = all users)
   c.eval.num_test_users = 0       # test on a random subset (0 = all users; same users for every system and seed)
   c.eval.beam_size = 10           # TIGER: beams = K of the returned list
+  c.eval.kv_cache = True          # decode with cached keys/values (same beams and scores; False: recompute)
   c.eval.tail_fraction = 0.2      # least popular share of items reported as 'tail'
   c.eval.exclude_history = False  # drop the user's history items from the ranking (TIGER, GRID, SASRec: not done)
   c.ckpt.every_steps = 1000

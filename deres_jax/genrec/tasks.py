@@ -199,6 +199,8 @@ class TigerTask:
     trie = beam.build_trie([r[r > 0] for r in self.item_tok[1:]], np.arange(1, data.num_items + 1), tiger.EOS)
     self.trie, self.trie_arrays = trie, beam.trie_arrays(trie)
     self.logprob_fn = tiger.make_logprob_fn(self.model)
+    self.cached_step = tiger.make_cached_step(self.model)
+    self.kv_cache = config.eval.get('kv_cache', True)
     self.encode = jax.jit(lambda p, e: self.model.apply({'params': p}, e, method=tiger.Tiger.encode))
     self.data, self.eval_batch, self.beam_size = data, config.eval.batch_size, config.eval.beam_size
     self.exclude_history = config.eval.get('exclude_history', False)
@@ -207,10 +209,17 @@ class TigerTask:
   def _make_model(self, config, data, **sizes):
     return tiger.Tiger(**sizes, **config.model)
 
+  def _beams(self, params, mem, enc):
+    """(items, scores, tokens) of the trie-constrained beam search (with a KV cache: eval.kv_cache)."""
+    args = (self.trie_arrays, (params, mem, enc), self.eval_batch, self.beam_size, self.trie.max_children,
+            self.trie.max_depth)
+    if self.kv_cache:
+      return beam.beam_search_cached(*self.cached_step, *args)
+    return beam.beam_search(self.logprob_fn, *args)
+
   def _rank(self, params, enc):
     """Top-`beam_size` items [B, K] of encoder inputs [B, S]: the trie-constrained beams, by log-probability."""
-    return beam.beam_search(self.logprob_fn, self.trie_arrays, (params, self.encode(params, enc), enc),
-                            self.eval_batch, self.beam_size, self.trie.max_children, self.trie.max_depth)[0]
+    return self._beams(params, self.encode(params, enc), enc)[0]
 
   def init(self, rng):
     enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
@@ -268,8 +277,7 @@ class CobraTask(TigerTask):
 
     def rank(params, enc):
       mem = self.encode(params, enc)
-      items, logp, tokens = beam.beam_search(self.logprob_fn, self.trie_arrays, (params, mem, enc), self.eval_batch,
-                                             self.beam_size, self.trie.max_children, self.trie.max_depth)
+      items, logp, tokens = self._beams(params, mem, enc)
       vec_bkd = cobra.beam_vectors(self.model, params, mem, enc, tokens)
       item_nd = self.model.apply({'params': params}, self.content, method=cobra.Cobra.items)
       return cobra.beam_fusion(logp, vec_bkd, items, item_nd, c.fusion_weight, c.cos_scale, self.beam_size,

@@ -98,42 +98,79 @@ class RelativeBias(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head attention with an optional additive bias [heads, Q, K] (the position bias)."""
+  """Multi-head attention with an optional additive bias [heads, Q, K] (the position bias).
+
+  `kv` and `attend` split it for decoding with a cache: keys and values are projected once
+  (the encoder memory's per batch, each decoder token's once) and queried step by step.
+  """
   num_heads: int
   head_dim: int
+  width: int
   dropout: float
 
-  @nn.compact
-  def __call__(self, x_bqd, m_bkd, mask, bias=None, train: bool = False):
-    proj = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)
-    q, k, v = proj('query')(x_bqd), proj('key')(m_bkd), proj('value')(m_bkd)
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / math.sqrt(self.head_dim)
+  def setup(self):
+    proj = lambda: nn.DenseGeneral((self.num_heads, self.head_dim))
+    self.query, self.key, self.value = proj(), proj(), proj()
+    self.out = nn.DenseGeneral(self.width, axis=(-2, -1))
+    self.drop = nn.Dropout(self.dropout)
+
+  def kv(self, m_bkd):
+    """(keys, values) [B, K, heads, head_dim] of the attended sequence."""
+    return self.key(m_bkd), self.value(m_bkd)
+
+  def attend(self, x_bqd, k_bkhd, v_bkhd, mask, bias=None, train: bool = False):
+    logits = jnp.einsum('bqhd,bkhd->bhqk', self.query(x_bqd), k_bkhd) / math.sqrt(self.head_dim)
     if bias is not None:
       logits = logits + bias[None]
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    w = nn.Dropout(self.dropout)(jax.nn.softmax(logits, axis=-1), deterministic=not train)
-    out = jnp.einsum('bhqk,bkhd->bqhd', w, v)
-    return nn.DenseGeneral(x_bqd.shape[-1], axis=(-2, -1), name='out')(out)
+    w = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
+    return self.out(jnp.einsum('bhqk,bkhd->bqhd', w, v_bkhd))
+
+  def __call__(self, x_bqd, m_bkd, mask, bias=None, train: bool = False):
+    return self.attend(x_bqd, *self.kv(m_bkd), mask, bias, train)
 
 
 class Block(nn.Module):
-  """Pre-LN self-attention (optionally cross-attention) and ReLU MLP."""
+  """Pre-LN self-attention (optionally cross-attention) and ReLU MLP; `step` decodes one
+  position against cached keys and values."""
   num_heads: int
   head_dim: int
+  width: int
   mlp_dim: int
   dropout: float
   cross: bool = False
 
-  @nn.compact
-  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False, self_bias=None):
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
-    attn = lambda: Attention(self.num_heads, self.head_dim, self.dropout)
-    h = nn.LayerNorm()(x_btd)
-    x_btd = x_btd + drop(attn()(h, h, self_mask, self_bias, train))
+  def setup(self):
+    attn = lambda: Attention(self.num_heads, self.head_dim, self.width, self.dropout)
+    self.ln_self, self.self_attn = nn.LayerNorm(), attn()
     if self.cross:
-      x_btd = x_btd + drop(attn()(nn.LayerNorm()(x_btd), mem_bsd, cross_mask, None, train))
-    h = nn.Dense(x_btd.shape[-1])(drop(nn.relu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x_btd)))))
-    return x_btd + drop(h)
+      self.ln_cross, self.cross_attn = nn.LayerNorm(), attn()
+    self.ln_mlp, self.mlp_in, self.mlp_out = nn.LayerNorm(), nn.Dense(self.mlp_dim), nn.Dense(self.width)
+    self.drop = nn.Dropout(self.dropout)
+
+  def _mlp(self, x, train):
+    h = self.mlp_out(self.drop(nn.relu(self.mlp_in(self.ln_mlp(x))), deterministic=not train))
+    return x + self.drop(h, deterministic=not train)
+
+  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False, self_bias=None):
+    drop = lambda h: self.drop(h, deterministic=not train)
+    h = self.ln_self(x_btd)
+    x_btd = x_btd + drop(self.self_attn(h, h, self_mask, self_bias, train))
+    if self.cross:
+      x_btd = x_btd + drop(self.cross_attn(self.ln_cross(x_btd), mem_bsd, cross_mask, None, train))
+    return self._mlp(x_btd, train)
+
+  def step(self, x_n1d, cache, t: int, cross_kv, cross_mask, bias_row=None):
+    """Position t of the decoder for N sequences: x [N, 1, d]; cache = (keys, values) [N, T, H, Dh]
+    of positions < t (filled here at t); returns (x, cache)."""
+    h = self.ln_self(x_n1d)
+    k_new, v_new = self.self_attn.kv(h)
+    k, v = cache[0].at[:, t].set(k_new[:, 0]), cache[1].at[:, t].set(v_new[:, 0])
+    mask = (jnp.arange(k.shape[1]) <= t)[None, None, None, :]
+    x_n1d = x_n1d + self.self_attn.attend(h, k, v, mask, bias_row)
+    if self.cross:
+      x_n1d = x_n1d + self.cross_attn.attend(self.ln_cross(x_n1d), *cross_kv, cross_mask)
+    return self._mlp(x_n1d, False), (k, v)
 
 
 def level_mask(level_offsets, level_sizes, vocab_size: int) -> np.ndarray:
@@ -181,7 +218,8 @@ class Tiger(nn.Module):
         raise ValueError("model.output='levels' needs the tokenizer's level sizes (fixed-length IDs); "
                          "use output='full' for variable-length IDs (CAPSID, SemanticBPE).")
       self.out_mask = level_mask(self.level_offsets, self.level_sizes, self.vocab_size)
-    kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim, dropout=self.dropout)
+    kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, width=self.width, mlp_dim=self.mlp_dim,
+              dropout=self.dropout)
     self.enc_blocks = [Block(**kw) for _ in range(self.enc_depth)]
     self.dec_blocks = [Block(**kw, cross=True) for _ in range(self.dec_depth)]
     self.enc_ln, self.dec_ln = nn.LayerNorm(), nn.LayerNorm()
@@ -232,6 +270,35 @@ class Tiger(nn.Module):
   def __call__(self, enc_bs, dec_bt, train: bool = False):
     return self.decode(self.encode(enc_bs, train), enc_bs, dec_bt, train)
 
+  # --------------------------------------------------------------- Decoding with a KV cache.
+  def cross_kv(self, mem_bsd):
+    """Every decoder layer's cross-attention (keys, values) of the encoder memory, projected once."""
+    return [blk.cross_attn.kv(mem_bsd) for blk in self.dec_blocks]
+
+  def empty_cache(self, n: int):
+    """Self-attention (keys, values) per decoder layer for n sequences, all positions empty."""
+    shape = (n, self.max_dec_len, self.num_heads, self.head_dim)
+    return [(jnp.zeros(shape), jnp.zeros(shape)) for _ in self.dec_blocks]
+
+  def decode_step(self, cross, cache, enc_bs, tok_n, t: int):
+    """Next-token logits [N, V] after decoder input token tok_n [N] at position t, given the
+    cache of positions < t; returns (logits, cache). Equals `decode(...)[:, t]` (tested)."""
+    x = self.embed(tok_n)[:, None]
+    bias_row = None
+    if self.position == 'absolute':
+      x = x + self.dec_pos[t]
+    else:
+      bias_row = self.dec_bias(self.max_dec_len, self.max_dec_len)[:, t:t + 1]
+    cross_mask = (enc_bs > 0)[:, None, None, :]
+    new_cache = []
+    for blk, kv, layer_cache in zip(self.dec_blocks, cross, cache):
+      x, layer_cache = blk.step(x, layer_cache, t, kv, cross_mask, bias_row)
+      new_cache.append(layer_cache)
+    logits = self.head(self.dec_ln(x))[:, 0]
+    if self.output == 'levels':
+      logits = jnp.where(self.out_mask[t], logits, -1e9)
+    return logits, new_cache
+
 
 def loss_fn(model: Tiger, params, batch, rng):
   """Teacher-forced token cross-entropy, summed over each ID's tokens and eos, averaged over examples."""
@@ -241,6 +308,31 @@ def loss_fn(model: Tiger, params, batch, rng):
   loss = (ce * w).sum(1).mean()
   acc = ((logits.argmax(-1) == batch['dec_out']) * w).sum() / jnp.maximum(w.sum(), 1.0)
   return loss, {'train/loss': loss, 'train/token_accuracy': acc}
+
+
+def make_cached_step(model: Tiger):
+  """The (init, step) callbacks of `beam.beam_search_cached` for TIGER.
+
+  init(state) -> cache, with state = (params, memory [B, S, d], encoder tokens [B, S]): the
+  cross-attention keys/values of the memory, computed once per batch and repeated per beam, and
+  an empty self-attention cache per beam. step(state, cache, tokens [B, K], t) -> (log p
+  [B, K, V], cache): one decoder position for every beam.
+  """
+  def init(state, beam_size):
+    params, mem_bsd, enc_bs = state
+    cross = model.apply({'params': params}, mem_bsd, method=Tiger.cross_kv)
+    rep = lambda x: jnp.repeat(x, beam_size, axis=0)
+    empty = model.apply({'params': params}, mem_bsd.shape[0] * beam_size, method=Tiger.empty_cache)
+    return {'cross': jax.tree.map(rep, cross), 'self': empty, 'enc': rep(enc_bs)}
+
+  def step(state, cache, tok_bk, t):
+    params = state[0]
+    B, K = tok_bk.shape
+    logits, self_cache = model.apply({'params': params}, cache['cross'], cache['self'], cache['enc'],
+                                     tok_bk.reshape(B * K), t, method=Tiger.decode_step)
+    return jax.nn.log_softmax(logits).reshape(B, K, -1), dict(cache, self=self_cache)
+
+  return init, step
 
 
 def make_logprob_fn(model: Tiger):
