@@ -1,13 +1,16 @@
-"""Beam-search decoding latency of the TIGER retriever: beam width x trie-constrained vs unconstrained.
+"""Beam-search decoding latency of the TIGER retriever: beam width x KV cache x trie constraint.
 
-  python benchmarks/bench_genrec_decode.py [--batch=64] [--beams=5,10,20] [--reps=3]
+  python benchmarks/bench_genrec_decode.py [--batch=64] [--beams=10,20,50] [--reps=3]
 
 A randomly initialised TIGER of the Beauty 'cpu' preset size (2+2 layers, width 64) over
 12,101 random 4-token semantic IDs (3 levels x 256 codes + an extra token; what decoding costs
-does not depend on the weights). Constrained: beam.beam_search over the prefix trie (every
-result a real item). Unconstrained: the same decoder and step count, top-k over the whole
-vocabulary at every step (IDs may be invalid). Prints ms per batch (median of `reps` after a
-compile run), items/s, and the ratios measured in this run.
+does not depend on the weights). Cached: beam.beam_search_cached (cross-attention keys/values
+of the memory projected once, each step runs the decoder for the newest token only; the same
+beams as uncached, tests/test_genrec_tiger_model.py). Constrained: beam.beam_search over the
+prefix trie, recomputing the decoder over the whole prefix (every result a real item).
+Unconstrained: the same decoder and step count, top-k over the whole vocabulary at every step
+(IDs may be invalid). Prints ms per batch (median of `reps` after a compile run), items/s, and
+the ratios measured in this run.
 """
 import argparse
 import functools
@@ -38,7 +41,7 @@ def unconstrained(logprob_fn, state, batch_size: int, beam_size: int, steps: int
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--batch', type=int, default=64)
-  p.add_argument('--beams', default='5,10,20')
+  p.add_argument('--beams', default='10,20,50')
   p.add_argument('--reps', type=int, default=3)
   p.add_argument('--items', type=int, default=12101)
   args = p.parse_args()
@@ -49,7 +52,8 @@ def main():
   layout = tiger.TokenLayout([256, 256, 256, 1], num_user_tokens=2000)
   item_tok = layout.item_tokens(codes)
   model = tiger.Tiger(vocab_size=layout.vocab_size, max_enc_len=1 + 20 * 4, max_dec_len=5, width=64, num_heads=4,
-                      head_dim=16, mlp_dim=256, enc_depth=2, dec_depth=2)
+                      head_dim=16, mlp_dim=256, enc_depth=2, dec_depth=2,
+                      level_offsets=tuple(int(o) for o in layout.offsets), level_sizes=layout.level_sizes)
   enc = jnp.asarray(layout.encoder_input(rng.integers(0, 10 ** 5, args.batch),
                                          rng.integers(0, len(codes), (args.batch, 20)), item_tok))
   params = jax.jit(model.init)(jax.random.PRNGKey(0), enc[:1], jnp.zeros((1, 5), jnp.int32))['params']
@@ -69,18 +73,21 @@ def main():
 
   print(f'jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, {len(codes) - 1} items, '
         f'trie max children {trie.max_children}, {trie.max_depth} steps; median of {args.reps}')
-  print('| beam | constrained ms/batch | items/s | unconstrained ms/batch | items/s | constrained / unconstrained |')
-  print('|---:|---:|---:|---:|---:|---:|')
+  cached_fns = tiger.make_cached_step(model)
+  print('| beam | cached ms/batch | ms/user | uncached ms/batch | cached / uncached | unconstrained ms/batch | '
+        'uncached / unconstrained |')
+  print('|---:|---:|---:|---:|---:|---:|---:|')
   rows = []
   for k in [int(b) for b in args.beams.split(',')]:
+    kv = timed(lambda: beam.beam_search_cached(*cached_fns, arrays, state, args.batch, k, trie.max_children,
+                                               trie.max_depth))
     c = timed(lambda: beam.beam_search(fn, arrays, state, args.batch, k, trie.max_children, trie.max_depth))
     u = timed(lambda: unconstrained(fn, state, args.batch, k, trie.max_depth))
-    rows.append((k, c, u))
-    print(f'| {k} | {c:.1f} | {args.batch * k / c * 1000:.0f} | {u:.1f} | {args.batch * k / u * 1000:.0f} | '
-          f'{c / u:.2f} |')
-  k0, c0, _ = rows[0]
-  for k, c, _ in rows[1:]:
-    print(f'constrained beam {k} / beam {k0}: {c / c0:.2f}x the time')
+    rows.append((k, kv, c))
+    print(f'| {k} | {kv:.1f} | {kv / args.batch:.2f} | {c:.1f} | {kv / c:.2f} | {u:.1f} | {c / u:.2f} |')
+  k0, kv0, c0 = rows[0]
+  for k, kv, c in rows[1:]:
+    print(f'beam {k} / beam {k0}: cached {kv / kv0:.2f}x, uncached {c / c0:.2f}x the time')
 
 
 if __name__ == '__main__':

@@ -24,8 +24,9 @@ def optim_section() -> ml_collections.ConfigDict:
   c.name = 'adam'                 # dense parameters: 'adam' | 'adamw' | 'adagrad' | 'sgd' | 'rmsprop'
   c.learning_rate = 1e-3
   c.weight_decay = 0.0            # adamw only
-  c.schedule = 'constant'         # 'constant' | 'cosine' (decay to 0 over train.num_steps)
-  c.warmup_steps = 0
+  c.schedule = 'constant'         # 'constant' | 'cosine' (decay to 0 over train.num_steps) | 'rsqrt' (T5/TIGER)
+  c.warmup_steps = 0              # linear warm-up from 0 over this many steps
+  c.hold_steps = 0                # rsqrt: the rate stays constant until this step, then lr * sqrt(hold / step)
   c.grad_clip = 0.0               # global-norm clipping, 0 = off
   c.embed_name = 'adam'           # optimizer of the embedding tables (same choices)
   c.embed_learning_rate = 1e-3
@@ -196,7 +197,7 @@ LOOP_CHOICES = {
     'compute_dtype': ('float32', 'bfloat16'),
     'optim.name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
     'optim.embed_name': ('adam', 'adamw', 'adagrad', 'sgd', 'rmsprop'),
-    'optim.schedule': ('constant', 'cosine'),
+    'optim.schedule': ('constant', 'cosine', 'rsqrt'),
     'optim.embed_l2_rows': ('table', 'batch'),
     'train.nonfinite': ('stop', 'skip'),
     'train.transfer_guard': ('disallow', 'log', 'allow'),

@@ -195,7 +195,7 @@ def _config_files():
 
 PRESETS = {  # files whose get_config takes a preset: every preset is checked
     'configs/genrec/beauty_sasrec.py': ('cpu', 'full', 'tiny'),
-    'configs/genrec/beauty_tiger_rqvae.py': ('cpu', 'full', 'tiny'),
+    'configs/genrec/beauty_tiger_rqvae.py': ('cpu', 'cpu_long', 'full', 'tiny'),
     'configs/genrec/beauty_tiger_rqkmeans.py': ('cpu', 'full', 'tiny'),
     'configs/genrec/beauty_cobra.py': ('cpu', 'tiny', 'cpu_content'),
     'configs/genrec/beauty_capsid.py': ('cpu', 'tiny', 'cpu_hard', 'cpu_iter1', 'cpu_fixed'),

@@ -27,6 +27,8 @@ def get_config(arg='cpu'):
   config.tokenizer.update(name='capsid', max_levels=4, min_levels=2, routing_iters=3, tau=0.1, top_m=4,
                           threshold=0.9, votes='capsule', usage_weight=0.1, sharp_weight=0.01,
                           collisions='extend', optimizer='adam', learning_rate=1e-3)
+  # Variable-length IDs: one softmax over the whole vocabulary at each step (no per-level output).
+  config.model.output = 'full'
   if preset == 'cpu':
     # Routing costs 4 levels x 3 iterations over 256 capsules: 300 steps fit the 2-core budget.
     config.tokenizer.update(steps=300, log_every=100)

@@ -104,3 +104,66 @@ def beam_search(logprob_fn, arrays: dict, state, batch_size: int, beam_size: int
     tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(new_tok)
   items = jnp.where(jnp.isfinite(score), arrays['node_item'][node], 0)
   return items, score, tokens
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5, 6, 7))
+def beam_search_cached(init_fn, step_fn, arrays: dict, state, batch_size: int, beam_size: int,
+                       max_children: int, max_depth: int):
+  """`beam_search` with a decoder cache: each step runs the decoder for the newest token only.
+
+  Args:
+    init_fn: (state, beam_size) -> cache, a pytree whose leaves have B*K rows (beam-major
+      within each example); after each step every leaf is gathered from the beam's parent
+      (per-example copies, such as the cross-attention keys/values, come out unchanged).
+    step_fn: (state, cache, tokens [B, K], t) -> (log-probs [B, K, V] of the token after the
+      decoder input `tokens` at position t, cache); position 0's input is the start token.
+    The other arguments and the results are those of `beam_search`; the beams and scores are the
+    same (tested). The decoder state of each surviving beam is gathered from its parent after
+    every step; once every beam has ended, the remaining steps skip the decoder.
+  """
+  B, K, C, T = batch_size, beam_size, max_children, max_depth
+  node = jnp.zeros((B, K), jnp.int32)
+  score = jnp.where(jnp.arange(K) == 0, 0.0, -jnp.inf)[None].repeat(B, 0)
+  tokens = jnp.zeros((B, K, T), jnp.int32)
+  cache = init_fn(state, K)
+  last = jnp.full((B, K), 1, jnp.int32)  # the start token (tiger.BOS)
+  for t in range(T):
+    done = arrays['node_item'][node] > 0
+    lp_bkv, cache = jax.lax.cond(
+        done.all(), lambda c: (jnp.zeros((B, K, _vocab(step_fn, state, c, last, t)), jnp.float32), c),
+        lambda c: step_fn(state, c, last, t), cache)
+    first, end = arrays['child_start'][node], arrays['child_start'][node + 1]
+    idx_bkc = first[..., None] + jnp.arange(C)
+    valid = idx_bkc < end[..., None]
+    idx_bkc = jnp.minimum(idx_bkc, arrays['child_token'].shape[0] - 1)
+    tok_bkc = jnp.where(valid, arrays['child_token'][idx_bkc], 0)
+    nxt_bkc = arrays['child_node'][idx_bkc]
+    cand = jnp.where(valid, score[..., None] + jnp.take_along_axis(lp_bkv, tok_bkc, axis=2), -jnp.inf)
+    stay = jnp.arange(C) == 0  # a finished beam keeps its score as its single candidate
+    cand = jnp.where(done[..., None], jnp.where(stay, score[..., None], -jnp.inf), cand)
+    tok_bkc = jnp.where(done[..., None], 0, tok_bkc)
+    nxt_bkc = jnp.where(done[..., None], node[..., None], nxt_bkc)
+    score, flat = jax.lax.top_k(cand.reshape(B, K * C), K)
+    parent = flat // C
+    take = lambda a: jnp.take_along_axis(a.reshape(B, K * C), flat, axis=1)
+    node, last = take(nxt_bkc), take(tok_bkc)
+    tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(last)
+    cache = _reorder(cache, parent, B, K)
+  items = jnp.where(jnp.isfinite(score), arrays['node_item'][node], 0)
+  return items, score, tokens
+
+
+def _vocab(step_fn, state, cache, last, t) -> int:
+  """The vocabulary size V of step_fn's output (its shape, without computing it)."""
+  return jax.eval_shape(lambda c: step_fn(state, c, last, t)[0], cache).shape[-1]
+
+
+def _reorder(cache, parent_bk, B: int, K: int):
+  """Gathers every per-beam leaf ([B*K, ...]) from the beam's parent."""
+  def gather(x):
+    if x.ndim == 0 or x.shape[0] != B * K:
+      return x
+    x = x.reshape((B, K) + x.shape[1:])
+    idx = parent_bk.reshape((B, K) + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1).reshape((B * K,) + x.shape[2:])
+  return jax.tree.map(gather, cache)

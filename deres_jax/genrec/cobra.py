@@ -51,7 +51,7 @@ class Cobra(tiger.Tiger):
   def __call__(self, enc_bs, dec_bt, content_nf, train: bool = False):
     """(token logits [B, T, V], generated vectors at every position [B, T, D], item vectors [N+1, D])."""
     hidden = self.decode_hidden(self.encode(enc_bs, train), enc_bs, dec_bt, train)
-    return self.head(hidden), self.dense(hidden), self.items(content_nf)
+    return self.logits(hidden), self.dense(hidden), self.items(content_nf)
 
 
 def _unit(x, eps: float = 1e-8):

@@ -13,7 +13,8 @@ from deres_jax.genrec import tiger
 
 SYSTEMS = ('sasrec', 'tiger', 'cobra')
 # Model fields filled from the data (catalogue, history and token sizes) or internal.
-NOT_CONFIG = ('num_items', 'max_len', 'vocab_size', 'max_enc_len', 'max_dec_len', 'parent', 'name')
+NOT_CONFIG = ('num_items', 'max_len', 'vocab_size', 'max_enc_len', 'max_dec_len', 'level_offsets', 'level_sizes',
+              'parent', 'name')
 MONITORS = ('recall@10', 'ndcg@10', 'recall@5', 'ndcg@5')
 
 
@@ -48,6 +49,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.data.path = '../shared/data/amazon'  # holds s3rec/<Dataset>.txt (+ _item2attributes.json); never downloaded
   c.data.dataset = 'beauty'       # 'beauty' | 'sports' | 'toys'
   c.data.max_len = 20             # history cap (TIGER: 20)
+  c.data.windows = 'prefix'       # training windows: 'prefix' (one per transition, TIGER) | 'subsequence' (GRID)
   # Item content features (tokenizer input)
   c.features = ml_collections.ConfigDict()
   c.features.source = 'attributes'  # 'attributes' (TF-IDF+SVD) | 'collaborative' (train-only PPMI+SVD) | 'npy' | 'a+b'
@@ -70,6 +72,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.tokenizer.kmeans_iters = 25   # Lloyd iterations (init and RQ-KMeans)
   c.tokenizer.log_every = 200
   c.tokenizer.num_user_tokens = 2000  # hashed user tokens (TIGER: 2000)
+  c.tokenizer.collision_order = 'popularity'  # extra-token order in a colliding group: 'popularity' | 'id' (open)
   # CAPSID (genrec/capsid.py; arXiv 2605.05096 gives no equations: every field below is our choice)
   c.tokenizer.max_levels = 4      # L_max, the longest routed ID (open in the paper)
   c.tokenizer.min_levels = 2      # L_min, no ID ends before this many tokens (open)
@@ -111,12 +114,17 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.eval.num_val_users = 0        # validation on a random subset (0 = all users)
   c.eval.num_test_users = 0       # test on a random subset (0 = all users; same users for every system and seed)
   c.eval.beam_size = 10           # TIGER: beams = K of the returned list
+  c.eval.kv_cache = True          # decode with cached keys/values (same beams and scores; False: recompute)
   c.eval.tail_fraction = 0.2      # least popular share of items reported as 'tail'
+  c.eval.exclude_history = False  # drop the user's history items from the ranking (TIGER, GRID, SASRec: not done)
   c.ckpt.every_steps = 1000
   return c
 
 
-CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS})
+CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS, 'data.windows': ('prefix', 'subsequence'),
+                                            'tokenizer.collision_order': ('popularity', 'id'),
+                                            'model.position': ('relative', 'absolute'),
+                                            'model.output': ('levels', 'full')})
 
 
 def validate(c, num_devices: int | None = None):

@@ -95,17 +95,24 @@ def load(data_dir: str, dataset: str, max_len: int = 20) -> SequenceData:
   return leave_one_out(users, seqs, max_len)
 
 
-def sliding_windows(data: SequenceData) -> tuple:
-  """Every (history, next item) pair inside the training parts.
+def sliding_windows(data: SequenceData, windows: str = 'prefix') -> tuple:
+  """(history, next item) pairs inside the training parts, for TIGER-style retrievers.
 
-  Returns (user_row [M], hist [M, L] left-padded, target [M]); for TIGER-style retrievers.
+  windows='prefix': for each position t, the (up to L) items before it: one window per
+  transition (TIGER's sliding window). 'subsequence': every contiguous sub-sequence s[i:t] of at
+  most L items with target s[t] (GRID's augmentation: histories that start later too, up to L
+  windows per transition). Returns (user_row [M], hist [M, L] left-padded, target [M]).
   """
+  if windows not in ('prefix', 'subsequence'):
+    raise ValueError(f"config.data.windows must be 'prefix' or 'subsequence', got {windows!r}.")
   rows, hists, targets = [], [], []
   for r, s in enumerate(data.train_seqs):
     for t in range(1, len(s)):
-      rows.append(r)
-      hists.append(s[max(0, t - data.max_len):t])
-      targets.append(s[t])
+      starts = range(max(0, t - data.max_len), t) if windows == 'subsequence' else [max(0, t - data.max_len)]
+      for i in starts:
+        rows.append(r)
+        hists.append(s[i:t])
+        targets.append(s[t])
   return (np.asarray(rows, np.int32), _left_pad(hists, data.max_len), np.asarray(targets, np.int32))
 
 

@@ -24,6 +24,24 @@ def ranks_from_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
   return (s > t[:, None]).sum(1)
 
 
+def drop_history(scores_or_items: np.ndarray, hist: np.ndarray, lists: bool) -> np.ndarray:
+  """`eval.exclude_history`: the items of each user's history [U, L] (0 = padding) removed.
+
+  Scores [U, N+1]: a history item's score becomes -inf (never ranked above the target unless
+  the target is itself in the history). Ranked lists [U, K]: history items are dropped and the
+  rest move up (the list gets shorter; 0 fills the end).
+  """
+  out = np.array(scores_or_items, copy=True)
+  rows = np.arange(len(hist))[:, None]
+  if not lists:
+    out[rows, hist] = -np.inf
+    out[:, 0] = -np.inf
+    return out
+  keep = ~(out[:, :, None] == np.where(hist > 0, hist, -1)[:, None, :]).any(2)
+  order = np.argsort(~keep, axis=1, kind='stable')
+  return np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(out, order, 1), 0)
+
+
 def ranks_from_lists(items: np.ndarray, target: np.ndarray) -> np.ndarray:
   """0-based position of each target in its ranked list items [U, K'] (inf when absent)."""
   hit = np.asarray(items) == np.asarray(target)[:, None]

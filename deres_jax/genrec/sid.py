@@ -1,8 +1,10 @@
 """Semantic IDs: collision resolution, statistics and the SID <-> item table kept with a tokenizer.
 
 TIGER (Rajput et al. 2023, Sec. 3.1): items whose quantiser codes (c_1..c_m) coincide get an
-extra last token 0, 1, 2, ... in item-id order, so (12,24,52,0) and (12,24,52,1) name two
-items and every item has a unique ID of length m+1 (the extra token is 0 without collision).
+extra last token 0, 1, 2, ..., so (12,24,52,0) and (12,24,52,1) name two items and every item
+has a unique ID of length m+1 (the extra token is 0 without collision). The order inside a
+colliding group is open in the paper: by training popularity (`counts` given: the most
+trained item gets 0, the token the retriever sees most, ties by item id) or by item id.
 The table is saved as `sids.npz` (codes [N+1, m+1], row 0 = padding = all -1) beside the
 tokenizer's parameters and reused at evaluation and serving.
 """
@@ -12,14 +14,21 @@ import os
 import numpy as np
 
 
-def resolve_collisions(codes: np.ndarray) -> np.ndarray:
-  """Appends the de-duplicating token: codes [n, m] -> [n, m+1], unique rows."""
+def resolve_collisions(codes: np.ndarray, counts=None) -> np.ndarray:
+  """Appends the de-duplicating token: codes [n, m] -> [n, m+1], unique rows.
+
+  `counts` [n] (training occurrences of each item): within a group the most frequent item gets
+  token 0 (ties by row order); None: row (item id) order.
+  """
   codes = np.asarray(codes, np.int32)
   _, inverse = np.unique(codes, axis=0, return_inverse=True)
   inverse = inverse.ravel()
+  order = (np.arange(len(codes)) if counts is None else
+           np.lexsort((np.arange(len(codes)), -np.asarray(counts))))  # popular first, then id
   extra = np.zeros(len(codes), np.int32)
   seen = {}
-  for row, group in enumerate(inverse):  # rank of the item inside its group, in id order
+  for row in order:  # rank of the item inside its group
+    group = inverse[row]
     extra[row] = seen.get(group, 0)
     seen[group] = extra[row] + 1
   return np.concatenate([codes, extra[:, None]], axis=1)
@@ -53,9 +62,9 @@ class SidTable:
       raise ValueError('semantic IDs are not unique; resolve collisions first.')
 
   @classmethod
-  def from_codes(cls, codes: np.ndarray, codebook_sizes):
-    """Resolves collisions of codes [N, m] for items 1..N and builds the table."""
-    full = resolve_collisions(codes)
+  def from_codes(cls, codes: np.ndarray, codebook_sizes, counts=None):
+    """Resolves collisions of codes [N, m] for items 1..N (`counts`: see resolve_collisions)."""
+    full = resolve_collisions(codes, counts)
     sizes = tuple(codebook_sizes) + (int(full[:, -1].max()) + 1,)
     return cls(np.concatenate([np.full((1, full.shape[1]), -1, np.int32), full]), sizes)
 

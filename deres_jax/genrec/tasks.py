@@ -88,7 +88,8 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
   else:
     stats = dict(sid.statistics(codes, [c.codebook_size] * c.levels), tokenizer=c.name,
                  features=config.features.source, fit_seconds=time.time() - t0, **extra)
-    table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels)
+    counts = data.train_count[1:] if c.get('collision_order', 'id') == 'popularity' else None
+    table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels, counts)
   stats['extra_token_vocab'] = table.level_sizes[-1]
   # Token embeddings (per level and code) for SemanticBPE's compatibility term.
   os.makedirs(directory, exist_ok=True)
@@ -146,6 +147,7 @@ class SASRecTask:
     self.examples = {'inputs': inputs, 'targets': targets}
     self.loss_positions = int(math.ceil(config.train.loss_fraction * config.train.batch_size * data.max_len))
     self.data, self.eval_batch = data, config.eval.batch_size
+    self.exclude_history = config.eval.get('exclude_history', False)
     self.latency_ms = []
 
   def init(self, rng):
@@ -166,6 +168,8 @@ class SASRecTask:
       t0 = time.perf_counter()
       scores = np.asarray(sasrec.jit_last_scores(self.model, params, jnp.asarray(h)))[:len(r)]
       self.latency_ms.append(1000 * (time.perf_counter() - t0) / self.eval_batch)
+      if self.exclude_history:
+        scores = metrics.drop_history(scores, hist[r], lists=False)
       out.append(metrics.ranks_from_scores(scores, target[r]))
     return np.concatenate(out)
 
@@ -182,24 +186,40 @@ class TigerTask:
       self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, len(merges.pairs))
     self.mean_tokens_per_item = float((self.item_tok[1:] > 0).sum(1).mean())
     m = self.item_tok.shape[1]
+    sizes = {}
+    if config.model.get('output') == 'levels':  # softmax over each position's own codes
+      if config.bpe.num_merges or (self.item_tok[1:] == tiger.PAD).any():
+        raise ValueError("config.model.output='levels' needs fixed-length IDs; set config.model.output='full' "
+                         'for variable-length IDs (CAPSID, SemanticBPE).')
+      sizes = dict(level_offsets=tuple(int(o) for o in self.layout.offsets), level_sizes=self.layout.level_sizes)
     self.model = self._make_model(config, data, vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
-                                  max_dec_len=m + 1)
-    rows, hist, target = data_lib.sliding_windows(data)
+                                  max_dec_len=m + 1, **sizes)
+    rows, hist, target = data_lib.sliding_windows(data, config.data.get('windows', 'prefix'))
     self.examples = {'user': data.users[rows], 'hist': hist, 'target': target}
     trie = beam.build_trie([r[r > 0] for r in self.item_tok[1:]], np.arange(1, data.num_items + 1), tiger.EOS)
     self.trie, self.trie_arrays = trie, beam.trie_arrays(trie)
     self.logprob_fn = tiger.make_logprob_fn(self.model)
+    self.cached_step = tiger.make_cached_step(self.model)
+    self.kv_cache = config.eval.get('kv_cache', True)
     self.encode = jax.jit(lambda p, e: self.model.apply({'params': p}, e, method=tiger.Tiger.encode))
     self.data, self.eval_batch, self.beam_size = data, config.eval.batch_size, config.eval.beam_size
+    self.exclude_history = config.eval.get('exclude_history', False)
     self.latency_ms, self.decoded, self.incomplete = [], 0, 0
 
   def _make_model(self, config, data, **sizes):
     return tiger.Tiger(**sizes, **config.model)
 
+  def _beams(self, params, mem, enc):
+    """(items, scores, tokens) of the trie-constrained beam search (with a KV cache: eval.kv_cache)."""
+    args = (self.trie_arrays, (params, mem, enc), self.eval_batch, self.beam_size, self.trie.max_children,
+            self.trie.max_depth)
+    if self.kv_cache:
+      return beam.beam_search_cached(*self.cached_step, *args)
+    return beam.beam_search(self.logprob_fn, *args)
+
   def _rank(self, params, enc):
     """Top-`beam_size` items [B, K] of encoder inputs [B, S]: the trie-constrained beams, by log-probability."""
-    return beam.beam_search(self.logprob_fn, self.trie_arrays, (params, self.encode(params, enc), enc),
-                            self.eval_batch, self.beam_size, self.trie.max_children, self.trie.max_depth)[0]
+    return self._beams(params, self.encode(params, enc), enc)[0]
 
   def init(self, rng):
     enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)
@@ -233,7 +253,10 @@ class TigerTask:
     out = []
     for i in range(0, len(rows), self.eval_batch):
       r = rows[i:i + self.eval_batch]
-      out.append(metrics.ranks_from_lists(self.decode(params, self.data.users[r], hist[r]), target[r]))
+      items = self.decode(params, self.data.users[r], hist[r])
+      if self.exclude_history:
+        items = metrics.drop_history(items, hist[r], lists=True)
+      out.append(metrics.ranks_from_lists(items, target[r]))
     return np.concatenate(out)
 
 
@@ -254,8 +277,7 @@ class CobraTask(TigerTask):
 
     def rank(params, enc):
       mem = self.encode(params, enc)
-      items, logp, tokens = beam.beam_search(self.logprob_fn, self.trie_arrays, (params, mem, enc), self.eval_batch,
-                                             self.beam_size, self.trie.max_children, self.trie.max_depth)
+      items, logp, tokens = self._beams(params, mem, enc)
       vec_bkd = cobra.beam_vectors(self.model, params, mem, enc, tokens)
       item_nd = self.model.apply({'params': params}, self.content, method=cobra.Cobra.items)
       return cobra.beam_fusion(logp, vec_bkd, items, item_nd, c.fusion_weight, c.cos_scale, self.beam_size,

@@ -7,12 +7,20 @@ loss is sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
   then SemanticBPE subwords (if any). Variable-length IDs (CAPSID) are PAD-filled after eos,
   and the loss skips PAD targets.
 Architecture defaults are TIGER's (4+4 layers, width 128, 6 heads of 64, MLP 1024, ReLU,
-dropout 0.1); pre-LN blocks and learned absolute positions instead of T5's relative bias
-(a simplification; a config field would name any other choice).
+dropout 0.1) on pre-LN blocks. Positions (`position`): T5's relative position bias (Raffel et
+al. 2020, Sec. 2.1; TIGER is built on T5X, and GRID uses the same): a learned scalar per head
+and log-spaced distance bucket added to the attention logits, bidirectional buckets in the
+encoder, causal ones in the decoder's self-attention, none in cross-attention, one table per
+stack shared by its layers as in T5; or learned absolute position embeddings ('absolute', the
+earlier choice). Output (`output`): one softmax over the whole vocabulary ('full'), or over the
+codes valid at each decoder position ('levels': position l scores only level l's codes, the
+last only eos; GRID's per-level heads up to the shared projection), which needs fixed-length IDs.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import math
+
 import numpy as np
 import optax
 
@@ -56,26 +64,123 @@ class TokenLayout:
     return np.concatenate([bos, s], 1), out
 
 
-class Block(nn.Module):
-  """Pre-LN self-attention (optionally cross-attention) and ReLU MLP."""
+def relative_bucket(relative_position, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
+  """T5's bucket of each relative position (key position - query position): exact buckets for
+  the small distances, log-spaced ones up to `max_distance`, the last bucket beyond; with
+  `bidirectional`, half the buckets for keys after the query; else keys after it share bucket 0."""
+  rel = np.asarray(relative_position)
+  bucket = np.zeros(rel.shape, np.int32)
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (rel > 0).astype(np.int32) * num_buckets
+    rel = np.abs(rel)
+  else:
+    rel = -np.minimum(rel, 0)
+  max_exact = num_buckets // 2
+  large = max_exact + (np.log(np.maximum(rel, 1) / max_exact) / math.log(max_distance / max_exact)
+                       * (num_buckets - max_exact)).astype(np.int32)
+  return bucket + np.where(rel < max_exact, rel, np.minimum(large, num_buckets - 1)).astype(np.int32)
+
+
+class RelativeBias(nn.Module):
+  """Position bias [heads, Q, K] of one stack (T5: computed once, shared by the stack's layers)."""
+  num_heads: int
+  bidirectional: bool
+  num_buckets: int = 32
+  max_distance: int = 128
+
+  @nn.compact
+  def __call__(self, q_len: int, k_len: int):
+    buckets = relative_bucket(np.arange(k_len)[None, :] - np.arange(q_len)[:, None], self.bidirectional,
+                              self.num_buckets, self.max_distance)   # static [Q, K]
+    table = self.param('rel_bias', nn.initializers.normal(0.02), (self.num_buckets, self.num_heads))
+    return jnp.transpose(table[buckets], (2, 0, 1))
+
+
+class Attention(nn.Module):
+  """Multi-head attention with an optional additive bias [heads, Q, K] (the position bias).
+
+  `kv` and `attend` split it for decoding with a cache: keys and values are projected once
+  (the encoder memory's per batch, each decoder token's once) and queried step by step.
+  """
   num_heads: int
   head_dim: int
+  width: int
+  dropout: float
+
+  def setup(self):
+    proj = lambda: nn.DenseGeneral((self.num_heads, self.head_dim))
+    self.query, self.key, self.value = proj(), proj(), proj()
+    self.out = nn.DenseGeneral(self.width, axis=(-2, -1))
+    self.drop = nn.Dropout(self.dropout)
+
+  def kv(self, m_bkd):
+    """(keys, values) [B, K, heads, head_dim] of the attended sequence."""
+    return self.key(m_bkd), self.value(m_bkd)
+
+  def attend(self, x_bqd, k_bkhd, v_bkhd, mask, bias=None, train: bool = False):
+    logits = jnp.einsum('bqhd,bkhd->bhqk', self.query(x_bqd), k_bkhd) / math.sqrt(self.head_dim)
+    if bias is not None:
+      logits = logits + bias[None]
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    w = self.drop(jax.nn.softmax(logits, axis=-1), deterministic=not train)
+    return self.out(jnp.einsum('bhqk,bkhd->bqhd', w, v_bkhd))
+
+  def __call__(self, x_bqd, m_bkd, mask, bias=None, train: bool = False):
+    return self.attend(x_bqd, *self.kv(m_bkd), mask, bias, train)
+
+
+class Block(nn.Module):
+  """Pre-LN self-attention (optionally cross-attention) and ReLU MLP; `step` decodes one
+  position against cached keys and values."""
+  num_heads: int
+  head_dim: int
+  width: int
   mlp_dim: int
   dropout: float
   cross: bool = False
 
-  @nn.compact
-  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False):
-    d = x_btd.shape[-1]
-    drop = lambda h: nn.Dropout(self.dropout)(h, deterministic=not train)
-    attn = lambda: nn.MultiHeadDotProductAttention(self.num_heads, qkv_features=self.num_heads * self.head_dim,
-                                                   out_features=d, dropout_rate=self.dropout)
-    h = nn.LayerNorm()(x_btd)
-    x_btd = x_btd + drop(attn()(h, h, mask=self_mask, deterministic=not train))
+  def setup(self):
+    attn = lambda: Attention(self.num_heads, self.head_dim, self.width, self.dropout)
+    self.ln_self, self.self_attn = nn.LayerNorm(), attn()
     if self.cross:
-      x_btd = x_btd + drop(attn()(nn.LayerNorm()(x_btd), mem_bsd, mask=cross_mask, deterministic=not train))
-    h = nn.Dense(d)(drop(nn.relu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x_btd)))))
-    return x_btd + drop(h)
+      self.ln_cross, self.cross_attn = nn.LayerNorm(), attn()
+    self.ln_mlp, self.mlp_in, self.mlp_out = nn.LayerNorm(), nn.Dense(self.mlp_dim), nn.Dense(self.width)
+    self.drop = nn.Dropout(self.dropout)
+
+  def _mlp(self, x, train):
+    h = self.mlp_out(self.drop(nn.relu(self.mlp_in(self.ln_mlp(x))), deterministic=not train))
+    return x + self.drop(h, deterministic=not train)
+
+  def __call__(self, x_btd, self_mask, mem_bsd=None, cross_mask=None, train: bool = False, self_bias=None):
+    drop = lambda h: self.drop(h, deterministic=not train)
+    h = self.ln_self(x_btd)
+    x_btd = x_btd + drop(self.self_attn(h, h, self_mask, self_bias, train))
+    if self.cross:
+      x_btd = x_btd + drop(self.cross_attn(self.ln_cross(x_btd), mem_bsd, cross_mask, None, train))
+    return self._mlp(x_btd, train)
+
+  def step(self, x_n1d, cache, t: int, cross_kv, cross_mask, bias_row=None):
+    """Position t of the decoder for N sequences: x [N, 1, d]; cache = (keys, values) [N, T, H, Dh]
+    of positions < t (filled here at t); returns (x, cache)."""
+    h = self.ln_self(x_n1d)
+    k_new, v_new = self.self_attn.kv(h)
+    k, v = cache[0].at[:, t].set(k_new[:, 0]), cache[1].at[:, t].set(v_new[:, 0])
+    mask = (jnp.arange(k.shape[1]) <= t)[None, None, None, :]
+    x_n1d = x_n1d + self.self_attn.attend(h, k, v, mask, bias_row)
+    if self.cross:
+      x_n1d = x_n1d + self.cross_attn.attend(self.ln_cross(x_n1d), *cross_kv, cross_mask)
+    return self._mlp(x_n1d, False), (k, v)
+
+
+def level_mask(level_offsets, level_sizes, vocab_size: int) -> np.ndarray:
+  """[m+1, V] booleans: decoder position l may emit level l's codes (l < m), the last only eos."""
+  m = len(level_sizes)
+  mask = np.zeros((m + 1, vocab_size), bool)
+  for l, (o, k) in enumerate(zip(level_offsets, level_sizes)):
+    mask[l, o:o + k] = True
+  mask[m, EOS] = True
+  return mask
 
 
 class Tiger(nn.Module):
@@ -90,12 +195,31 @@ class Tiger(nn.Module):
   enc_depth: int = 4        # encoder layers (TIGER: 4)
   dec_depth: int = 4        # decoder layers (TIGER: 4)
   dropout: float = 0.1      # dropout everywhere (TIGER: 0.1)
+  position: str = 'relative'  # 'relative' (T5 bias, TIGER/GRID) | 'absolute' (learned embeddings)
+  rel_buckets: int = 32     # T5 relative-position buckets (T5: 32)
+  rel_max_distance: int = 128  # distance beyond which positions share the last bucket (T5: 128)
+  output: str = 'levels'    # 'levels' (softmax over the codes valid at each position; fixed-length IDs) | 'full'
+  level_offsets: tuple = ()  # from the tokenizer: first token id of each ID position ('levels')
+  level_sizes: tuple = ()   # from the tokenizer: codes per ID position ('levels')
+
+  CHOICES = {'position': ('relative', 'absolute'), 'output': ('levels', 'full')}
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0))
-    self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.max_enc_len, self.width))
-    self.dec_pos = self.param('dec_pos', nn.initializers.normal(0.02), (self.max_dec_len, self.width))
-    kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim, dropout=self.dropout)
+    if self.position == 'absolute':
+      self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.max_enc_len, self.width))
+      self.dec_pos = self.param('dec_pos', nn.initializers.normal(0.02), (self.max_dec_len, self.width))
+    else:
+      rel = dict(num_heads=self.num_heads, num_buckets=self.rel_buckets, max_distance=self.rel_max_distance)
+      self.enc_bias = RelativeBias(bidirectional=True, **rel)
+      self.dec_bias = RelativeBias(bidirectional=False, **rel)
+    if self.output == 'levels':
+      if not self.level_sizes:
+        raise ValueError("model.output='levels' needs the tokenizer's level sizes (fixed-length IDs); "
+                         "use output='full' for variable-length IDs (CAPSID, SemanticBPE).")
+      self.out_mask = level_mask(self.level_offsets, self.level_sizes, self.vocab_size)
+    kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, width=self.width, mlp_dim=self.mlp_dim,
+              dropout=self.dropout)
     self.enc_blocks = [Block(**kw) for _ in range(self.enc_depth)]
     self.dec_blocks = [Block(**kw, cross=True) for _ in range(self.dec_depth)]
     self.enc_ln, self.dec_ln = nn.LayerNorm(), nn.LayerNorm()
@@ -104,27 +228,76 @@ class Tiger(nn.Module):
 
   def encode(self, enc_bs, train: bool = False):
     """Encoder memory [B, S, d] of tokens [B, S] (0 = padding)."""
-    x = self.drop(self.embed(enc_bs) + self.enc_pos[:enc_bs.shape[1]], deterministic=not train)
+    S = enc_bs.shape[1]
+    x, bias = self.embed(enc_bs), None
+    if self.position == 'absolute':
+      x = x + self.enc_pos[:S]
+    else:
+      bias = self.enc_bias(S, S)
+    x = self.drop(x, deterministic=not train)
     mask = nn.make_attention_mask(enc_bs > 0, enc_bs > 0)
     for blk in self.enc_blocks:
-      x = blk(x, mask, train=train)
+      x = blk(x, mask, train=train, self_bias=bias)
     return self.enc_ln(x)
 
   def decode_hidden(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
     """Final decoder states [B, T, d] for decoder inputs [B, T] (causal; COBRA's dense head reads them)."""
-    x = self.drop(self.embed(dec_bt) + self.dec_pos[:dec_bt.shape[1]], deterministic=not train)
+    T = dec_bt.shape[1]
+    x, bias = self.embed(dec_bt), None
+    if self.position == 'absolute':
+      x = x + self.dec_pos[:T]
+    else:
+      bias = self.dec_bias(T, T)
+    x = self.drop(x, deterministic=not train)
     self_mask = nn.make_causal_mask(dec_bt)
     cross_mask = nn.make_attention_mask(jnp.ones(dec_bt.shape, bool), enc_bs > 0)
     for blk in self.dec_blocks:
-      x = blk(x, self_mask, mem_bsd, cross_mask, train=train)
+      x = blk(x, self_mask, mem_bsd, cross_mask, train=train, self_bias=bias)
     return self.dec_ln(x)
 
   def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
-    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal)."""
-    return self.head(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
+    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal); with output='levels' the
+    tokens not valid at a position get the lowest logit (their probability is 0)."""
+    return self.logits(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
+
+  def logits(self, hidden_btd):
+    """Token logits [B, T, V] of decoder states [B, T, d] (output='levels': invalid tokens -1e9)."""
+    logits = self.head(hidden_btd)
+    if self.output == 'levels':  # finite, so beam-score sums stay finite
+      logits = jnp.where(self.out_mask[:hidden_btd.shape[1]], logits, -1e9)
+    return logits
 
   def __call__(self, enc_bs, dec_bt, train: bool = False):
     return self.decode(self.encode(enc_bs, train), enc_bs, dec_bt, train)
+
+  # --------------------------------------------------------------- Decoding with a KV cache.
+  def cross_kv(self, mem_bsd):
+    """Every decoder layer's cross-attention (keys, values) of the encoder memory, projected once."""
+    return [blk.cross_attn.kv(mem_bsd) for blk in self.dec_blocks]
+
+  def empty_cache(self, n: int):
+    """Self-attention (keys, values) per decoder layer for n sequences, all positions empty."""
+    shape = (n, self.max_dec_len, self.num_heads, self.head_dim)
+    return [(jnp.zeros(shape), jnp.zeros(shape)) for _ in self.dec_blocks]
+
+  def decode_step(self, cross, cache, enc_bs, tok_n, t: int):
+    """Next-token logits [N, V] after decoder input token tok_n [N] at position t, given the
+    cache of positions < t; returns (logits, cache). Equals `decode(...)[:, t]` (tested)."""
+    x = self.embed(tok_n)[:, None]
+    bias_row = None
+    if self.position == 'absolute':
+      x = x + self.dec_pos[t]
+    else:
+      bias_row = self.dec_bias(self.max_dec_len, self.max_dec_len)[:, t:t + 1]
+    cross_mask = (enc_bs > 0)[:, None, None, :]
+    new_cache = []
+    for blk, kv, layer_cache in zip(self.dec_blocks, cross, cache):
+      x, layer_cache = blk.step(x, layer_cache, t, kv, cross_mask, bias_row)
+      new_cache.append(layer_cache)
+    logits = self.head(self.dec_ln(x))[:, 0]
+    if self.output == 'levels':
+      logits = jnp.where(self.out_mask[t], logits, -1e9)
+    return logits, new_cache
 
 
 def loss_fn(model: Tiger, params, batch, rng):
@@ -135,6 +308,31 @@ def loss_fn(model: Tiger, params, batch, rng):
   loss = (ce * w).sum(1).mean()
   acc = ((logits.argmax(-1) == batch['dec_out']) * w).sum() / jnp.maximum(w.sum(), 1.0)
   return loss, {'train/loss': loss, 'train/token_accuracy': acc}
+
+
+def make_cached_step(model: Tiger):
+  """The (init, step) callbacks of `beam.beam_search_cached` for TIGER.
+
+  init(state) -> cache, with state = (params, memory [B, S, d], encoder tokens [B, S]): the
+  cross-attention keys/values of the memory, computed once per batch and repeated per beam, and
+  an empty self-attention cache per beam. step(state, cache, tokens [B, K], t) -> (log p
+  [B, K, V], cache): one decoder position for every beam.
+  """
+  def init(state, beam_size):
+    params, mem_bsd, enc_bs = state
+    cross = model.apply({'params': params}, mem_bsd, method=Tiger.cross_kv)
+    rep = lambda x: jnp.repeat(x, beam_size, axis=0)
+    empty = model.apply({'params': params}, mem_bsd.shape[0] * beam_size, method=Tiger.empty_cache)
+    return {'cross': jax.tree.map(rep, cross), 'self': empty, 'enc': rep(enc_bs)}
+
+  def step(state, cache, tok_bk, t):
+    params = state[0]
+    B, K = tok_bk.shape
+    logits, self_cache = model.apply({'params': params}, cache['cross'], cache['self'], cache['enc'],
+                                     tok_bk.reshape(B * K), t, method=Tiger.decode_step)
+    return jax.nn.log_softmax(logits).reshape(B, K, -1), dict(cache, self=self_cache)
+
+  return init, step
 
 
 def make_logprob_fn(model: Tiger):

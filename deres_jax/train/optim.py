@@ -4,10 +4,26 @@ Embedding tables (any parameter named 'embedding') get their own optimizer and l
 rate, as CTR practice wants (OneTrans: Adagrad for sparse embeddings, RMSProp for dense).
 """
 import jax
+import jax.numpy as jnp
 import optax
 
 
+def rsqrt_schedule(lr: float, warmup_steps: int, hold_steps: int):
+  """T5/TIGER's inverse square root: linear warm-up over `warmup_steps`, the constant `lr` until
+  step k = max(hold_steps, warmup_steps, 1), then lr * sqrt(k / step) (TIGER: lr 0.01 for the
+  first 10k steps, then inverse square root decay)."""
+  k = max(hold_steps, warmup_steps, 1)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1.0) / warmup_steps) if warmup_steps else 1.0
+    return lr * warm * jnp.sqrt(k / jnp.maximum(step, k))
+  return schedule
+
+
 def _schedule(lr, cfg, num_steps):
+  if cfg.schedule == 'rsqrt':
+    return rsqrt_schedule(lr, cfg.warmup_steps, cfg.get('hold_steps', 0))
   if cfg.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, lr, max(cfg.warmup_steps, 1), max(num_steps, 2))
   if cfg.warmup_steps:
