@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,21 +17,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _losses(workdir):
   return {r['step']: r['train/loss'] for r in metric_writer.read(os.path.join(workdir, 'metrics.jsonl'))
           if 'train/loss' in r}
-
-
-def test_scanned_blocks_same_loss_on_1_and_8_devices(tiny_config, tmp_path):
-  # nn.scan over stacked blocks; unrolled blocks: tests/test_spine.py and test_reliability.py.
-  c = tiny_config
-  c.model.scan_layers = True
-  c.train.update(num_steps=2, log_every=1)
-  ds = data.load(c.data)
-  trainer.train_and_evaluate(c, str(tmp_path / 'one'), dataset=ds, devices=jax.devices()[:1])
-  s8 = trainer.train_and_evaluate(c, str(tmp_path / 'eight'), dataset=ds)
-  assert s8['devices'] == 8
-  one, eight = _losses(tmp_path / 'one'), _losses(tmp_path / 'eight')
-  assert sorted(one) == [1, 2]
-  for step in one:
-    assert abs(one[step] - eight[step]) < 1e-5, (step, one[step], eight[step])
 
 
 def test_short_run_beats_logistic_regression_near_the_oracle(tmp_path):
