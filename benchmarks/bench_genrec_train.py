@@ -77,7 +77,8 @@ def main():
 
   @jax.jit
   def step(params, opt, batch):
-    (loss, _), grads = jax.value_and_grad(tiger.loss_fn, has_aux=True)(model, params, batch, jax.random.PRNGKey(1))
+    (loss, _), grads = jax.value_and_grad(tiger.loss_fn, argnums=1, has_aux=True)(model, params, batch,
+                                                                             jax.random.PRNGKey(1))
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
