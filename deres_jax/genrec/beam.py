@@ -83,24 +83,7 @@ def beam_search(logprob_fn, arrays: dict, state, batch_size: int, beam_size: int
   tokens = jnp.zeros((B, K, T), jnp.int32)
   for t in range(T):
     lp_bkv = logprob_fn(state, tokens, t)
-    first, last = arrays['child_start'][node], arrays['child_start'][node + 1]
-    idx_bkc = first[..., None] + jnp.arange(C)
-    valid = idx_bkc < last[..., None]
-    idx_bkc = jnp.minimum(idx_bkc, arrays['child_token'].shape[0] - 1)
-    tok_bkc = jnp.where(valid, arrays['child_token'][idx_bkc], 0)
-    nxt_bkc = arrays['child_node'][idx_bkc]
-    cand = score[..., None] + jnp.take_along_axis(lp_bkv, tok_bkc, axis=2)
-    cand = jnp.where(valid, cand, -jnp.inf)
-    # A finished beam (its node ends an ID) keeps its score as its single candidate.
-    done = arrays['node_item'][node] > 0
-    stay = jnp.arange(C) == 0
-    cand = jnp.where(done[..., None], jnp.where(stay, score[..., None], -jnp.inf), cand)
-    tok_bkc = jnp.where(done[..., None], 0, tok_bkc)
-    nxt_bkc = jnp.where(done[..., None], node[..., None], nxt_bkc)
-    score, flat = jax.lax.top_k(cand.reshape(B, K * C), K)
-    parent = flat // C
-    take = lambda a: jnp.take_along_axis(a.reshape(B, K * C), flat, axis=1)
-    node, new_tok = take(nxt_bkc), take(tok_bkc)
+    node, score, new_tok, parent = _advance(arrays, node, score, lp_bkv, C)
     tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(new_tok)
   items = jnp.where(jnp.isfinite(score), arrays['node_item'][node], 0)
   return items, score, tokens
@@ -132,25 +115,35 @@ def beam_search_cached(init_fn, step_fn, arrays: dict, state, batch_size: int, b
     lp_bkv, cache = jax.lax.cond(
         done.all(), lambda c: (jnp.zeros((B, K, _vocab(step_fn, state, c, last, t)), jnp.float32), c),
         lambda c: step_fn(state, c, last, t), cache)
-    first, end = arrays['child_start'][node], arrays['child_start'][node + 1]
-    idx_bkc = first[..., None] + jnp.arange(C)
-    valid = idx_bkc < end[..., None]
-    idx_bkc = jnp.minimum(idx_bkc, arrays['child_token'].shape[0] - 1)
-    tok_bkc = jnp.where(valid, arrays['child_token'][idx_bkc], 0)
-    nxt_bkc = arrays['child_node'][idx_bkc]
-    cand = jnp.where(valid, score[..., None] + jnp.take_along_axis(lp_bkv, tok_bkc, axis=2), -jnp.inf)
-    stay = jnp.arange(C) == 0  # a finished beam keeps its score as its single candidate
-    cand = jnp.where(done[..., None], jnp.where(stay, score[..., None], -jnp.inf), cand)
-    tok_bkc = jnp.where(done[..., None], 0, tok_bkc)
-    nxt_bkc = jnp.where(done[..., None], node[..., None], nxt_bkc)
-    score, flat = jax.lax.top_k(cand.reshape(B, K * C), K)
-    parent = flat // C
-    take = lambda a: jnp.take_along_axis(a.reshape(B, K * C), flat, axis=1)
-    node, last = take(nxt_bkc), take(tok_bkc)
+    node, score, last, parent = _advance(arrays, node, score, lp_bkv, C)
     tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(last)
     cache = _reorder(cache, parent, B, K)
   items = jnp.where(jnp.isfinite(score), arrays['node_item'][node], 0)
   return items, score, tokens
+
+
+def _advance(arrays, node, score, lp_bkv, C: int):
+  """One step of the constrained search: every beam's trie children scored, the best K kept.
+
+  Returns (node, score, chosen token, parent beam) [B, K] each. A finished beam (its node ends
+  an ID) keeps its score as its single candidate and chooses token 0.
+  """
+  B, K = node.shape
+  first, end = arrays['child_start'][node], arrays['child_start'][node + 1]
+  idx_bkc = first[..., None] + jnp.arange(C)
+  valid = idx_bkc < end[..., None]
+  idx_bkc = jnp.minimum(idx_bkc, arrays['child_token'].shape[0] - 1)
+  tok_bkc = jnp.where(valid, arrays['child_token'][idx_bkc], 0)
+  nxt_bkc = arrays['child_node'][idx_bkc]
+  cand = jnp.where(valid, score[..., None] + jnp.take_along_axis(lp_bkv, tok_bkc, axis=2), -jnp.inf)
+  done = arrays['node_item'][node] > 0
+  stay = jnp.arange(C) == 0
+  cand = jnp.where(done[..., None], jnp.where(stay, score[..., None], -jnp.inf), cand)
+  tok_bkc = jnp.where(done[..., None], 0, tok_bkc)
+  nxt_bkc = jnp.where(done[..., None], node[..., None], nxt_bkc)
+  score, flat = jax.lax.top_k(cand.reshape(B, K * C), K)
+  take = lambda a: jnp.take_along_axis(a.reshape(B, K * C), flat, axis=1)
+  return take(nxt_bkc), score, take(tok_bkc), flat // C
 
 
 def _vocab(step_fn, state, cache, last, t) -> int:
