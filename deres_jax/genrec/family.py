@@ -132,7 +132,6 @@ def apply_model_flags(config, pairs):
 
 
 FAMILY = family_lib.Family(
-    base_config=lambda arg='sasrec': config_lib.base_config(arg or 'sasrec'),
     validate=config_lib.validate,
     load=load,
     build=build,

@@ -226,15 +226,19 @@ class Tiger(nn.Module):
     self.head = nn.Dense(self.vocab_size)
     self.drop = nn.Dropout(self.dropout)
 
+  def _inputs(self, tok_bt, stack: str, train: bool):
+    """(token embeddings with absolute positions, or the stack's relative bias [H, T, T])."""
+    T = tok_bt.shape[1]
+    x, bias = self.embed(tok_bt), None
+    if self.position == 'absolute':
+      x = x + getattr(self, f'{stack}_pos')[:T]
+    else:
+      bias = getattr(self, f'{stack}_bias')(T, T)
+    return self.drop(x, deterministic=not train), bias
+
   def encode(self, enc_bs, train: bool = False):
     """Encoder memory [B, S, d] of tokens [B, S] (0 = padding)."""
-    S = enc_bs.shape[1]
-    x, bias = self.embed(enc_bs), None
-    if self.position == 'absolute':
-      x = x + self.enc_pos[:S]
-    else:
-      bias = self.enc_bias(S, S)
-    x = self.drop(x, deterministic=not train)
+    x, bias = self._inputs(enc_bs, 'enc', train)
     mask = nn.make_attention_mask(enc_bs > 0, enc_bs > 0)
     for blk in self.enc_blocks:
       x = blk(x, mask, train=train, self_bias=bias)
@@ -242,13 +246,7 @@ class Tiger(nn.Module):
 
   def decode_hidden(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
     """Final decoder states [B, T, d] for decoder inputs [B, T] (causal; COBRA's dense head reads them)."""
-    T = dec_bt.shape[1]
-    x, bias = self.embed(dec_bt), None
-    if self.position == 'absolute':
-      x = x + self.dec_pos[:T]
-    else:
-      bias = self.dec_bias(T, T)
-    x = self.drop(x, deterministic=not train)
+    x, bias = self._inputs(dec_bt, 'dec', train)
     self_mask = nn.make_causal_mask(dec_bt)
     cross_mask = nn.make_attention_mask(jnp.ones(dec_bt.shape, bool), enc_bs > 0)
     for blk in self.dec_blocks:

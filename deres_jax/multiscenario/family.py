@@ -127,7 +127,6 @@ def print_summary(summary: dict):
 
 
 FAMILY = family_lib.Family(
-    base_config=lambda arg=None: config_lib.base_config(),
     validate=config_lib.validate,
     load=lambda config: load_data(config.data),
     build=build,

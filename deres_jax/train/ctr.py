@@ -87,7 +87,6 @@ def after_training(config, workdir, summary, dataset=None) -> dict:
 
 
 FAMILY = family_lib.Family(
-    base_config=lambda arg=None: config_lib.base_config(),
     validate=config_lib.validate,
     load=lambda config: data_lib.load(config.data),
     build=build,

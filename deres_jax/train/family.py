@@ -43,8 +43,6 @@ class Task(NamedTuple):
 
 class Family(NamedTuple):
   """The functions of one family (`FAMILY` in its module)."""
-  base_config: Callable[..., Any]
-  """(arg) -> the family's full config with every field, default and comment."""
   validate: Callable[..., Any]
   """(config, num_devices=None) -> config; raises config.ConfigError with one sentence."""
   load: Callable[[Any], Any]

@@ -17,7 +17,6 @@ import ast
 import itertools
 import json
 import os
-import pprint
 import random
 import re
 
@@ -26,16 +25,13 @@ import ml_collections
 
 from deres_jax import config as config_lib
 from deres_jax.train import jobs
+# The report (sorting, results.md, best_config.py) lives in sweep_report.py; its names stay here too.
+from deres_jax.train.sweep_report import COLUMNS, best_config_source, results_table, sort_rows  # noqa: F401
 from deres_jax.train import trainer
 
 
 class SweepError(ValueError):
   """A sweep that cannot run as asked (flags, num_trials, a workdir of another sweep)."""
-
-
-# Summary fields of the results table: (summary key, column title).
-COLUMNS = (('val_auc', 'val AUC'), ('val_logloss', 'val logloss'), ('test_auc', 'test AUC'),
-           ('test_logloss', 'test logloss'), ('train_seconds', 'train s'))
 
 
 # ---------------------------------------------------------------- Flags and values.
@@ -229,56 +225,6 @@ def trial_config(config, overrides: dict, model_flags=()) -> ml_collections.Conf
       node[key] = parse_value(field, text, node[key])
   # Model fields as launch/train.py applies them: the name first (switching the section).
   return config_lib.apply_model_overrides(c, model_pairs)
-
-
-# ---------------------------------------------------------------- Results.
-
-def sort_rows(rows: list, monitor: str) -> list:
-  """Finished rows best first by summary['val_<monitor>'] ('auc' up, 'logloss' down).
-
-  A row is {'name', 'overrides', 'summary' (or None), 'error' (or None)}; rows without the
-  metric (a trial that failed) come last, in their order.
-  """
-  sign, key = (-1.0 if monitor == 'auc' else 1.0), f'val_{monitor}'
-  finished = lambda r: bool(r.get('summary')) and r['summary'].get(key) is not None
-  done = [r for r in rows if finished(r)]
-  rest = [r for r in rows if not finished(r)]
-  return sorted(done, key=lambda r: sign * r['summary'][key]) + rest
-
-
-def results_table(rows: list, fields: list, monitor: str) -> str:
-  """A markdown table, one row per trial, best first by the monitored validation metric."""
-  head = ['#', 'trial'] + list(fields) + [title for _, title in COLUMNS]
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for rank, row in enumerate(sort_rows(rows, monitor), 1):
-    summary = row.get('summary') or {}
-    cells = [str(rank) if summary else '-', row['name']]
-    cells += [row['overrides'][f] for f in fields]
-    for key, _ in COLUMNS:
-      v = summary.get(key)
-      cells.append('-' if v is None else f'{v:.1f}' if key == 'train_seconds' else f'{v:.5f}')
-    if row.get('error'):
-      cells[-1] += f" (failed: {row['error']})"
-    lines.append('| ' + ' | '.join(c.replace('|', '\\|') for c in cells) + ' |')
-  better = 'higher' if monitor == 'auc' else 'lower'
-  return '\n'.join(lines) + f'\n\nSorted by validation {monitor} ({better} is better).\n'
-
-
-def best_config_source(config, row: dict, monitor: str, workdir: str) -> str:
-  """A config file (`get_config()`) with every field of the best trial's config."""
-  done = ', '.join(f'{f}={t}' for f, t in row['overrides'].items())
-  value = row['summary'][f'val_{monitor}']
-  body = pprint.pformat(config.to_dict(), indent=1, width=100, sort_dicts=False)
-  return (f'"""Best trial of the sweep in {workdir}: {row["name"]} (val {monitor} {value:.5f}).\n\n'
-          f'  python launch/train.py --config={os.path.join(workdir, "best_config.py")} '
-          '--workdir=/tmp/best\n\n'
-          f'Swept values: {done}.\n'
-          'Written by launch/sweep.py: every field of that trial\'s config, the base config and its\n'
-          '--config overrides included.\n"""\n'
-          'import ml_collections\n\n'
-          f'CONFIG = {body}\n\n\n'
-          'def get_config():\n'
-          '  return ml_collections.ConfigDict(CONFIG)\n')
 
 
 def _write_atomic(path: str, text: str):
