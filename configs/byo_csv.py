@@ -45,5 +45,8 @@ def get_config():
   config.eval.batch_size = 4096
   config.optim.plateau_factor = 0.1
   config.optim.embed_l2 = 1e-5                     # BARS/FuxiCTR embedding_regularizer
+  # Embedding tables at 10x the dense rate: a sparse id is updated only in the batches that hold it
+  # (docs/quality.md, real data: +0.012 AUC for the DNN, +0.016 for DeRes over 1e-3).
+  config.optim.embed_learning_rate = 1e-2
   config.ckpt.every_steps = 1000
   return config

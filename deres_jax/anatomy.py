@@ -255,8 +255,8 @@ def plot_negative(weights: dict, title: str = 'share of negative (forgetting) we
 def plot_gates(gate_values: dict, title: str = 'gate g = sigmoid(theta)', ax=None, center=0.5):
   """Heatmap unit x hidden dimension of the DeRes gates; returns the Figure (None without gates).
 
-  merge='add' (u = h + g*a): g is how much of the Attention path is added to the Identity path;
-  merge='convex' (u = g*h + (1-g)*a): g is the Identity path's share. The colours are centred
+  merge='gated' (u = g*h + (1-g)*a): g is the Identity path's share; merge='add'
+  (u = h + g*a): g is how much of the Attention path is added to the Identity path. The colours are centred
   on `center` (the initial g, sigmoid(gate_init)) and span the largest move from it, so small
   moves show; center=None draws the whole range 0..1.
   """

@@ -118,6 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = optim_section()
   # Training, evaluation, sharding, checkpointing: the loop's sections (every family's).
   add_loop_sections(c, monitor='auc')
+  # Industrial CTR metrics (train/metrics.py), reported beside AUC when the fields exist.
+  c.eval.user_field = ''          # user field for GAUC; '' = auto (user_id/user/uid), 'none' = off
+  c.eval.item_field = ''          # item field for tail-item AUC; '' = auto (item_id/item/iid), 'none'
+  c.eval.tail_fraction = 0.2      # tail items: the least frequent 20 % of items by training count
 
   # Baseline trained on the same data after the main model, reported beside it.
   c.baseline = ml_collections.ConfigDict()

@@ -177,7 +177,7 @@ def _random_units(seed, t=3, b=2, d=8, units=6):
 @pytest.mark.parametrize('stacked', [False, True])
 @pytest.mark.parametrize('block_size', [1, 2, 3, 4])
 @pytest.mark.parametrize('value', ['output', 'hidden'])
-@pytest.mark.parametrize('merge', ['add', 'convex'])
+@pytest.mark.parametrize('merge', ['add', 'gated'])
 def test_deres_matches_numpy_transcription(merge, value, block_size, stacked):
   """Non-zero queries and gates: every unit's input and the output equal the NumPy equations."""
   rng, emb, sublayers = _random_units(block_size)

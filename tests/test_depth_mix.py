@@ -87,7 +87,7 @@ def test_impl_choice():
 
 
 # DeRes with either merge; AttnRes's path (merge 'none') is the same code with no stream (covered above).
-@pytest.mark.parametrize('connector,merge,gate', [('deres', 'add', 'vector'), ('deres', 'convex', 'scalar')])
+@pytest.mark.parametrize('connector,merge,gate', [('deres', 'add', 'vector'), ('deres', 'gated', 'scalar')])
 def test_model_with_the_fused_path_equals_the_reference_path(connector, merge, gate):
   """The whole Transformer (unrolled, depth 3, block size 2) with depth_mix='fused' vs 'reference'."""
   from deres_jax import models  # pylint: disable=g-import-not-at-top

@@ -33,9 +33,13 @@ def _model(**kw):
                                 dict(tokenizer='group', num_tokens=4), dict(query='token'),
                                 dict(gate='scalar', gate_init=2.0), dict(block_size=1)])
 def test_deres_at_init_equals_prenorm(kw):
-  """Zero pseudo-queries + SiLU weights: the AttnRes path is exactly 0, DeRes == PreNorm."""
+  """Zero pseudo-queries + SiLU weights: the AttnRes path is exactly 0, DeRes == PreNorm.
+
+  Exactly with merge='add' (u = h + g*0 = h); the default 'gated' merge feeds g*h = h/2 to the
+  sublayers' RMSNorm, which equals RMSNorm(h) up to the norm's epsilon (checked below).
+  """
   batch = _batch()
-  pre, de = _model(connector='prenorm', **kw), _model(connector='deres', **kw)
+  pre, de = _model(connector='prenorm', **kw), _model(connector='deres', merge='add', **kw)
   vp = pre.init(jax.random.PRNGKey(0), batch)
   vd = de.init(jax.random.PRNGKey(0), batch)
   # Same seed, same module names: DeRes's init *is* PreNorm's plus zero queries and gates.
@@ -46,6 +50,9 @@ def test_deres_at_init_equals_prenorm(kw):
   out_d = de.apply({'params': params}, batch)[0]
   np.testing.assert_array_equal(np.asarray(out_p), np.asarray(out_d))
   assert float(jnp.std(out_p)) > 0  # not trivially constant
+  gated = _model(connector='deres', merge='gated', **kw)
+  np.testing.assert_allclose(np.asarray(gated.apply({'params': params}, batch)[0]), np.asarray(out_p),
+                             rtol=2e-2, atol=2e-3)
 
 
 def _lookup(tree, path, default):
@@ -120,6 +127,8 @@ def test_scan_gradients_equal_loop_gradients(kw):
   """The scan that rebuilds its source buffer in the backward pass (source_scan.py) gives the
   unrolled model's loss and gradients."""
   batch = _batch()
+  # Non-zero output projections (branch_init='default'), so every parameter has a live gradient.
+  kw = dict(kw, branch_init='default')
   loop, scanned = _model(scan_layers=False, **kw), _model(scan_layers=True, **kw)
   v = nn.unbox(loop.init(jax.random.PRNGKey(5), batch)['params'])
   v = jax.tree_util.tree_map_with_path(  # non-zero queries: every depth weight is live
@@ -168,7 +177,7 @@ def test_scanned_model_given_unrolled_params_says_so():
 
 def test_gradients_reach_both_paths_and_the_gate():
   batch = _batch()
-  de = _model(connector='deres', scan_layers=False)
+  de = _model(connector='deres', scan_layers=False, branch_init='default')  # live sublayer outputs
   v = nn.unbox(de.init(jax.random.PRNGKey(3), batch)['params'])
   v = jax.tree_util.tree_map_with_path(  # away from init, where the gate's gradient is 0 (a = 0)
       lambda p, x: x + 0.1 if getattr(p[-1], 'key', '') == 'query' else x, v)
@@ -189,12 +198,20 @@ def test_gradients_reach_both_paths_and_the_gate():
 
 
 def test_query_gradient_nonzero_at_init():
-  """SiLU'(0) = 1/2: zero-initialised pseudo-queries still learn from the first step."""
+  """SiLU'(0) = 1/2: zero-initialised pseudo-queries still learn from the first step.
+
+  With the default zero branches (branch_init='zero') the units' queries see no gradient until the
+  output projections have moved (one step); the output connector's query learns at once.
+  """
   batch = _batch()
-  de = _model(connector='deres', scan_layers=True)
+  de = _model(connector='deres', scan_layers=True, branch_init='default')
   v = nn.unbox(de.init(jax.random.PRNGKey(4), batch)['params'])
   g = jax.grad(lambda p: de.apply({'params': p}, batch)[0].sum())(v)
   assert float(jnp.abs(g['backbone']['blocks']['mixer_res']['query']).max()) > 0
+  zero = _model(connector='deres', scan_layers=True)
+  v = nn.unbox(zero.init(jax.random.PRNGKey(4), batch)['params'])
+  g = jax.grad(lambda p: zero.apply({'params': p}, batch)[0].sum())(v)
+  assert float(jnp.abs(g['backbone']['out_res']['query']).max()) > 0
 
 
 def test_missing_dense_and_oov_ids_use_their_rows():

@@ -5,11 +5,13 @@
 The base is the main table's (configs/tables/main.py: same data, width, depth, AttnRes
 blocks and budget). The abstract's ablation claims: the dual path beats either single path;
 the Identity skip beats learnable residuals (A9: here ReZero and Highway updates of the
-identity stream); SiLU beats softmax. The open choices A4/A5 are shown too: a scalar gate in
-place of the vector gate, and the convex merge g*h + (1-g)*a, which (unlike the default
-additive merge, whose identity stream keeps every source at weight >= 1 - 0.28 g / N) can
-forget a source; it starts near identity with gate_init = +3 (g = 0.95), and halving the
-stream with gate_init = 0 is the other row.
+identity stream); SiLU beats softmax. The full-text write-up (research/deres.md §9) adds: a
+gated fusion of the two paths (the default merge, u = g*h + (1-g)*a) beats an additive one
+(u = h + a), and the identity path beats learnable residual *matrices* (HC/mHC-style maps:
+here identity='matrix', h M + f with M = I at init, and the mHC connector itself), beside the
+scalar/vector learnable residuals (ReZero, Highway). A scalar gate in place of the vector gate,
+the abstract-era merge u = h + g*a, and the gated merge started near identity (gate_init = +3,
+g = 0.95) are the open choices A4/A5.
 """
 import importlib.util
 import os
@@ -33,7 +35,7 @@ def deres(**fields):
 
 
 ROWS = {
-    'DeRes (identity + SiLU AttnRes, add, vector gate)': deres(),
+    'DeRes (identity + SiLU AttnRes, gated, vector gate)': deres(),
     'Identity path only': deres(paths='identity'),
     'AttnRes path only (SiLU)': deres(paths='attnres'),
     # Zero queries make the SiLU path exactly 0 at init: with no identity stream every unit
@@ -41,23 +43,28 @@ ROWS = {
     'AttnRes path only (SiLU, random queries)': deres(paths='attnres', query_init_scale=1.0),
     'Learnable residual: ReZero identity': deres(identity='rezero'),
     'Learnable residual: Highway identity': deres(identity='highway'),
+    'Learnable residual matrices: h M + f identity': deres(identity='matrix'),
+    'Learnable residual matrices: mHC connector': main.connector('mhc'),
     'Softmax in place of SiLU': deres(depth_weights='softmax'),
     'Scalar gate in place of vector gate': deres(gate='scalar'),
-    'Convex merge, gate_init +3 (near identity)': deres(merge='convex', gate_init=3.0),
-    'Convex merge, gate_init 0 (g = 0.5)': deres(merge='convex', gate_init=0.0),
+    'Additive merge (h + a)': deres(merge='additive'),
+    'Scaled additive merge (h + g*a, abstract-era)': deres(merge='add'),
+    'Gated merge, gate_init +3 (near identity)': deres(gate_init=3.0),
 }
 
-_DERES = 'DeRes (identity + SiLU AttnRes, add, vector gate)'
+_DERES = 'DeRes (identity + SiLU AttnRes, gated, vector gate)'
 CLAIMS = [
     ('The dual path beats either single path', _DERES,
      ['Identity path only', 'AttnRes path only (SiLU)', 'AttnRes path only (SiLU, random queries)']),
     ('The Identity skip beats learnable residuals', _DERES,
      ['Learnable residual: ReZero identity', 'Learnable residual: Highway identity']),
+    ('The Identity skip beats learnable residual matrices', _DERES,
+     ['Learnable residual matrices: h M + f identity', 'Learnable residual matrices: mHC connector']),
     ('SiLU beats softmax', _DERES, ['Softmax in place of SiLU']),
     ('The vector gate beats a scalar gate (open choice A5)', _DERES,
      ['Scalar gate in place of vector gate']),
-    ('The additive merge beats the convex merge (open choice A4)', _DERES,
-     ['Convex merge, gate_init +3 (near identity)', 'Convex merge, gate_init 0 (g = 0.5)']),
-    ('The convex merge, started near identity, beats the additive one (the "forgetting" reading)',
-     'Convex merge, gate_init +3 (near identity)', [_DERES]),
+    ('The gated fusion beats the additive one', _DERES,
+     ['Additive merge (h + a)', 'Scaled additive merge (h + g*a, abstract-era)']),
+    ('The gate started at g = 0.5 beats one started near identity (open choice A5)', _DERES,
+     ['Gated merge, gate_init +3 (near identity)']),
 ]

@@ -28,6 +28,7 @@ Activations are token-major, [T, B, D]. With `scan_layers=True` the blocks run u
 `nn.scan` (AttnRes/DeRes via `source_scan.scan_blocks` after init); pyramid, skips and the
 connectors of `connectors.UNROLLED_ONLY` (hc, mhc, denseformer) need unrolled blocks.
 """
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -63,6 +64,7 @@ class Block(nn.Module):
   layer_unit: str           # 'sublayer' | 'block': what the connector wraps (A1)
   connector: dict           # connector fields (kind, block_size, value, ...; connectors.make)
   keep: int = 0             # pyramid: tokens kept by this block (0 = all)
+  branch_init: str = 'zero'  # 'zero': sublayer output projections start at zero; 'default'
   dropout: float = 0.0
   deterministic: bool = True
   dtype: Any = jnp.float32
@@ -94,8 +96,9 @@ class Block(nn.Module):
     state, layer = carry  # the block index: an int, or an int32 scalar traced under scan
     conn = self.connector
     mix_kw = dict(self.mixer_kw, num_queries=self.keep) if self.keep else self.mixer_kw
-    mixer = self.mixer(dtype=self.dtype, name='mixer', **mix_kw)
-    ffn = self.ffn(dtype=self.dtype, name='ffn', **self.ffn_kw)
+    zero = self.branch_init == 'zero'
+    mixer = self.mixer(dtype=self.dtype, name='mixer', **_zero_out(self.mixer, mix_kw, zero))
+    ffn = self.ffn(dtype=self.dtype, name='ffn', **_zero_out(self.ffn, self.ffn_kw, zero))
     if self.layer_unit == 'sublayer' or conn['kind'] in ('postnorm', 'siamese'):
       # Two connected units per block (AttnRes §3: one before attention, one before the MLP).
       j = 2 * layer
@@ -112,6 +115,12 @@ class Block(nn.Module):
       f = drop(ffn(layers.RMSNorm(name='ffn_norm')(u + a)))
       state = c.update(state, a + f, layer)
     return (state, layer + 1), None
+
+
+def _zero_out(cls, kw: dict, zero: bool) -> dict:
+  """kw plus zero_out=True for a sublayer class that has that field (branch_init='zero')."""
+  has = any(f.name == 'zero_out' for f in dataclasses.fields(cls))
+  return dict(kw, zero_out=True) if zero and has else kw
 
 
 def state_tokens(state) -> int:
@@ -145,11 +154,11 @@ class Backbone(nn.Module):
   query: str = 'shared'         # A7
   query_init_scale: float = 0.0  # A6: random pseudo-queries at init (0 = zeros, AttnRes)
   depth_mix: str = 'auto'       # depth attention code path (models/depth_mix.py): 'auto' | 'fused' | 'reference'
-  merge: str = 'add'            # A4
+  merge: str = 'gated'          # A4
   gate: str = 'vector'          # A5
   gate_init: float = 0.0
   paths: str = 'both'           # DeRes ablation: 'both' | 'identity' | 'attnres'
-  identity: str = 'fixed'       # DeRes ablation (A9): 'fixed' | 'rezero' | 'layerscale' | 'highway'
+  identity: str = 'fixed'       # DeRes ablation (A9): 'fixed' | 'rezero' | 'layerscale' | 'highway' | 'matrix'
   hc_rate: int = 4              # hc/mhc: n streams
   hc_dynamic: bool = True       # hc: dynamic (DHC) or static
   mhc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations
@@ -158,6 +167,9 @@ class Backbone(nn.Module):
   highway_bias: float = -2.0    # highway / identity='highway'
   keep_tokens: tuple = ()       # pyramid: tokens kept after each block; () = all
   skip_every: int = 0           # inter-block skip h^(l+s) += h^(l); 0 = none
+  branch_init: str = 'zero'     # 'zero': every sublayer's output projection starts at zero, so each
+                                # block starts as the identity and the stream as the token embeddings
+                                # (docs/quality.md); 'default': the layers' own (lecun) init
   dropout: float = 0.0
   scan_layers: bool = False
   dtype: Any = jnp.float32
@@ -213,7 +225,7 @@ class Backbone(nn.Module):
     if self.connector == 'siamese':
       state['y'] = emb
     block_kw = dict(mixer=self.mixer, mixer_kw=self.mixer_kw, ffn=self.ffn, ffn_kw=self.ffn_kw,
-                    layer_unit=self.layer_unit, connector=conn,
+                    layer_unit=self.layer_unit, connector=conn, branch_init=self.branch_init,
                     dropout=self.dropout, deterministic=not train, dtype=self.dtype)
     hidden = []  # the stream after each block (unrolled only), e.g. for auxiliary heads
     if self.scan_layers and self._rebuild_sources(train):
@@ -279,6 +291,8 @@ class Backbone(nn.Module):
       raise ValueError(f'inter-block skips add to the identity stream, which connector='
                        f'{self.connector!r} (paths={self.paths!r}) does not have; use prenorm, deres, '
                        'postnorm or siamese.')
+    if self.branch_init not in ('zero', 'default'):
+      raise ValueError(f"branch_init must be 'zero' or 'default', got {self.branch_init!r}.")
     if self.connector == 'mhc' and self.hc_rate < 2:
       raise ValueError(f'connector=mhc mixes n >= 2 streams, got hc_rate={self.hc_rate}.')
     if self.connector in ('postnorm', 'siamese') and self.layer_unit == 'block':

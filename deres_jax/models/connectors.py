@@ -37,12 +37,15 @@ it the fields it declares. h is the residual stream, f_j the unit's output:
                 block_size = 1 (every unit is its own block).
 * 'deres'       DeRes (arXiv 2606.07980, reconstructed in research/deres.md §7): the Identity
                 path h_j and the Block AttnRes path a_j merged per hidden dimension by a gate
-                g = sigmoid(theta) in (0,1)^D:  'add': u = h + g*a,  'convex': g*h + (1-g)*a.
+                g = sigmoid(theta) in (0,1)^D (research/deres.md §9: a gated fusion beats an
+                additive one):  'gated' (default): u = g*h + (1-g)*a;  'additive': u = h + a
+                (no gate);  'add': u = h + g*a (the abstract-era reconstruction).
                 depth_weights='silu' is Pointwise AttnRes: alpha = SiLU(score) [/ #sources].
-                With w_j = 0, SiLU(0) = 0 so a_j = 0 and the 'add' merge starts as Pre-Norm.
+                With w_j = 0, SiLU(0) = 0 so a_j = 0 and every merge starts as Pre-Norm (the
+                sublayer sees RMSNorm(u), and u is h or g*h).
                 Ablations (§7.6, A4/A5/A9): paths='identity' | 'attnres' keeps one path;
                 identity='rezero' | 'layerscale' | 'highway' makes the identity stream's update
-                learnable; gate='scalar'; merge='convex' with gate_init ~ +3 (g ~ 0.95).
+                learnable; gate='scalar'; merge='gated' with gate_init ~ +3 (g ~ 0.95).
 
 'postnorm' and 'siamese' renormalise the stream itself and live in backbone.py.
 
@@ -124,6 +127,28 @@ class LayerScale(PreNorm):
 
   def update(self, state, out, j):
     return dict(state, h=state['h'] + self.scale.astype(out.dtype) * out)
+
+
+class MatrixResidual(PreNorm):
+  """h_{j+1} = h_j M_j + f_j with a learnable residual matrix M_j in R^{D x D}, M_j = I at init.
+
+  The matrix-valued learnable residual of the DeRes ablation (research/deres.md §9: the paper's
+  "learnable residual matrices" are HC/mHC-style maps, not scalars): one map per unit acting on
+  the hidden dimension, so products of them over depth can attenuate the stream, which the
+  identity skip cannot. At init it is Pre-Norm exactly.
+  """
+  width: int = 64               # D
+
+  def setup(self):
+    self.matrix = self.param('matrix', lambda _, shape: jnp.eye(shape[0], dtype=jnp.float32),
+                             (self.width, self.width))
+
+  def update(self, state, out, j):
+    h = state['h']
+    return dict(state, h=h @ self.matrix.astype(h.dtype) + out)
+
+  def flops(self, t: int, d: int, j: int) -> int:
+    return flops_lib.dense(d, d, t) if j < self.num_units else 0
 
 
 class Highway(PreNorm):
@@ -349,28 +374,44 @@ class AttnRes(nn.Module):
     return visible * 2 * flops_lib.dense(d, 1, t)
 
 
+# DeRes merges of the two paths (A4); the first is the default.
+MERGES = ('gated', 'additive', 'add')
+
+
 class DeRes(AttnRes):
   """Identity path + Block AttnRes path, merged per dimension by g = sigmoid(theta)."""
   depth_weights: str = 'silu'   # Pointwise AttnRes
-  merge: str = 'add'            # 'add': h + g*a;  'convex': g*h + (1-g)*a      (A4)
+  merge: str = 'gated'          # 'gated': g*h + (1-g)*a; 'additive': h + a; 'add': h + g*a  (A4)
   gate: str = 'vector'          # 'vector': g in R^D; 'scalar'; 'none' (g = 1)  (A5)
   gate_init: float = 0.0        # initial gate logit theta; g = sigmoid(theta)  (A5)
   paths: str = 'both'           # ablation: 'both', 'identity' only, 'attnres' only
-  identity: str = 'fixed'       # ablation (A9): stream update h + f, or 'rezero' | 'layerscale' | 'highway'
+  identity: str = 'fixed'       # A9: h + f, or 'rezero'|'layerscale'|'highway'|'matrix' (h M + f)
   layerscale_init: float = 0.1  # identity='layerscale': initial lambda
   highway_bias: float = -2.0    # identity='highway': initial gate bias
 
   def setup(self):
     if self.paths != 'identity':
       super().setup()
-    if self.paths == 'both' and self.gate != 'none':
+    if self.has_gate():
       shape = (self.width,) if self.gate == 'vector' else (1,)
       self.theta = self.param('gate', nn.initializers.constant(self.gate_init), shape, jnp.float32)
     if self.paths != 'attnres' or self.value == 'hidden':
-      stream = dict(rezero=ReZero, layerscale=LayerScale, highway=Highway).get(self.identity)
+      stream = dict(rezero=ReZero, layerscale=LayerScale, highway=Highway,
+                    matrix=MatrixResidual).get(self.identity)
       if stream is not None:  # a learnable residual in place of the identity (A9)
-        self.stream = make(self.identity, width=self.width, layerscale_init=self.layerscale_init,
-                           highway_bias=self.highway_bias)
+        names = {f.name for f in dataclasses.fields(stream)}
+        kw = dict(width=self.width, layerscale_init=self.layerscale_init,
+                  highway_bias=self.highway_bias, num_units=self.num_units)
+        self.stream = stream(**{k: v for k, v in kw.items() if k in names})
+
+  def has_gate(self) -> bool:
+    return self.paths == 'both' and self.gate != 'none' and self.merge != 'additive'
+
+  def _kernel_merge(self) -> str:
+    """The merge of depth_mix's kernels: 'convex' g*h + (1-g)*a, or 'add' h + g*a (g = 1 without a gate)."""
+    if self.merge not in MERGES:
+      raise ValueError(f'merge must be one of {MERGES}, got {self.merge!r}.')
+    return 'convex' if self.merge == 'gated' else 'add'
 
   def init_state(self, emb, stacked: bool = False):
     state = {} if self.paths == 'identity' else source_state(emb, self.num_units,
@@ -383,16 +424,16 @@ class DeRes(AttnRes):
     if self.paths == 'identity':
       return state['h']
     if self.paths == 'both' and self.fused(state):  # scores, weights, mix and gate in one VJP
-      theta = None if self.gate == 'none' else self.theta
-      return self.aggregate(state, j, merge=self.merge, h=state['h'], theta=theta)
+      theta = self.theta if self.has_gate() else None
+      return self.aggregate(state, j, merge=self._kernel_merge(), h=state['h'], theta=theta)
     a = self.aggregate(state, j)
     if self.paths == 'attnres':
       return a
     h = state['h']
-    g = 1.0 if self.gate == 'none' else jax.nn.sigmoid(self.theta).astype(h.dtype)
-    if self.merge == 'add':
-      return h + g * a
-    return g * h + (1 - g) * a  # 'convex'
+    g = jax.nn.sigmoid(self.theta).astype(h.dtype) if self.has_gate() else 1.0
+    if self._kernel_merge() == 'add':
+      return h + g * a          # 'additive' (g = 1) or 'add'
+    return g * h + (1 - g) * a  # 'gated'
 
   def update(self, state, out, j):
     if 'h' in state:
@@ -407,7 +448,8 @@ class DeRes(AttnRes):
   def flops(self, t: int, d: int, j: int) -> int:
     """Depth attention as AttnRes (the gate and merge are elementwise, not counted)."""
     attn = 0 if self.paths == 'identity' else super().flops(t, d, j)
-    highway = self.identity == 'highway' and j < self.num_units and self.paths != 'attnres'
+    highway = (self.identity in ('highway', 'matrix') and j < self.num_units
+               and self.paths != 'attnres')
     return attn + (flops_lib.dense(d, d, t) if highway else 0)
 
 

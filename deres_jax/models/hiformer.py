@@ -43,6 +43,7 @@ class HeterogeneousAttention(nn.Module):
   num_heads: int = 4   # H; must divide D
   low_rank: int = 0    # r of W^O = V U; 0 = the full [T*D, T*D] matrix
   dtype: Any = jnp.float32
+  zero_out: bool = False  # the (last) output projection starts at zero (backbone branch_init='zero')
 
   @nn.compact
   def __call__(self, x):  # [T, B, D] -> [T, B, D]
@@ -57,11 +58,13 @@ class HeterogeneousAttention(nn.Module):
     # Eq. (3): one projection of all tokens' outputs together.
     kernel = dict(dtype=self.dtype, use_bias=False, kernel_init=nn.with_logical_partitioning(
         nn.initializers.lecun_normal(), (layers.MLP, layers.EMBED)))
+    last = dict(kernel, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.zeros, (layers.MLP, layers.EMBED))) if self.zero_out else kernel
     if self.low_rank:
       out = nn.Dense(self.low_rank, name='out_v', **kernel)(out)  # [B, r]
-      out = nn.Dense(t * d, name='out_u', **kernel)(out)          # [B, T*D]
+      out = nn.Dense(t * d, name='out_u', **last)(out)            # [B, T*D]
     else:
-      out = nn.Dense(t * d, name='out', **kernel)(out)
+      out = nn.Dense(t * d, name='out', **last)(out)
     return out.reshape(b, t, d).transpose(1, 0, 2)
 
   def flops(self, t_in: int, t_out: int, d: int) -> int:
@@ -99,7 +102,7 @@ class HiFormer(nn.Module):
   pointwise_norm: str = 'num_sources'  # A6: pointwise weights / visible sources, or 'none'
   key_norm: bool = True         # A6: RMSNorm on the keys (never on the values), as in AttnRes
   query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
-  merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
+  merge: str = 'gated'          # A4: 'gated' g*h + (1-g)*a (default); 'additive' h + a; 'add' h + g*a
   gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
   gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5)
   # Head.

@@ -80,6 +80,12 @@ class TokenDense(nn.Module):
     return y
 
 
+def _out_init(zero: bool) -> dict:
+  """Kernel init of a sublayer's output projection: zeros (the residual branch starts silent)
+  or the layer's default."""
+  return dict(kernel_init=nn.initializers.zeros) if zero else {}
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention over the T feature tokens (no mask: tokens are a set).
 
@@ -90,6 +96,7 @@ class SelfAttention(nn.Module):
   token_specific: bool = True  # OneTrans-style token-specific Q/K/V/O projections
   num_queries: int = 0         # 0 = every token
   dtype: Dtype = jnp.float32
+  zero_out: bool = False       # the output projection starts at zero (backbone branch_init='zero')
 
   @nn.compact
   def __call__(self, x):  # [T, B, D] -> [T', B, D]
@@ -104,7 +111,7 @@ class SelfAttention(nn.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.einsum('bhqt,tbhk->qbhk', probs, v).reshape(t, b, d)
     return TokenDense(d, self.token_specific, use_bias=False, logical_axes=(MLP, EMBED),
-                      dtype=self.dtype, name='out')(out)
+                      dtype=self.dtype, name='out', **_out_init(self.zero_out))(out)
 
   def flops(self, t_in: int, t_out: int, d: int) -> int:
     """Forward FLOPs per example: QKV, scores, weighted values, output projection."""
@@ -116,6 +123,7 @@ class FeedForward(nn.Module):
   mult: int = 4
   token_specific: bool = True
   dtype: Dtype = jnp.float32
+  zero_out: bool = False       # the down projection starts at zero (backbone branch_init='zero')
 
   @nn.compact
   def __call__(self, x):  # [T, B, D] -> [T, B, D]
@@ -123,7 +131,7 @@ class FeedForward(nn.Module):
     y = TokenDense(self.mult * d, self.token_specific, dtype=self.dtype, name='up')(x)
     y = nn.gelu(y)
     return TokenDense(d, self.token_specific, logical_axes=(MLP, EMBED), dtype=self.dtype,
-                      name='down')(y)
+                      name='down', **_out_init(self.zero_out))(y)
 
   def flops(self, t: int, d: int) -> int:
     return 2 * 2 * t * d * self.mult * d
@@ -139,6 +147,7 @@ class SwiGLU(nn.Module):
   token_specific: bool = True
   down_init_std: float = 0.0     # > 0: normal(std) init of FC_down; 0 = lecun normal
   dtype: Dtype = jnp.float32
+  zero_out: bool = False         # FC_down starts at zero (backbone branch_init='zero'; overrides down_init_std)
 
   @nn.compact
   def __call__(self, x):  # [T, B, D] -> [T, B, D]
@@ -147,6 +156,7 @@ class SwiGLU(nn.Module):
     gate, up = jnp.split(gate_up, 2, axis=-1)
     down = {} if not self.down_init_std else dict(
         kernel_init=nn.initializers.normal(self.down_init_std))
+    down = _out_init(True) if self.zero_out else down
     return TokenDense(d, self.token_specific, logical_axes=(MLP, EMBED), dtype=self.dtype,
                       name='down', **down)(nn.silu(gate) * up)
 

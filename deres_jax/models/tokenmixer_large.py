@@ -96,7 +96,7 @@ class TokenMixerLarge(nn.Module):
   pointwise_norm: str = 'num_sources'  # A6: pointwise weights / visible sources count, or 'none'
   key_norm: bool = True         # A6: RMSNorm on the keys (never on the values), as in AttnRes
   query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
-  merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
+  merge: str = 'gated'          # A4: 'gated' g*h + (1-g)*a (default); 'additive' h + a; 'add' h + g*a
   gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
   gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5)
   # Head.

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deres_jax.models import backbone as backbone_lib
+from deres_jax.models import connectors as connectors_lib
 from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
 from deres_jax.models.tokenizer import FeatureTokenizer
@@ -35,13 +36,13 @@ BACKBONE_CHOICES = {
     'depth_weights': ('auto', 'softmax', 'silu', 'sigmoid'),
     'pointwise_norm': ('num_sources', 'none'),
     'query': ('shared', 'token'),
-    'merge': ('add', 'convex'),
+    'merge': connectors_lib.MERGES,
     'gate': ('vector', 'scalar', 'none'),
 }
 # The DeRes ablation fields (CONNECTOR_EXTRA_FIELDS) of the models that declare them.
 ABLATION_CHOICES = {
     'paths': ('both', 'identity', 'attnres'),
-    'identity': ('fixed', 'rezero', 'layerscale', 'highway'),
+    'identity': ('fixed', 'rezero', 'layerscale', 'highway', 'matrix'),
     'depth_mix': ('auto', 'fused', 'reference'),
 }
 
@@ -51,7 +52,8 @@ CONNECTOR_FIELDS = ('connector', 'layer_unit', 'block_size', 'value', 'depth_wei
 # Fields of the newer connectors and DeRes ablations: models that do not declare them run with
 # the backbone's defaults.
 CONNECTOR_EXTRA_FIELDS = ('paths', 'identity', 'hc_rate', 'hc_dynamic', 'mhc_sinkhorn_iters',
-                          'mhc_res_init', 'layerscale_init', 'highway_bias', 'query_init_scale', 'depth_mix')
+                          'mhc_res_init', 'layerscale_init', 'highway_bias', 'query_init_scale', 'depth_mix',
+                          'branch_init')
 
 
 def backbone_kwargs(model) -> dict:
@@ -86,6 +88,7 @@ class CTRTransformer(nn.Module):
   ffn: str = 'token'            # 'token': per-token FFN (RankMixer/OneTrans); 'shared'
   ffn_act: str = 'gelu'         # 'gelu' MLP, or 'swiglu' (gated: products of features, docs/quality.md)
   dropout: float = 0.0          # dropout on sublayer outputs
+  branch_init: str = 'zero'     # 'zero': sublayer output projections start at 0 (blocks start as identity); 'default'
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'deres'      # prenorm|postnorm|rezero|layerscale|highway|hc|mhc|denseformer|attnres|deres|siamese
@@ -98,11 +101,11 @@ class CTRTransformer(nn.Module):
   query: str = 'shared'         # A7: pseudo-query per unit 'shared' by tokens, or per 'token'
   query_init_scale: float = 0.0  # A6: pseudo-queries ~ N(0, (scale/sqrt(D))^2) at init; 0 = zeros (AttnRes)
   depth_mix: str = 'auto'       # 'auto' (fused depth attention on GPU/TPU, reference on CPU), 'fused', 'reference'
-  merge: str = 'add'            # A4: 'add' h + g*a (starts as PreNorm); 'convex' g*h + (1-g)*a
+  merge: str = 'gated'          # A4: 'gated' g*h + (1-g)*a (default); 'additive' h + a; 'add' h + g*a
   gate: str = 'vector'          # A5: g = sigmoid(theta): 'vector' (R^D), 'scalar' or 'none' (g = 1)
-  gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5); ~ +3 starts a 'convex' merge near identity
+  gate_init: float = 0.0        # A5: initial theta (0 -> g = 0.5); ~ +3 starts a 'gated' merge near identity
   paths: str = 'both'           # DeRes ablation: 'both' paths, the 'identity' path only or the 'attnres' path only
-  identity: str = 'fixed'       # DeRes ablation (A9): stream update h + f ('fixed') or 'rezero'|'layerscale'|'highway'
+  identity: str = 'fixed'       # A9: h + f ('fixed'), 'rezero'|'layerscale'|'highway'|'matrix' (h M + f)
   hc_rate: int = 4              # hc/mhc: n residual streams (HC x4, mHC n = 4)
   hc_dynamic: bool = True       # hc: input-dependent (DHC) mixing on top of the static matrices; False = static HC
   mhc_sinkhorn_iters: int = 20  # mhc: Sinkhorn-Knopp iterations for H_res (paper 20; TileKernels code 10)
@@ -116,7 +119,8 @@ class CTRTransformer(nn.Module):
   table_pad: int = 8
 
   CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, **ABLATION_CHOICES, qkv=('token', 'shared'),
-                                 ffn=('token', 'shared'), ffn_act=('gelu', 'swiglu'))
+                                 ffn=('token', 'shared'), ffn_act=('gelu', 'swiglu'),
+                                 branch_init=('zero', 'default'))
 
   def ffn_spec(self):
     """(FFN class, kwargs) of the per-token FFN: GELU MLP or SwiGLU."""

@@ -22,8 +22,39 @@ from deres_jax.train import step as step_lib
 from deres_jax.train import trainer
 
 
-def evaluate(predict_fn, params, split, batch_size, batch_sharding, step=None):
-  """Exact AUC and logloss of a model over a whole split (`step`: the training step of params)."""
+# Field names looked for when eval.user_field / eval.item_field are '' (auto).
+USER_FIELDS = ('user_id', 'user', 'uid', 'userid')
+ITEM_FIELDS = ('item_id', 'item', 'iid', 'itemid')
+
+
+def metric_field(schema, name: str, auto: tuple, key: str) -> int | None:
+  """Column of the categorical field `name` ('' = the first of `auto` present, 'none' = off)."""
+  cats = tuple(schema.cat_names)
+  if name == 'none':
+    return None
+  if not name:
+    return next((cats.index(n) for n in auto if n in cats), None)
+  if name not in cats:
+    raise ValueError(f"config.{key}={name!r} is not a categorical field of the data "
+                     f"({', '.join(cats) or 'none'}); name one of them, or 'none'.")
+  return cats.index(name)
+
+
+def group_metrics(split, logits, user_col, item_col, tail) -> dict:
+  """GAUC over users and AUC on tail-item rows (`tail`: that split's bool mask), where available."""
+  out = {}
+  if user_col is not None:
+    out['gauc'] = metrics_lib.gauc(split['label'], logits, split['cat'][:, user_col])
+  if item_col is not None and tail is not None:
+    out['tail_auc'] = (metrics_lib.auc(split['label'][tail], logits[tail]) if tail.any()
+                       else float('nan'))
+    out['tail_rows'] = int(tail.sum())
+  return out
+
+
+def evaluate(predict_fn, params, split, batch_size, batch_sharding, step=None, groups=None):
+  """Exact AUC and logloss of a model over a whole split (`step`: the training step of params),
+  plus GAUC / tail-item AUC when `groups` = (user column, item column, tail mask) says so."""
   outs = []
   if step is not None:  # an explicit transfer (the loop runs under a transfer guard)
     step = jax.device_put(np.int32(step), NamedSharding(batch_sharding.mesh, P()))
@@ -33,9 +64,12 @@ def evaluate(predict_fn, params, split, batch_size, batch_sharding, step=None):
   n = len(split['label'])
   logits = np.concatenate([trainer.to_host(o) for o in outs])[:n]
   probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-  return {'auc': metrics_lib.auc(split['label'], logits),
-          'logloss': metrics_lib.logloss_from_logits(split['label'], logits),
-          'prediction/mean': float(probs.mean()), 'label/mean': float(split['label'].mean())}
+  out = {'auc': metrics_lib.auc(split['label'], logits),
+         'logloss': metrics_lib.logloss_from_logits(split['label'], logits),
+         'prediction/mean': float(probs.mean()), 'label/mean': float(split['label'].mean())}
+  if groups is not None:
+    out.update(group_metrics(split, logits, *groups))
+  return out
 
 
 def oracle_metrics(split):
@@ -57,8 +91,17 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
   predict = step_lib.make_predict(model, mesh)
   batch_sharding = NamedSharding(mesh, P('data'))
 
+  user_col = metric_field(ds.schema, config.eval.user_field, USER_FIELDS, 'eval.user_field')
+  item_col = metric_field(ds.schema, config.eval.item_field, ITEM_FIELDS, 'eval.item_field')
+  tails = {}
+  if item_col is not None:
+    train_items = ds.splits['train']['cat'][:, item_col]
+    tails = {name: metrics_lib.tail_mask(train_items, ds.splits[name]['cat'][:, item_col],
+                                         config.eval.tail_fraction) for name in ('val', 'test')}
+
   def evaluate_split(params, split, step):
-    return evaluate(predict, params, ds.splits[split], config.eval.batch_size, batch_sharding, step)
+    return evaluate(predict, params, ds.splits[split], config.eval.batch_size, batch_sharding, step,
+                    groups=(user_col, item_col, tails.get(split)))
 
   def summary(params, step):
     val, test = evaluate_split(params, 'val', step), evaluate_split(params, 'test', step)
@@ -70,7 +113,9 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
             'flops_per_example': model.flops_per_example()['total'],
             'test_auc': test['auc'], 'test_logloss': test['logloss'],
             'val_auc': val['auc'], 'val_logloss': val['logloss'],
-            'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss')}
+            'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss'),
+            **{f'{k}_{m}': v[m] for k, v in (('test', test), ('val', val))
+               for m in ('gauc', 'tail_auc') if m in v}}
 
   return family_lib.Task(
       init=lambda rng: model.init(rng, dummy)['params'],

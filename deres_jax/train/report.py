@@ -4,6 +4,7 @@ import os
 import ml_collections
 
 from deres_jax import models
+from deres_jax.train import metrics as metrics_lib
 from deres_jax.train import trainer
 from deres_jax.train import workdir as workdir_lib
 
@@ -32,6 +33,7 @@ def add_logreg_baseline(config, workdir, summary, dataset=None) -> dict:
                  logreg_train_seconds=base['train_seconds'])
   if summary.get('test_auc') is not None:
     summary['auc_gain_over_logreg'] = summary['test_auc'] - base['test_auc']
+    summary['relaimpr_over_logreg'] = metrics_lib.relaimpr(summary['test_auc'], base['test_auc'])
   workdir_lib.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
@@ -50,6 +52,9 @@ def print_summary(summary: dict):
   table.add_column('AUC', justify='right')
   table.add_column('logloss', justify='right')
   table.add_row(name, fmt(summary['test_auc']), fmt(summary['test_logloss']))
+  extra = [f"{label} {fmt(summary[k])}" for k, label in (('test_gauc', 'GAUC'),
+                                                         ('test_tail_auc', 'tail-item AUC'))
+           if summary.get(k) is not None]
   if 'logreg_test_auc' in summary:
     table.add_row('logistic regression', fmt(summary['logreg_test_auc']),
                   fmt(summary['logreg_test_logloss']))
@@ -58,6 +63,8 @@ def print_summary(summary: dict):
                   fmt(summary['oracle_logloss']))
   console = Console()
   console.print(table)
+  if extra:
+    console.print(', '.join(extra))
   eps = summary.get('examples_per_second')
   console.print(f"steps {summary['steps']} (best validation at {summary['best_step']}), "
                 f"train {summary['train_seconds']:.1f} s, "
