@@ -103,7 +103,7 @@ def restore(workdir: str, device=None) -> Restored:
     step, tree, _ = ckpt.restore({'params': abstract})
     ckpt.close()
   elif ckpt_lib.has_checkpoints(regular_dir):
-    step, tree = _restore_params_only(regular_dir, abstract)
+    step, tree = restore_params_only(regular_dir, abstract)
   else:
     raise WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
   summary = {}
@@ -113,7 +113,7 @@ def restore(workdir: str, device=None) -> Restored:
   return Restored(config, schema, spec, model, tree['params'], int(step), summary)
 
 
-def _restore_params_only(directory, abstract):
+def restore_params_only(directory, abstract):
   """(step, {'params': ...}) of the newest regular checkpoint, without its optimizer state."""
   manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=('state', 'meta'))
   step = manager.latest_step()
