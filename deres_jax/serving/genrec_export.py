@@ -144,7 +144,7 @@ def _bind(fn, params, arrays):
 
 
 def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=None,
-           overwrite: bool = False) -> dict:
+           overwrite: bool = False, restored: GenrecRestored | None = None) -> dict:
   """Exports the retriever of the genrec run `workdir` to the directory `out`.
 
   Args:
@@ -154,13 +154,14 @@ def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=No
     beam_sizes: the beam sizes (TIGER) or top-K sizes (SASRec) to export, one function each;
       None = the run's eval.beam_size. A request for k uses the smallest exported size >= k.
     overwrite: replace an existing `out`.
+    restored: `restore(workdir)` if already done (tests reuse it).
   Returns:
     The manifest (also written to out/manifest.json).
   """
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise FileExistsError(f'{out} already exists; pass --overwrite to replace it')
-  r = restore(workdir)
+  r = restored or restore(workdir)
   beam_sizes = sorted({int(k) for k in (beam_sizes or (r.config.eval.beam_size,))})
   if beam_sizes[0] < 1:
     raise ValueError(f'beam sizes must be positive, got {beam_sizes}')
