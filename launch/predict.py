@@ -2,6 +2,7 @@
 
   python launch/predict.py --workdir=/tmp/quickstart --input=new.csv --output=scores.csv
   python launch/predict.py --model=/tmp/quickstart_model --input=new.txt.gz --output=scores.csv --strict
+  python launch/predict.py --model=/tmp/quickstart_model --input=new.parquet --output=scores.csv
 
 The input is in the training data's raw format (the label column may be left out). The
 saved vocabularies and preprocessing are applied; unseen categories get the OOV id and are
@@ -21,6 +22,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'CSV to write: line,probability (o
 _STRICT = flags.DEFINE_bool('strict', False, 'Stop at the first bad row instead of skipping it.')
 _LABEL = flags.DEFINE_enum('label', 'auto', ['auto', 'yes', 'no'],
                            'Whether the input has the label column (auto: from the header or field count).')
+_FORMAT = flags.DEFINE_enum('input_format', 'auto', ['auto', 'text', 'csv', 'parquet'],
+                            'auto: Parquet by the .parquet suffix, quoted CSV (pyarrow) when the text holds a '
+                            'double quote, else the plain reader; or force one.')
 _BATCH = flags.DEFINE_integer('batch_size', 4096, 'Rows per model call.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 flags.mark_flags_as_required(['input', 'output'])
@@ -46,7 +50,7 @@ def main(argv):
       except checkpoint.CheckpointError as e:
         raise from_workdir.WorkdirError(str(e)) from None
     predict.predict_file(scorer, _INPUT.value, _OUTPUT.value, strict=_STRICT.value, has_label=has_label,
-                         progress=_PROGRESS.value)
+                         progress=_PROGRESS.value, input_format=_FORMAT.value)
   except (features.SchemaError, BadInputError, exported.ModelDirError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
