@@ -38,6 +38,12 @@ def main(argv):
       print(f"exported {manifest['model']} (step {manifest['step']}, {manifest['num_items']} items, beam sizes "
             f"{manifest['beam_sizes']}) for {', '.join(manifest['platforms'])} to {_OUT.value}")
       return
+    if config.get('family') == 'multiscenario':
+      from deres_jax.serving import multiscenario_export  # pylint: disable=g-import-not-at-top
+      manifest = multiscenario_export.export(_WORKDIR.value, _OUT.value, tuple(_PLATFORMS.value), _OVERWRITE.value)
+      print(f"exported {manifest['model']} (step {manifest['step']}, scenarios {manifest['scenario_names']}) "
+            f"for {', '.join(manifest['platforms'])} to {_OUT.value}")
+      return
     manifest = export.export(_WORKDIR.value, _OUT.value, tuple(_PLATFORMS.value), _OVERWRITE.value)
   except (from_workdir.WorkdirError, checkpoint.CheckpointError, FileExistsError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -13,6 +13,7 @@ from jax import export as jax_export
 
 from deres_jax.serving import features
 from deres_jax.serving.retriever import Retriever
+from deres_jax.serving.scenario_scorer import ScenarioScorer
 from deres_jax.serving.scorer import Scorer
 
 FILES = ('manifest.json', 'model.jaxexport', 'params.npz', 'vocab.npz')
@@ -81,6 +82,15 @@ def _load_genrec(model_dir: str, manifest: dict, batch_size: int) -> Retriever:
                    min(batch_size, 256))
 
 
+def _load_multiscenario(model_dir: str, manifest: dict, batch_size: int) -> ScenarioScorer:
+  """A multi-scenario model directory (serving/multiscenario_export.py) as a ScenarioScorer."""
+  missing = [f for f in ('model.jaxexport', 'params.npz') if not os.path.isfile(os.path.join(model_dir, f))]
+  if missing:
+    raise ModelDirError(f'{model_dir!r} is an incomplete multi-scenario model directory (missing {", ".join(missing)})')
+  call, params = jax.jit(_deserialize(os.path.join(model_dir, 'model.jaxexport')).call), _params(model_dir)
+  return ScenarioScorer(lambda batch: np.asarray(call(params, batch)), manifest, batch_size)
+
+
 def load(model_dir: str, batch_size: int = 1024):
   """The exported model in `model_dir` (`launch/export.py` writes it).
 
@@ -89,12 +99,15 @@ def load(model_dir: str, batch_size: int = 1024):
       `genrec_export.export` (generative retrieval).
     batch_size: the most rows (CTR) or histories (genrec, at most 256) per call of the model.
   Returns:
-    A Scorer (CTR: `score_rows`), or a Retriever (genrec: `recommend(histories, k)`); `.info`
+    A Scorer (CTR: `score_rows`), a ScenarioScorer (multi-scenario: `score_rows`, rows with a
+    `scenario`), or a Retriever (genrec: `recommend(histories, k)`); `.info`
     is the manifest (schema or catalogue, versions, step, metrics at export).
   """
   manifest = _manifest(model_dir)
   if manifest.get('kind') == 'genrec':
     return _load_genrec(model_dir, manifest, batch_size)
+  if manifest.get('kind') == 'multiscenario':
+    return _load_multiscenario(model_dir, manifest, batch_size)
   missing = [f for f in FILES if not os.path.isfile(os.path.join(model_dir, f))]
   if missing:
     raise ModelDirError(f'{model_dir!r} is not an exported model directory (missing {", ".join(missing)}); '
