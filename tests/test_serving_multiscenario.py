@@ -100,3 +100,32 @@ def test_load_imports_no_training_code(run, tmp_path):
                        env=dict(os.environ, XLA_FLAGS=''))
   assert out.returncode == 0, out.stderr[-2000:]
   np.testing.assert_allclose(json.loads(out.stdout.splitlines()[-1]), run['scorer'].score_rows(rows)[0], atol=1e-7)
+
+
+def test_server_scores_scenario_rows_and_counts_unseen_scenarios(run):
+  from deres_jax.serving import app as serving_app   # pylint: disable=g-import-not-at-top
+  import urllib.error  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+
+  def post(url, body):
+    req = urllib.request.Request(url + '/score', data=json.dumps(body).encode(), method='POST',
+                                 headers={'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+      return e.code, json.loads(e.read())
+
+  r, scorer, test = run['restored'], run['scorer'], run['test']
+  rows = _rows(r.info, test, 12)
+  for row in rows[8:]:
+    row['scenario'] = 'elsewhere'
+  want, _, _ = scorer.score_rows(rows)
+  with serving_app.background(scorer, serving_app.ServeOptions(max_batch=16)) as url:
+    status, body = post(url, {'rows': rows})
+    assert status == 200 and body['unseen_scenarios'] == 4 and body['unseen'] == 0
+    np.testing.assert_allclose(body['scores'], want, rtol=0, atol=1e-9)
+    status, body = post(url, {'rows': [{k: v for k, v in rows[0].items() if k != 'scenario'}]})
+    assert status == 422 and 'scenario' in body['error']
+    status, body = post(url, {'rows': rows[:1]})   # still serving
+    assert status == 200 and abs(body['scores'][0] - want[0]) < 1e-9

@@ -5,10 +5,12 @@
   GET  /healthz  -> {"status": "ok", "model": ..., "step": ..., "requests": ..., "batches": ...}
 
 Rows are in the model's raw input format (`features.encode_rows`: every feature column,
-null = missing). Errors are JSON {"error": "<one sentence>"}: 400 malformed JSON or payload,
-413 a body over `max_body_bytes` or more than `max_rows` rows, 422 a row that does not fit
-the schema (a missing or unknown field, a bad number), 500 an unexpected failure of the
-model call (logged; the server goes on).
+null = missing). A multi-scenario model (`scenario_scorer.py`) reads rows in its encoded
+schema with a `scenario` column, and the response also counts `unseen_scenarios` (rows of a
+scenario not seen in training, scored by the shared path). Errors are JSON
+{"error": "<one sentence>"}: 400 malformed JSON or payload, 413 a body over `max_body_bytes`
+or more than `max_rows` rows, 422 a row that does not fit the schema (a missing or unknown
+field, a bad number), 500 an unexpected failure of the model call (logged; the server goes on).
 
 Dynamic batching: each request is encoded in a worker thread, then queued; one batcher task
 takes the first waiting request, adds the requests that arrive within `max_wait_ms` up to
@@ -138,15 +140,32 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
-  """The ASGI app scoring with `scorer` (a `Scorer`)."""
+  """The ASGI app scoring with `scorer` (a CTR `Scorer` or a multi-scenario `ScenarioScorer`)."""
   state = {'batcher': None, 'requests': 0}
+  # A multi-scenario model: rows carry a `scenario`; jobs are (batch, OOV per field, rows' scenario ids).
+  scenario = hasattr(scorer, 'scenario_names')
+
+  def scenario_call(jobs):
+    batch = {k: np.concatenate([j[0][k] for j in jobs]) for k in jobs[0][0]}
+    probs = 1.0 / (1.0 + np.exp(-scorer.logits(batch).astype(np.float64)))
+    return np.split(probs, np.cumsum([len(j[2]) for j in jobs])[:-1])
+
+  def encode(payload):
+    if not scenario:
+      return features.encode_rows(scorer.spec, payload)
+    batch, oov, unseen = scorer.encode(payload)
+    return batch, oov, batch['scenario'], unseen
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
     del app
     # Compile every padded batch size before the first request (sizes 8, 16, ... max_batch).
     await run_in_threadpool(warm_up, scorer, options.max_batch)
-    batcher = state['batcher'] = Batcher.for_scorer(scorer, options.max_batch, options.max_wait_ms / 1000)
+    if scenario:
+      batcher = Batcher(scenario_call, options.max_batch, options.max_wait_ms / 1000, size=lambda e: len(e[2]))
+    else:
+      batcher = Batcher.for_scorer(scorer, options.max_batch, options.max_wait_ms / 1000)
+    state['batcher'] = batcher
     task = asyncio.create_task(batcher.run())
     try:
       yield
@@ -171,9 +190,12 @@ def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
       if len(payload) > options.max_rows:
         raise HttpError(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
       try:
-        enc = await run_in_threadpool(features.encode_rows, scorer.spec, payload)
+        enc = await run_in_threadpool(encode, payload)
       except features.SchemaError as e:
         raise HttpError(422, str(e)) from None
+      if scenario:   # unseen: values scored with the OOV id; unseen_scenarios: rows on the shared path
+        probs = await state['batcher'].submit(enc) if len(enc[2]) else np.zeros(0)
+        return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc[1].sum()), 'unseen_scenarios': enc[3]})
       probs = await state['batcher'].score(enc) if len(enc.line) else np.zeros(0)
       return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc.oov.sum())})
     except HttpError as e:
@@ -198,8 +220,12 @@ def warm_up(scorer, max_batch: int):
   size = 8
   while True:
     n = min(size, max_batch, scorer.batch_size)
-    scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
-                  np.full((n, scorer.spec.num_dense), np.nan, np.float32))
+    if hasattr(scorer, 'scenario_names'):
+      scorer.logits({'cat': np.zeros((n, len(scorer.cat_names)), np.int32),
+                     'dense': np.zeros((n, len(scorer.dense_names)), np.float32), 'scenario': np.zeros(n, np.int32)})
+    else:
+      scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
+                    np.full((n, scorer.spec.num_dense), np.nan, np.float32))
     if n >= min(max_batch, scorer.batch_size):
       return
     size *= 2
@@ -209,7 +235,8 @@ def uvicorn_server(scorer, host: str = '127.0.0.1', port: int = 8080, options: S
                    log_level: str = 'info'):
   """A `uvicorn.Server` for the app (`.run()` blocks; `serve` and `background` call it).
 
-  `scorer` is a CTR `Scorer` (POST /score) or a genrec `Retriever` (POST /recommend).
+  `scorer` is a CTR `Scorer` or a `ScenarioScorer` (POST /score), or a genrec `Retriever`
+  (POST /recommend).
   """
   import uvicorn  # pylint: disable=g-import-not-at-top
   if hasattr(scorer, 'recommend'):
