@@ -92,7 +92,8 @@ def restore(workdir: str, device=None) -> Restored:
   """The parameters, model, schema and input format of a training workdir."""
   config = read_config(workdir)
   if config.get('family') == 'multiscenario':
-    raise WorkdirError('multi-scenario runs are not served')
+    raise WorkdirError('multi-scenario runs are not scored from a workdir here: export one with launch/export.py '
+                       'and score rows with serving.load(model_dir).score_rows or launch/serve.py')
   schema, spec = input_spec(config.data)
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, schema, dtype=dtype)
