@@ -198,3 +198,27 @@ def test_sasrec_exports_top_k_of_the_full_scores_and_serves(sasrec_run):
   with serving_app.background(retriever, serving_app.ServeOptions(max_batch=8)) as url:
     status, body = _post(url, {'history': histories[0], 'k': 7})
   assert status == 200 and body['items'] == retriever.recommend(histories[:1], k=7)[0].items.tolist()
+
+
+def test_predict_file_of_histories_text_and_parquet(tiger_run, tmp_path):
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  from deres_jax.serving import predict_families  # pylint: disable=g-import-not-at-top
+  retriever = tiger_run['retriever']
+  histories = _histories(10, retriever.num_items, retriever.max_len, seed=4)
+  want = retriever.recommend(histories, k=5)
+  text = tmp_path / 'h.txt'
+  text.write_text(''.join(' '.join(map(str, h)) + '\n' for h in histories[:4]) + '3 x 5\n' +
+                  ''.join(','.join(map(str, h)) + '\n' for h in histories[4:]))
+  pq.write_table(pa.table({'history': pa.array(histories, pa.list_(pa.int64()))}), tmp_path / 'h.parquet')
+  for path, bad in ((text, 1), (tmp_path / 'h.parquet', 0)):
+    out = tmp_path / 'recs.csv'
+    stats = predict_families.recommend_file(retriever, str(path), str(out), k=5, log=lambda *_: None)
+    assert stats['rows'] == 10 + bad and stats['bad_rows'] == bad
+    lines = [l.split(',') for l in out.read_text().splitlines()[1:]]
+    good = [l for l in lines if l[1]]
+    assert [[int(v) for v in l[1].split()] for l in good] == [r.items.tolist() for r in want]
+    assert [int(l[4]) for l in good] == [r.truncated for r in want]
+  with pytest.raises(RequestError, match='row 5: the history is not a list'):
+    predict_families.recommend_file(retriever, str(text), str(tmp_path / 'x.csv'), k=5, strict=True)
+  assert not (tmp_path / 'x.csv').exists()

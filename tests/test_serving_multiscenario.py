@@ -129,3 +129,23 @@ def test_server_scores_scenario_rows_and_counts_unseen_scenarios(run):
     assert status == 422 and 'scenario' in body['error']
     status, body = post(url, {'rows': rows[:1]})   # still serving
     assert status == 200 and abs(body['scores'][0] - want[0]) < 1e-9
+
+
+def test_predict_scenario_rows_from_csv_and_parquet(run, tmp_path):
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.csv as pa_csv  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  from deres_jax.serving import predict_families  # pylint: disable=g-import-not-at-top
+  r, scorer = run['restored'], run['scorer']
+  rows = _rows(r.info, run['test'], 30)
+  rows[5]['scenario'] = 'new'
+  want, _, _ = scorer.score_rows(rows)
+  table = pa.Table.from_pylist([dict(row, label=1) for row in rows])   # a label column: ignored
+  pq.write_table(table, tmp_path / 'rows.parquet')
+  pa_csv.write_csv(table, tmp_path / 'rows.csv')
+  for name in ('rows.parquet', 'rows.csv'):
+    stats = predict_families.score_scenario_file(scorer, str(tmp_path / name), str(tmp_path / 'out.csv'),
+                                                 log=lambda *_: None)
+    got = [float(l.split(',')[1]) for l in (tmp_path / 'out.csv').read_text().splitlines()[1:]]
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    assert stats['rows'] == 30 and stats['unseen_scenarios'] == 1
