@@ -98,10 +98,10 @@ def test_long_histories_keep_the_most_recent_items_and_unknown_ids_are_dropped(t
   np.testing.assert_array_equal(long.items, short.items)
   np.testing.assert_allclose(long.scores, short.scores, atol=1e-6)
   assert long.truncated == 40 and short.truncated == 0
-  dirty, = retriever.recommend([[0, n + 1, -3] + recent[:5] + [10 ** 9]], k=10)
+  dirty, = retriever.recommend([[0, n + 1, -3] + recent[:5] + [10 ** 9, 10 ** 30]], k=10)
   clean, = retriever.recommend([recent[:5]], k=10)
   np.testing.assert_array_equal(dirty.items, clean.items)
-  assert dirty.unknown == 4 and clean.unknown == 0
+  assert dirty.unknown == 5 and clean.unknown == 0
   with pytest.raises(RequestError, match='item ids must be integers'):
     retriever.recommend([[1, 'x']], k=10)
   with pytest.raises(RequestError, match='at most 10'):

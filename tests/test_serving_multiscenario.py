@@ -75,13 +75,13 @@ def test_unseen_scenario_takes_the_shared_path_and_is_counted(run):
   # The shared path is the model's own "unknown scenario" (id S, or any id outside [0, S)).
   np.testing.assert_allclose(probs, _reference(r, test, 40, scenario=-1), rtol=0, atol=1e-6)
   rows = _rows(r.info, test, 3)
-  rows[0]['c0'], rows[1]['c1'] = 10 ** 6, None   # an unseen id (OOV, counted) and a missing one (not counted)
+  rows[0]['c0'], rows[1]['c1'], rows[2]['c2'] = 10 ** 6, None, 10 ** 30   # unseen ids (OOV, counted), a missing one
   _, _, oov = scorer.score_rows(rows)
-  assert oov.tolist()[:2] == [1, 0]
+  assert oov.tolist()[:3] == [1, 0, 1]
   with pytest.raises(features.SchemaError, match="lacks the fields \\['scenario'\\]"):
-    scorer.score_rows([{k: v for k, v in rows[2].items() if k != 'scenario'}])
+    scorer.score_rows([{k: v for k, v in rows[1].items() if k != 'scenario'}])
   with pytest.raises(features.SchemaError, match='expected an integer id'):
-    scorer.score_rows([dict(rows[2], c0='x')])
+    scorer.score_rows([dict(rows[1], c0='x')])
 
 
 def test_load_imports_no_training_code(run, tmp_path):

@@ -61,12 +61,12 @@ def parse(payload, max_rows: int) -> tuple:
     if unknown:
       raise app_lib.HttpError(422, f'{where}unknown fields {unknown}; the fields are {list(FIELDS)}')
     user = r.get('user', 0)
-    if isinstance(user, bool) or not isinstance(user, int):
-      raise app_lib.HttpError(422, f'{where}"user" must be an integer, got {user!r}')
+    if isinstance(user, bool) or not isinstance(user, int) or abs(user) >= 2 ** 63:
+      raise app_lib.HttpError(422, f'{where}"user" must be a 64-bit integer, got {user!r}')
     histories.append(r['history'])
     ks.append(r.get('k', 10))
     users.append(user)
-  return histories, ks, np.asarray(users, np.int64), batched
+  return histories, ks, users, batched
 
 
 def result_json(rec, unknown_ids) -> dict:

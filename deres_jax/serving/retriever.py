@@ -68,17 +68,16 @@ class Retriever:
     """(kept ids int64 [<= L], the dropped unknown ids, truncated count) of one history."""
     if not isinstance(history, (list, tuple, np.ndarray)):
       raise RequestError(f'a history must be a list of item ids, got {type(history).__name__}')
-    ids = []
+    ids, unknown = [], []
     for v in history:
       if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         if not (isinstance(v, float) and v.is_integer()):
           raise RequestError(f'item ids must be integers, got {v!r}')
-      ids.append(int(v))
-    ids = np.asarray(ids, np.int64)
-    real = (ids >= 1) & (ids <= self.num_items)
-    known = ids[real]
+      v = int(v)
+      (ids if 1 <= v <= self.num_items else unknown).append(v)   # any size: checked before numpy
+    known = np.asarray(ids, np.int64)
     kept = known[-self.max_len:] if self.max_len else known[:0]
-    return kept, ids[~real].tolist(), len(known) - len(kept)
+    return kept, unknown, len(known) - len(kept)
 
   def inputs(self, kept: list, users: np.ndarray) -> np.ndarray:
     """Model inputs int32 [n, S] of cleaned histories (left-padded, as at training)."""
@@ -98,9 +97,10 @@ class Retriever:
     n = len(histories)
     ks = [ks] * n if not isinstance(ks, (list, tuple, np.ndarray)) else list(ks)
     beams = np.asarray([self.beam_for(k) for k in ks], np.int64).reshape(n)
-    users = np.zeros(n, np.int64) if users is None else np.asarray(users)
-    if users.shape != (n,) or (n and not np.issubdtype(users.dtype, np.integer)):
-      raise RequestError(f'users must be {n} integers, one per history')
+    if users is not None and (len(users) != n or any(isinstance(u, bool) or not isinstance(u, numbers.Integral)
+                                                      or abs(int(u)) >= 2 ** 63 for u in users)):
+      raise RequestError(f'users must be {n} integers (64-bit), one per history')
+    users = np.zeros(n, np.int64) if users is None else np.asarray([int(u) for u in users], np.int64)
     cleaned = [self.clean(h) for h in histories]
     inputs = self.inputs([c[0] for c in cleaned], users) if n else np.zeros((0, 0), np.int32)
     return Encoded(inputs, beams, np.asarray(ks, np.int64).reshape(n), [c[1] for c in cleaned],

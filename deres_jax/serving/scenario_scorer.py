@@ -56,7 +56,7 @@ class ScenarioScorer:
         v = row[c]
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
           raise SchemaError(f'row {i} field {c!r}: expected an integer id or null, got {v!r}')
-        cat[i, j] = -1 if v is None else v
+        cat[i, j] = -1 if v is None else (v if abs(v) < 2 ** 62 else -2)   # -1 missing; -2 any id beyond int64
       s = row['scenario']
       if isinstance(s, bool) or not isinstance(s, (str, numbers.Integral)):
         raise SchemaError(f'row {i} field \'scenario\': expected a scenario name or id, got {s!r}')
