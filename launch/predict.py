@@ -55,7 +55,7 @@ def main(argv):
         family = from_workdir.read_config(_WORKDIR.value).get('family')
         if family == 'genrec':
           from deres_jax.serving import genrec_export  # pylint: disable=g-import-not-at-top
-          scorer = genrec_export.in_process(_WORKDIR.value, _beams(_K.value))
+          scorer = genrec_export.in_process(_WORKDIR.value, (_K.value,))   # a beam of k
         elif family == 'multiscenario':
           from deres_jax.serving import multiscenario_export  # pylint: disable=g-import-not-at-top
           scorer = multiscenario_export.in_process(_WORKDIR.value, _BATCH.value)
@@ -74,11 +74,6 @@ def main(argv):
           pa.ArrowInvalid) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-
-
-def _beams(k: int) -> tuple:
-  """The beam size of an in-process genrec retriever for --k (at least the run's own, 10)."""
-  return (max(k, 10),)
 
 
 if __name__ == '__main__':
