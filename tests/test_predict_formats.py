@@ -107,3 +107,20 @@ def test_table_input_names_a_missing_column(files, tmp_path):
   pq.write_table(pa.table({'I1': [1.0], 'I2': [2.0], 'C1': ['a'], 'C2': [1]}), path)
   with pytest.raises(features.SchemaError, match=r"lacks the columns \['B1'\]"):
     predict.predict_file(files['scorer'], str(path), str(tmp_path / 'o.csv'), progress=False, log=lambda *_: None)
+
+
+def test_headerless_quoted_tsv_scores_like_the_plain_tsv(files, tmp_path):
+  """A headerless format (as Criteo's): the columns by position, with or without the label."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  scorer = files['scorer']
+  spec = features.InputSpec(dataclasses.replace(SPEC, sep='\t', header=False), scorer.spec.vocab)
+  tsv_scorer = Scorer(spec, scorer._logits_fn, batch_size=64)   # pylint: disable=protected-access
+  rows = _rows(40, seed=5)
+  plain, quoted = tmp_path / 'plain.tsv', tmp_path / 'quoted.tsv'
+  plain.write_text(''.join('\t'.join(_text(r[c]) for c in COLUMNS[1:]) + '\n' for r in rows))   # no label
+  quoted.write_text(''.join('\t'.join(f'"{_text(r[c])}"' if r[c] is not None else '' for c in COLUMNS[1:]) + '\n'
+                            for r in rows))
+  _, want = _scores(tsv_scorer, str(plain), tmp_path / 'a.csv')
+  _, got = _scores(tsv_scorer, str(quoted), tmp_path / 'b.csv')
+  assert len(want) == 40
+  np.testing.assert_array_equal(got, want)

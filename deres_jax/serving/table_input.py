@@ -17,7 +17,8 @@ encoded by `features.encode_text`: the same number parsing, bucketing, vocabular
 counts and bad-row checks as the plain text path, so the scores are identical (tested). A
 value holding the unit separator, NUL or a newline is refused with one sentence. Row numbers:
 Parquet row r (from 1) is "line" r; a CSV with a header reports row r as line r + 1 (its
-physical line when no quoted field spans lines).
+physical line when no quoted field spans lines). Every row of a quoted file must have the full
+field count (pyarrow refuses shorter rows; the plain reader pads Criteo's short rows).
 """
 import os
 
@@ -68,10 +69,9 @@ def _batches(spec: features.InputSpec, path: str, fmt: str, rows_per_batch: int)
   s = spec.row_spec
   read = pa_csv.ReadOptions(block_size=1 << 22)
   if not s.header:   # headerless (Criteo): the columns by position, with or without the label
-    with open(path, 'rb') as f:
-      first = next(pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(autogenerate_column_names=True),
-                                   parse_options=pa_csv.ParseOptions(delimiter=s.sep)).iter_batches(), None)
-    width = first.num_columns if first is not None else len(spec.columns)
+    with open(path, 'rb') as f:   # the field count of the first row
+      width = len(pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(autogenerate_column_names=True),
+                                  parse_options=pa_csv.ParseOptions(delimiter=s.sep)).schema.names)
     names = list(s.columns) if width == len(s.columns) else list(spec.columns)
     if width not in (len(s.columns), len(spec.columns)):
       raise features.SchemaError(f'{path} has {width} columns; the model reads {len(spec.columns)} '
