@@ -2,6 +2,13 @@
 
   python benchmarks/bench_serving.py                       # trains configs/tiny.py, exports, serves
   python benchmarks/bench_serving.py --workdir=/tmp/quickstart --requests=2000 --rows=32
+  python benchmarks/bench_serving.py --genrec_workdir=/tmp/g_tiger --requests=200 --beams=10,50
+
+With --genrec_workdir (a TIGER or SASRec run), the model is exported with --beams as its beam
+sizes and POST /recommend is loaded instead: one history per request (drawn uniformly from
+the catalogue, 1 to 2L items, seeded), k = each beam size in turn, at each concurrency level;
+then the same histories one by one through `serving.load(dir).recommend` in this process.
+Every level is bounded by --requests and by --max_seconds.
 
 Exports the workdir's model (a synthetic-data run: the request rows come from its test
 split), starts `launch/serve.py` on an ephemeral 127.0.0.1 port in a subprocess, sends a
@@ -38,22 +45,26 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _load(url, bodies, concurrency):
-  """Sends every body once over `concurrency` keep-alive connections; returns (seconds, latencies)."""
+def _load(url, bodies, concurrency, path='/score', max_seconds=None):
+  """Sends every body once (or until max_seconds) over `concurrency` keep-alive connections.
+
+  Returns (seconds, latencies of the requests sent)."""
   host, port = url.split('//')[1].split(':')
   latencies, lock, next_index = [], threading.Lock(), [0]
   errors = []
 
+  stop = time.perf_counter() + max_seconds if max_seconds else float('inf')
+
   def client():
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
     while True:
       with lock:
         i = next_index[0]
         next_index[0] += 1
-      if i >= len(bodies):
+      if i >= len(bodies) or time.perf_counter() > stop:
         break
       t0 = time.perf_counter()
-      conn.request('POST', '/score', bodies[i], {'Content-Type': 'application/json'})
+      conn.request('POST', path, bodies[i], {'Content-Type': 'application/json'})
       resp = conn.getresponse()
       payload = resp.read()
       dt = time.perf_counter() - t0
@@ -79,6 +90,76 @@ def _row(name, n, rows, seconds, lat):
           f'{1e3 * np.percentile(lat, 50):>9.2f} {1e3 * np.percentile(lat, 99):>9.2f}')
 
 
+def _start_server(model_dir, args, start_timeout_s=600):
+  """(base URL, process) of launch/serve.py on an ephemeral loopback port, once /healthz says ok."""
+  port = _free_port()
+  url = f'http://127.0.0.1:{port}'
+  server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'launch', 'serve.py'), f'--model={model_dir}',
+                             f'--port={port}', f'--max_batch={args.max_batch}', f'--max_wait_ms={args.max_wait_ms}',
+                             '--log_level=warning'], env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  deadline = time.monotonic() + start_timeout_s
+  while True:
+    try:
+      with urllib.request.urlopen(url + '/healthz', timeout=5) as r:
+        if json.loads(r.read())['status'] == 'ok':
+          return url, server
+    except OSError:
+      pass
+    if server.poll() is not None or time.monotonic() > deadline:
+      server.kill()
+      sys.exit('error: the server did not start')
+    time.sleep(0.2)
+
+
+def genrec_main(args):
+  """POST /recommend of an exported genrec model at each concurrency and beam size, then in process."""
+  from deres_jax.serving import exported, genrec_export  # pylint: disable=g-import-not-at-top
+  tmp = tempfile.mkdtemp(prefix='bench_recommend_')
+  beams = sorted({int(b) for b in args.beams.split(',')})
+  model_dir = os.path.join(tmp, 'model')
+  t0 = time.perf_counter()
+  manifest = genrec_export.export(args.genrec_workdir, model_dir, platforms=('cpu',), beam_sizes=beams)
+  print(f"exported {manifest['system']} ({manifest['num_items']} items, beams {beams}) in "
+        f'{time.perf_counter() - t0:.1f}s', flush=True)
+  rng = np.random.default_rng(0)
+  L, n_items = manifest['max_len'], manifest['num_items']
+  histories = [rng.integers(1, n_items + 1, rng.integers(1, 2 * L + 1)).tolist() for _ in range(args.requests)]
+  t0 = time.perf_counter()
+  url, server = _start_server(model_dir, args)
+  print(f'server up (compiled every padded batch size up to {args.max_batch} for each beam) in '
+        f'{time.perf_counter() - t0:.1f}s; {os.cpu_count()} CPU cores\n', flush=True)
+  print(f'{"":<28} {"requests":>8} {"req/s":>10} {"p50 ms":>9} {"p99 ms":>9}')
+  row = lambda name, lat, seconds: (f'{name:<28} {len(lat):>8} {len(lat) / seconds:>10.1f} '
+                                    f'{1e3 * np.percentile(lat, 50):>9.2f} {1e3 * np.percentile(lat, 99):>9.2f}')
+  try:
+    for k in beams:
+      bodies = [json.dumps({'history': h, 'k': k}).encode() for h in histories]
+      for c in [int(x) for x in args.concurrency.split(',')]:
+        _load(url, bodies[:min(16, len(bodies))], c, '/recommend')   # warm-up: connections
+        seconds, lat = _load(url, bodies, c, '/recommend', args.max_seconds)
+        print(row(f'HTTP, beam {k}, {c} client(s)', lat, seconds), flush=True)
+    with urllib.request.urlopen(url + '/healthz', timeout=5) as r:
+      health = json.loads(r.read())
+  finally:
+    server.terminate()
+    try:
+      server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+      server.kill()
+  retriever = exported.load(model_dir, batch_size=args.max_batch)
+  for k in beams:
+    retriever.recommend(histories[:1], k)   # compiles the batch of 8
+    lat, t0 = [], time.perf_counter()
+    for h in histories:
+      if time.perf_counter() - t0 > args.max_seconds:
+        break
+      t1 = time.perf_counter()
+      retriever.recommend([h], k)
+      lat.append(time.perf_counter() - t1)
+    print(row(f'in-process, beam {k}, 1 by 1', lat, time.perf_counter() - t0), flush=True)
+  print(f"\nserver: {health['requests']} requests in {health['batches']} model calls")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--workdir', default='', help='a synthetic-data training workdir (default: train configs/tiny.py)')
@@ -87,7 +168,12 @@ def main():
   p.add_argument('--concurrency', default='1,4,16', help='client threads, comma separated')
   p.add_argument('--max_batch', type=int, default=256)
   p.add_argument('--max_wait_ms', type=float, default=2.0)
+  p.add_argument('--genrec_workdir', default='', help='a TIGER or SASRec run: load-test POST /recommend')
+  p.add_argument('--beams', default='10,50', help='genrec: beam sizes exported, each a k of the load test')
+  p.add_argument('--max_seconds', type=float, default=60.0, help='genrec: time bound of each level')
   args = p.parse_args()
+  if args.genrec_workdir:
+    return genrec_main(args)
 
   from deres_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from deres_jax.serving import export, exported, features, from_workdir  # pylint: disable=g-import-not-at-top
@@ -115,23 +201,8 @@ def main():
   requests = [r if len(r) == args.rows else rows[:args.rows] for r in requests]
   bodies = [json.dumps({'rows': r}).encode() for r in requests]
 
-  port = _free_port()
-  url = f'http://127.0.0.1:{port}'
-  server = subprocess.Popen([sys.executable, os.path.join(ROOT, 'launch', 'serve.py'), f'--model={model_dir}',
-                             f'--port={port}', f'--max_batch={args.max_batch}', f'--max_wait_ms={args.max_wait_ms}',
-                             '--log_level=warning'], env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  url, server = _start_server(model_dir, args)
   try:
-    deadline = time.monotonic() + 180
-    while True:
-      try:
-        with urllib.request.urlopen(url + '/healthz', timeout=5) as r:
-          if json.loads(r.read())['status'] == 'ok':
-            break
-      except OSError:
-        pass
-      if server.poll() is not None or time.monotonic() > deadline:
-        sys.exit('error: the server did not start')
-      time.sleep(0.2)
     print(f'\n{args.requests} requests of {args.rows} rows per level; server max_batch={args.max_batch}, '
           f'max_wait_ms={args.max_wait_ms}; {os.cpu_count()} CPU cores\n')
     print(f'{"":<22} {"requests":>8} {"req/s":>10} {"rows/s":>10} {"p50 ms":>9} {"p99 ms":>9}')

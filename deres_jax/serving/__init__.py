@@ -6,7 +6,14 @@
 
 Modules: `features` (raw rows -> ids), `scorer`, `from_workdir` (in process, from a
 training workdir), `export` (jax.export), `exported` (`load`), `predict` (files), `app` (the
-ASGI service). Only `load` is imported here, so that loading an
-exported model imports nothing of the training code.
+ASGI service). Generative retrieval: `genrec_export` (the whole trie-constrained beam search
+exported), `retriever` (`recommend(histories, k)`), `recommend_app` (POST /recommend).
+Multi-scenario: `multiscenario_export`, `scenario_scorer`. Inputs: `table_input` (Parquet and
+quoted CSV), `predict_families` (history files, scenario rows).
+
+  retriever = serving.load('tiger_model')       # a genrec export
+  retriever.recommend([[5, 17, 3]], k=10)        # -> [Recommendation(items, scores, unknown, truncated)]
+
+Only `load` is imported here, so that loading an exported model imports nothing of the training code.
 """
 from deres_jax.serving.exported import load  # noqa: F401

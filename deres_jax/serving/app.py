@@ -5,10 +5,12 @@
   GET  /healthz  -> {"status": "ok", "model": ..., "step": ..., "requests": ..., "batches": ...}
 
 Rows are in the model's raw input format (`features.encode_rows`: every feature column,
-null = missing). Errors are JSON {"error": "<one sentence>"}: 400 malformed JSON or payload,
-413 a body over `max_body_bytes` or more than `max_rows` rows, 422 a row that does not fit
-the schema (a missing or unknown field, a bad number), 500 an unexpected failure of the
-model call (logged; the server goes on).
+null = missing). A multi-scenario model (`scenario_scorer.py`) reads rows in its encoded
+schema with a `scenario` column, and the response also counts `unseen_scenarios` (rows of a
+scenario not seen in training, scored by the shared path). Errors are JSON
+{"error": "<one sentence>"}: 400 malformed JSON or payload, 413 a body over `max_body_bytes`
+or more than `max_rows` rows, 422 a row that does not fit the schema (a missing or unknown
+field, a bad number), 500 an unexpected failure of the model call (logged; the server goes on).
 
 Dynamic batching: each request is encoded in a worker thread, then queued; one batcher task
 takes the first waiting request, adds the requests that arrive within `max_wait_ms` up to
@@ -47,26 +49,43 @@ class ServeOptions:
   max_concurrency: int = 512      # open connections + tasks before uvicorn answers 503
 
 
-class _Error(Exception):
+class HttpError(Exception):
+  """An answer with an error status and a one-sentence message."""
+
   def __init__(self, status, message):
     super().__init__(message)
     self.status, self.message = status, message
 
 
 class Batcher:
-  """Merges queued requests into model calls of at most `max_batch` rows."""
+  """Merges queued jobs into model calls of at most `max_batch` rows.
 
-  def __init__(self, scorer, max_batch: int, max_wait_s: float):
-    self.scorer, self.max_batch, self.max_wait_s = scorer, max_batch, max_wait_s
+  `call(jobs)` runs in the model thread and returns one result per job; `size(job)` is a job's
+  row count. The CTR service queues encoded rows (`score`); the recommendation service
+  (recommend_app.py) queues encoded histories.
+  """
+
+  def __init__(self, call, max_batch: int, max_wait_s: float, size=len):
+    self.call, self.size, self.max_batch, self.max_wait_s = call, size, max_batch, max_wait_s
     self.queue = asyncio.Queue()
     self.batches = 0
     self._get = None  # the pending queue.get(): kept across timeouts, so no item is ever lost
     self._model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='score')
 
-  async def score(self, enc: features.Encoded) -> np.ndarray:
+  @classmethod
+  def for_scorer(cls, scorer, max_batch: int, max_wait_s: float):
+    """A Batcher of encoded rows (features.Encoded) -> probabilities, for a CTR `Scorer`."""
+    def call(encs):
+      probs = scorer.probabilities(np.concatenate([e.cat for e in encs]), np.concatenate([e.dense for e in encs]))
+      return np.split(probs, np.cumsum([len(e.line) for e in encs])[:-1])
+    return cls(call, max_batch, max_wait_s, size=lambda e: len(e.line))
+
+  async def submit(self, job):
     future = asyncio.get_running_loop().create_future()
-    await self.queue.put((enc, future))
+    await self.queue.put((job, future))
     return await future
+
+  score = submit  # the CTR name
 
   async def _next(self, timeout):
     if self._get is None:
@@ -81,17 +100,15 @@ class Batcher:
     loop = asyncio.get_running_loop()
     while True:
       items = [await self._next(None)]
-      rows, deadline = len(items[0][0].line), loop.time() + self.max_wait_s
+      rows, deadline = self.size(items[0][0]), loop.time() + self.max_wait_s
       while rows < self.max_batch:
         item = await self._next(max(0.0, deadline - loop.time()))
         if item is None:
           break
         items.append(item)
-        rows += len(item[0].line)
-      cat = np.concatenate([e.cat for e, _ in items])
-      dense = np.concatenate([e.dense for e, _ in items])
+        rows += self.size(item[0])
       try:
-        probs = await loop.run_in_executor(self._model_thread, self.scorer.probabilities, cat, dense)
+        results = await loop.run_in_executor(self._model_thread, self.call, [job for job, _ in items])
       except Exception as e:  # pylint: disable=broad-except  # fail these requests, keep serving
         log.exception('model call failed')
         for _, future in items:
@@ -99,11 +116,9 @@ class Batcher:
             future.set_exception(e)
         continue
       self.batches += 1
-      start = 0
-      for enc, future in items:
+      for (_, future), result in zip(items, results):
         if not future.done():  # the client may have gone
-          future.set_result(probs[start:start + len(enc.line)])
-        start += len(enc.line)
+          future.set_result(result)
 
   def close(self):
     if self._get is not None:
@@ -111,29 +126,46 @@ class Batcher:
     self._model_thread.shutdown(wait=False, cancel_futures=True)
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def read_body(request, limit: int) -> bytes:
   length = request.headers.get('content-length')
   if length is not None and (not length.isdigit() or int(length) > limit):
-    raise _Error(413, f'the request body is larger than the limit of {limit} bytes')
+    raise HttpError(413, f'the request body is larger than the limit of {limit} bytes')
   body, size = [], 0
   async for chunk in request.stream():
     size += len(chunk)
     if size > limit:
-      raise _Error(413, f'the request body is larger than the limit of {limit} bytes')
+      raise HttpError(413, f'the request body is larger than the limit of {limit} bytes')
     body.append(chunk)
   return b''.join(body)
 
 
 def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
-  """The ASGI app scoring with `scorer` (a `Scorer`)."""
+  """The ASGI app scoring with `scorer` (a CTR `Scorer` or a multi-scenario `ScenarioScorer`)."""
   state = {'batcher': None, 'requests': 0}
+  # A multi-scenario model: rows carry a `scenario`; jobs are (batch, OOV per field, rows' scenario ids).
+  scenario = hasattr(scorer, 'scenario_names')
+
+  def scenario_call(jobs):
+    batch = {k: np.concatenate([j[0][k] for j in jobs]) for k in jobs[0][0]}
+    probs = 1.0 / (1.0 + np.exp(-scorer.logits(batch).astype(np.float64)))
+    return np.split(probs, np.cumsum([len(j[2]) for j in jobs])[:-1])
+
+  def encode(payload):
+    if not scenario:
+      return features.encode_rows(scorer.spec, payload)
+    batch, oov, unseen = scorer.encode(payload)
+    return batch, oov, batch['scenario'], unseen
 
   @contextlib.asynccontextmanager
   async def lifespan(app):
     del app
     # Compile every padded batch size before the first request (sizes 8, 16, ... max_batch).
     await run_in_threadpool(warm_up, scorer, options.max_batch)
-    batcher = state['batcher'] = Batcher(scorer, options.max_batch, options.max_wait_ms / 1000)
+    if scenario:
+      batcher = Batcher(scenario_call, options.max_batch, options.max_wait_ms / 1000, size=lambda e: len(e[2]))
+    else:
+      batcher = Batcher.for_scorer(scorer, options.max_batch, options.max_wait_ms / 1000)
+    state['batcher'] = batcher
     task = asyncio.create_task(batcher.run())
     try:
       yield
@@ -144,26 +176,29 @@ def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
   async def score(request):
     state['requests'] += 1
     try:
-      body = await _read_body(request, options.max_body_bytes)
+      body = await read_body(request, options.max_body_bytes)
       try:
         payload = json.loads(body)
       except (ValueError, UnicodeDecodeError) as e:
-        raise _Error(400, f'malformed JSON: {e}') from None
+        raise HttpError(400, f'malformed JSON: {e}') from None
       if isinstance(payload, dict):
         if 'rows' not in payload:
-          raise _Error(400, 'expected a JSON object {"rows": [...]} or a list of rows')
+          raise HttpError(400, 'expected a JSON object {"rows": [...]} or a list of rows')
         payload = payload['rows']
       if not isinstance(payload, list):
-        raise _Error(400, f'expected a list of rows, got {type(payload).__name__}')
+        raise HttpError(400, f'expected a list of rows, got {type(payload).__name__}')
       if len(payload) > options.max_rows:
-        raise _Error(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
+        raise HttpError(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
       try:
-        enc = await run_in_threadpool(features.encode_rows, scorer.spec, payload)
+        enc = await run_in_threadpool(encode, payload)
       except features.SchemaError as e:
-        raise _Error(422, str(e)) from None
+        raise HttpError(422, str(e)) from None
+      if scenario:   # unseen: values scored with the OOV id; unseen_scenarios: rows on the shared path
+        probs = await state['batcher'].submit(enc) if len(enc[2]) else np.zeros(0)
+        return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc[1].sum()), 'unseen_scenarios': enc[3]})
       probs = await state['batcher'].score(enc) if len(enc.line) else np.zeros(0)
       return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc.oov.sum())})
-    except _Error as e:
+    except HttpError as e:
       return JSONResponse({'error': e.message}, status_code=e.status)
     except Exception as e:  # pylint: disable=broad-except  # one sentence to the client, the trace to the log
       log.exception('scoring failed')
@@ -185,8 +220,12 @@ def warm_up(scorer, max_batch: int):
   size = 8
   while True:
     n = min(size, max_batch, scorer.batch_size)
-    scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
-                  np.full((n, scorer.spec.num_dense), np.nan, np.float32))
+    if hasattr(scorer, 'scenario_names'):
+      scorer.logits({'cat': np.zeros((n, len(scorer.cat_names)), np.int32),
+                     'dense': np.zeros((n, len(scorer.dense_names)), np.float32), 'scenario': np.zeros(n, np.int32)})
+    else:
+      scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
+                    np.full((n, scorer.spec.num_dense), np.nan, np.float32))
     if n >= min(max_batch, scorer.batch_size):
       return
     size *= 2
@@ -194,9 +233,18 @@ def warm_up(scorer, max_batch: int):
 
 def uvicorn_server(scorer, host: str = '127.0.0.1', port: int = 8080, options: ServeOptions = ServeOptions(),
                    log_level: str = 'info'):
-  """A `uvicorn.Server` for the app (`.run()` blocks; `serve` and `background` call it)."""
+  """A `uvicorn.Server` for the app (`.run()` blocks; `serve` and `background` call it).
+
+  `scorer` is a CTR `Scorer` or a `ScenarioScorer` (POST /score), or a genrec `Retriever`
+  (POST /recommend).
+  """
   import uvicorn  # pylint: disable=g-import-not-at-top
-  config = uvicorn.Config(make_app(scorer, options), host=host, port=port, log_level=log_level,
+  if hasattr(scorer, 'recommend'):
+    from deres_jax.serving import recommend_app  # pylint: disable=g-import-not-at-top
+    asgi = recommend_app.make_app(scorer, options)
+  else:
+    asgi = make_app(scorer, options)
+  config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level,
                           limit_concurrency=options.max_concurrency, timeout_keep_alive=5,
                           access_log=log_level == 'debug')
   return uvicorn.Server(config)

@@ -92,7 +92,8 @@ def restore(workdir: str, device=None) -> Restored:
   """The parameters, model, schema and input format of a training workdir."""
   config = read_config(workdir)
   if config.get('family') == 'multiscenario':
-    raise WorkdirError('multi-scenario runs are not served')
+    raise WorkdirError('multi-scenario runs are not scored from a workdir here: export one with launch/export.py '
+                       'and score rows with serving.load(model_dir).score_rows or launch/serve.py')
   schema, spec = input_spec(config.data)
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, schema, dtype=dtype)
@@ -103,7 +104,7 @@ def restore(workdir: str, device=None) -> Restored:
     step, tree, _ = ckpt.restore({'params': abstract})
     ckpt.close()
   elif ckpt_lib.has_checkpoints(regular_dir):
-    step, tree = _restore_params_only(regular_dir, abstract)
+    step, tree = restore_params_only(regular_dir, abstract)
   else:
     raise WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
   summary = {}
@@ -113,7 +114,7 @@ def restore(workdir: str, device=None) -> Restored:
   return Restored(config, schema, spec, model, tree['params'], int(step), summary)
 
 
-def _restore_params_only(directory, abstract):
+def restore_params_only(directory, abstract):
   """(step, {'params': ...}) of the newest regular checkpoint, without its optimizer state."""
   manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=('state', 'meta'))
   step = manager.latest_step()

@@ -3,7 +3,8 @@
 The input is text in the training data's own format (Criteo TSV, Avazu CSV, your CSV, or the
 synthetic quickstart's CSV), plain or gzipped, with or without the label column. It is read
 in chunks with the preparation's reader and checks (`features.encode_text`), so memory holds
-one chunk whatever the file size.
+one chunk whatever the file size. Parquet files and CSV with quoted fields are read by pyarrow
+and fed to the same encoder (`table_input.py`).
 
 The output is a CSV `line,probability` with one line per input data line (the header
 excluded), in input order: a bad row (counted and skipped as in preparation) keeps its line
@@ -19,6 +20,7 @@ from deres_jax.data import csv_source
 from deres_jax.data import delimited
 from deres_jax.data.bad_input import BadInput
 from deres_jax.serving import features
+from deres_jax.serving import table_input
 
 
 def detect_label(spec: features.InputSpec, path: str) -> bool:
@@ -41,7 +43,7 @@ def detect_label(spec: features.InputSpec, path: str) -> bool:
 
 def predict_file(scorer, input_path: str, output_path: str, strict: bool = False,
                  has_label: bool | None = None, chunk_bytes: int = 4 << 20, progress: bool = True,
-                 log=print) -> dict:
+                 log=print, input_format: str = 'auto') -> dict:
   """Scores every row of `input_path` into `output_path` (see module docstring).
 
   Args:
@@ -53,17 +55,24 @@ def predict_file(scorer, input_path: str, output_path: str, strict: bool = False
     chunk_bytes: text read per chunk.
     progress: show a progress bar (tqdm) over the input's bytes.
     log: printer of the summary.
+    input_format: 'auto' (Parquet by suffix, quoted CSV when the text holds a double quote,
+      else the plain reader), 'text', 'csv' (quoted, pyarrow) or 'parquet' (table_input.py).
   Returns:
     {'rows', 'scored', 'bad_rows' (per kind), 'oov' ({field: unseen values}), 'output'}.
   """
   if not os.path.isfile(input_path):
     raise FileNotFoundError(f'the input file {input_path!r} does not exist')
   spec = scorer.spec
-  if has_label is None:
-    has_label = detect_label(spec, input_path)
-  elif spec.row_spec.header:
-    features.check_header(spec, csv_source.header_columns(input_path, spec.row_spec.sep))
-  rspec = features.scoring_spec(spec, has_label)
+  fmt = table_input.detect_format(input_path, input_format)
+  if fmt != 'text':   # Parquet or quoted CSV: pyarrow, then the same row path (table_input.py)
+    rspec, source = table_input.chunks(spec, input_path, fmt)
+  else:
+    if has_label is None:
+      has_label = detect_label(spec, input_path)
+    elif spec.row_spec.header:
+      features.check_header(spec, csv_source.header_columns(input_path, spec.row_spec.sep))
+    rspec = features.scoring_spec(spec, has_label)
+    source = delimited.prefetch(delimited.read_chunks(input_path, chunk_bytes))
   bad = BadInput(strict)
   oov = np.zeros(len(spec.vocab), np.int64)
   rows = scored = 0
@@ -76,7 +85,7 @@ def predict_file(scorer, input_path: str, output_path: str, strict: bool = False
   try:
     with open(tmp, 'w') as out:
       out.write('line,probability\n')
-      for first_line, data in delimited.prefetch(delimited.read_chunks(input_path, chunk_bytes)):
+      for first_line, data in source:
         enc = features.encode_text(spec, rspec, data, first_line, input_path, bad)
         probs = scorer.score_encoded(enc)
         # Every data line of the chunk, bad ones with an empty probability.
@@ -88,8 +97,8 @@ def predict_file(scorer, input_path: str, output_path: str, strict: bool = False
         rows += enc.lines
         scored += len(enc.line)
         oov += enc.oov
-        if bar is not None:
-          bar.update(len(data))  # compressed input: the bar ends early, the count is right
+        if bar is not None:  # compressed or Parquet input: the bar ends early or late, the count is right
+          bar.update(min(len(data), bar.total - bar.n))
     if bar is not None:
       bar.close()
     with open(tmp) as f:

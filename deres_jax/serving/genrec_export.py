@@ -1,0 +1,209 @@
+"""Exports a generative-retrieval run (TIGER, SASRec) for serving with `jax.export`.
+
+The model directory (`launch/export.py --workdir=<genrec run>`) holds everything
+`serving.load` needs to recommend and nothing of the training code:
+
+  retriever_k<K>.jaxexport  per beam size K: (params, trie, inputs [b, S]) -> (items [b, K],
+                            scores [b, K]), serialized StableHLO with a symbolic batch b. For
+                            TIGER it is the whole recommendation: the encoder, then the
+                            KV-cached trie-constrained beam search (genrec/beam.py
+                            `beam_search_cached`) inside one function, so every returned id is
+                            a catalogue item; for SASRec the full-catalogue scores of the last
+                            position and their top K (`lax.top_k`, item 0 excluded)
+  params.npz                the retriever's parameters, one array per leaf
+  trie.npz                  TIGER: the trie of valid token strings as CSR arrays (child_start,
+                            child_token, child_node, node_item), arguments of the function
+  items.npz                 TIGER: the SID <-> item table (`codes` [N+1, m+1], row 0 padding,
+                            `level_sizes`) and the token table the encoder reads (`item_tokens`
+                            [N+1, m], after SemanticBPE merges if any)
+  manifest.json             kind 'genrec', system, catalogue size, history cap, beam sizes, the
+                            user-token layout, the tokenizer's statistics, versions, the
+                            training step and the test metrics at export
+
+COBRA (BeamFusion re-ranking with dense vectors) is not exported yet: a clear error says so.
+The directory is written beside `out` and renamed into place when complete.
+"""
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import export as jax_export
+
+from deres_jax.genrec import beam
+from deres_jax.genrec import family as genrec_family
+from deres_jax.genrec import sasrec
+from deres_jax.genrec import tasks
+from deres_jax.genrec import tiger
+from deres_jax.serving import export as ctr_export
+from deres_jax.serving import from_workdir
+from deres_jax.serving.retriever import Retriever
+from deres_jax.train import checkpoint as ckpt_lib
+
+FORMAT = 'deres_jax.serving.genrec/1'
+
+
+@dataclasses.dataclass
+class GenrecRestored:
+  """A genrec run's retriever task (tokenizer loaded, never refitted) and its best parameters."""
+  config: ml_collections.ConfigDict
+  task: object          # tasks.TigerTask or tasks.SASRecTask
+  params: dict
+  step: int
+  summary: dict
+
+
+def restore(workdir: str) -> GenrecRestored:
+  """The task and the parameters a genrec run evaluated its test split with (best, else newest)."""
+  config = from_workdir.read_config(workdir)
+  if config.get('family') != 'genrec':
+    raise from_workdir.WorkdirError(f'{workdir!r} is not a generative-retrieval run (family '
+                                    f'{config.get("family")!r})')
+  if config.system == 'cobra':
+    raise from_workdir.WorkdirError('COBRA runs are not exported yet (BeamFusion re-ranks with dense '
+                                    'vectors outside the beam search); TIGER and SASRec are')
+  if config.system != 'sasrec' and not os.path.isfile(os.path.join(workdir, 'tokenizer', 'sids.npz')):
+    raise from_workdir.WorkdirError(f'{workdir!r} has no finished tokenizer (tokenizer/sids.npz)')
+  data = genrec_family.load(config)
+  task, _ = genrec_family.make_task(config, data, workdir)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          jax.eval_shape(task.init, jax.random.PRNGKey(0)))
+  best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
+  if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
+    ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
+    step, tree, _ = ckpt.restore({'params': abstract})
+    ckpt.close()
+  elif ckpt_lib.has_checkpoints(regular_dir):
+    step, tree = from_workdir.restore_params_only(regular_dir, abstract)
+  else:
+    raise from_workdir.WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
+  summary = {}
+  if os.path.isfile(os.path.join(workdir, 'summary.json')):
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+  return GenrecRestored(config, task, tree['params'], int(step), summary)
+
+
+def recommend_fn(task, k: int):
+  """(params, trie arrays, inputs [b, S]) -> (items [b, k], scores [b, k]) of a task (see module doc)."""
+  if isinstance(task, tasks.SASRecTask):
+    def top_k(params, arrays, hist_bl):
+      del arrays
+      scores = sasrec.last_scores(task.model, params, hist_bl)[:, 1:]   # column 0 is the padding
+      s, i = jax.lax.top_k(scores.astype(jnp.float32), k)
+      return i + 1, s
+    return top_k
+  init, step = task.cached_step
+  depth, children = task.trie.max_depth, task.trie.max_children
+
+  def search(params, arrays, enc_bs):
+    mem = task.model.apply({'params': params}, enc_bs, method=tiger.Tiger.encode)
+    # The jit-free body of the search: its batch size is the symbolic b of the export.
+    items, scores, _ = beam.beam_search_cached.__wrapped__(init, step, arrays, (params, mem, enc_bs),
+                                                           enc_bs.shape[0], k, children, depth)
+    return items, scores
+  return search
+
+
+def manifest_info(r: GenrecRestored) -> dict:
+  """What the Retriever needs besides the functions: system, catalogue, history cap, user tokens."""
+  task = r.task
+  info = {'system': r.config.system, 'num_items': int(task.data.num_items), 'max_len': int(task.data.max_len)}
+  if not isinstance(task, tasks.SASRecTask):
+    info.update(first_user=int(task.layout.first_user), num_user_tokens=int(task.layout.num_user_tokens),
+                id_length=int(task.item_tok.shape[1]), trie_nodes=int(len(task.trie.node_item)))
+  return info
+
+
+def _arrays(task) -> dict:
+  return {} if isinstance(task, tasks.SASRecTask) else task.trie_arrays
+
+
+def input_width(task) -> int:
+  return task.data.max_len if isinstance(task, tasks.SASRecTask) else task.model.max_enc_len
+
+
+def in_process(workdir: str, beam_sizes=None, batch_size: int = 256) -> Retriever:
+  """The retriever of a genrec run as a `Retriever`, jit-compiled in process (no export)."""
+  r = restore(workdir)
+  beam_sizes = tuple(beam_sizes or (r.config.eval.beam_size,))
+  arrays = _arrays(r.task)
+  fns = {k: _bind(jax.jit(recommend_fn(r.task, k)), r.params, arrays) for k in beam_sizes}
+  info = dict(manifest_info(r), step=r.step, workdir=os.path.abspath(workdir), beam_sizes=list(beam_sizes))
+  return Retriever(fns, info, None if isinstance(r.task, tasks.SASRecTask) else r.task.item_tok, batch_size)
+
+
+def _bind(fn, params, arrays):
+  return lambda x: fn(params, arrays, x)
+
+
+def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=None,
+           overwrite: bool = False, restored: GenrecRestored | None = None) -> dict:
+  """Exports the retriever of the genrec run `workdir` to the directory `out`.
+
+  Args:
+    workdir: a genrec training workdir (config.family 'genrec', TIGER or SASRec) with a checkpoint.
+    out: the model directory to write.
+    platforms: the platforms the StableHLO is lowered for.
+    beam_sizes: the beam sizes (TIGER) or top-K sizes (SASRec) to export, one function each;
+      None = the run's eval.beam_size. A request for k uses the smallest exported size >= k.
+    overwrite: replace an existing `out`.
+    restored: `restore(workdir)` if already done (tests reuse it).
+  Returns:
+    The manifest (also written to out/manifest.json).
+  """
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f'{out} already exists; pass --overwrite to replace it')
+  r = restored or restore(workdir)
+  beam_sizes = sorted({int(k) for k in (beam_sizes or (r.config.eval.beam_size,))})
+  if beam_sizes[0] < 1:
+    raise ValueError(f'beam sizes must be positive, got {beam_sizes}')
+  if isinstance(r.task, tasks.SASRecTask) and beam_sizes[-1] > r.task.data.num_items:
+    raise ValueError(f'top-K sizes {beam_sizes} exceed the catalogue of {r.task.data.num_items} items')
+  b, = jax_export.symbolic_shape('b')
+  shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+  params, arrays = jax.tree.map(shape, r.params), jax.tree.map(shape, _arrays(r.task))
+  inputs = jax.ShapeDtypeStruct((b, input_width(r.task)), np.int32)
+  exported = {k: jax_export.export(jax.jit(recommend_fn(r.task, k)), platforms=tuple(platforms))(
+      params, arrays, inputs) for k in beam_sizes}
+  test = r.summary.get('test', {})
+  manifest = {
+      'format': FORMAT, 'kind': 'genrec',
+      'library_version': ctr_export.library_version(), 'jax_version': jax.__version__,
+      'exported_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'workdir': os.path.abspath(workdir), 'model': r.config.system, 'step': r.step,
+      'platforms': list(platforms), 'beam_sizes': beam_sizes, 'input_width': input_width(r.task),
+      **manifest_info(r),
+      'tokenizer': r.summary.get('tokenizer'),
+      'metrics': {k: v for k, v in test.items() if isinstance(v, float)},
+  }
+  tmp = f'{out}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    for k, e in exported.items():
+      with open(os.path.join(tmp, f'retriever_k{k}.jaxexport'), 'wb') as f:
+        f.write(e.serialize())
+    np.savez(os.path.join(tmp, 'params.npz'), **ctr_export.flatten_params(r.params))
+    if not isinstance(r.task, tasks.SASRecTask):
+      np.savez(os.path.join(tmp, 'trie.npz'), **{k: np.asarray(v) for k, v in r.task.trie_arrays.items()})
+      table = os.path.join(workdir, 'tokenizer', 'sids.npz')
+      with np.load(table) as z:
+        np.savez(os.path.join(tmp, 'items.npz'), codes=z['codes'], level_sizes=z['level_sizes'],
+                 item_tokens=r.task.item_tok)
+    with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
+      json.dump(manifest, f, indent=2)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return manifest
