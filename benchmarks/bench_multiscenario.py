@@ -19,7 +19,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from deres_jax.data import iterator
 from deres_jax.multiscenario import models, synthetic
