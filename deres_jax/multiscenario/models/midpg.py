@@ -135,8 +135,11 @@ class MIDPG(nn.Module):
     """Î(z; m̃) over the S candidates: [S, n] (per_scenario) or [B, S, n] sketches per layer."""
     parts = []
     for sk in sketches:  # each layer at unit RMS (stop-gradient: σ is relative to W ⊙ M's scale)
+      # RMS over one example's S candidates ([S, n] or each row of [B, S, n]): a mean over the
+      # batch would be a second all-reduce in the data-parallel step (see the docstring).
       sk = sk.astype(jnp.float32)
-      parts.append(sk / jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(sk))) + 1e-6))
+      rms = jnp.sqrt(jnp.mean(jnp.square(sk), axis=(-2, -1), keepdims=True))
+      parts.append(sk / (jax.lax.stop_gradient(rms) + 1e-6))
     m = jnp.concatenate(parts, -1)
     if train and self.mi_noise > 0:
       m = m + self.mi_noise * jax.random.normal(self.make_rng('dropout'), m.shape)
