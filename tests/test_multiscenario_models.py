@@ -122,6 +122,18 @@ def test_midpg_per_example_context_factored_equals_materialised(form):
   assert float(af['mi']) == pytest.approx(float(am['mi']), abs=1e-4)
 
 
+def test_midpg_gradients_are_finite_at_init_with_unseen_rows():
+  """Regression: an unseen row's z is 0 and the critic's bias starts at 0, so phi = 0; a
+  cosine critic normalising by |phi| + ε had a NaN gradient there (the training stopped at
+  step 1 with data.shared_path_fraction > 0)."""
+  model = _model('midpg')
+  batch = _batch()
+  batch['scenario'] = batch['scenario'].at[:4].set(S)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)
+  grads = _grads(model, params, batch)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
 def test_per_scenario_needs_a_scenario_only_weighting():
   with pytest.raises(ValueError, match="needs context='none'"):
     _model('midpg', context='features', compute='per_scenario')

@@ -37,8 +37,11 @@ def critic_scores(phi, psi, temperature: float):
   Returns:
     [B, C] scores.
   """
-  phi = phi / (jnp.linalg.norm(phi, axis=-1, keepdims=True) + 1e-6)
-  psi = psi / (jnp.linalg.norm(psi, axis=-1, keepdims=True) + 1e-6)
+  # rsqrt(|x|² + ε), not x / (|x| + ε): the gradient of |x| at x = 0 is 0/0 (NaN), and an
+  # unseen scenario's z is 0 with a zero-initialised critic bias (its weight 0 does not help:
+  # NaN * 0 = NaN).
+  phi = phi * jax.lax.rsqrt(jnp.sum(jnp.square(phi), axis=-1, keepdims=True) + 1e-12)
+  psi = psi * jax.lax.rsqrt(jnp.sum(jnp.square(psi), axis=-1, keepdims=True) + 1e-12)
   if psi.ndim == 3:
     return jnp.einsum('bp,bcp->bc', phi, psi) / temperature
   return phi @ psi.T / temperature
