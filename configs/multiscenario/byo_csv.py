@@ -28,7 +28,8 @@ def get_config():
   config.data.task = ''                            # 'ctr' | 'cvr' | 'ctcvr' with click + conversion labels
   config.data.categorical_columns = ('user_id', 'item_id', 'living_place', 'join_time', 'time_bin')
   config.data.dense_columns = ()
-  config.data.group_column = 'user_id'             # splits keep each user whole
+  config.data.group_column = ''                    # a session column keeps sessions whole (Douban has
+                                                   # none; 'user_id' would make every test user cold)
   config.data.sep = ','
   config.data.header = True                        # else data.columns names the columns
   config.data.shared_path_fraction = 0.05          # 5 % of training rows train the unseen-scenario path
