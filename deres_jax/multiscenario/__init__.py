@@ -9,6 +9,7 @@ import os
 
 from deres_jax.multiscenario import samples
 from deres_jax.multiscenario import synthetic
+from deres_jax.multiscenario import data as data_lib
 from deres_jax.multiscenario.data import MultiScenarioData
 
 
@@ -26,8 +27,8 @@ def load_csv(data_config) -> MultiScenarioData:
                             'point it at a CSV in the Scenario-Wise Rec layout (docs/multiscenario.md).')
   files = ({'train': data_config.train_file, 'val': data_config.val_file,
             'test': data_config.test_file} if data_config.val_file else {'all': data_config.train_file})
-  return samples.load(data_config.format, files, data_config.target, data_config.seed,
-                      data_config.get('max_rows', 0))
+  return samples.load(samples.format_from_config(data_config), files, data_config.target,
+                      data_config.seed, data_config.get('max_rows', 0))
 
 
 def load_aliexpress(data_config) -> MultiScenarioData:
@@ -39,13 +40,16 @@ def load_aliexpress(data_config) -> MultiScenarioData:
 
 DATASETS = {
     'synthetic': load_synthetic,   # scenarios sharing part of a known label model (oracle known)
-    'csv': load_csv,               # douban / aliccp / kuairand CSV files (samples.FORMATS)
+    'csv': load_csv,               # your CSV/Parquet by schema, or a preset (samples.FORMATS)
     'aliexpress': load_aliexpress,  # one directory per country, the country is the scenario
 }
 
 
 def load(data_config) -> MultiScenarioData:
+  """The dataset of `config.data`, with its task (CTR/CVR/CTCVR) and shared-path rows applied."""
   if data_config.name not in DATASETS:
     raise ValueError(f'config.data.name={data_config.name!r} is not a multi-scenario dataset; '
                      f'choose one of {sorted(DATASETS)}.')
-  return DATASETS[data_config.name](data_config)
+  d = DATASETS[data_config.name](data_config)
+  d = data_lib.apply_task(d, data_config.get('task', ''))
+  return data_lib.route_to_shared(d, data_config.get('shared_path_fraction', 0.0), data_config.seed)

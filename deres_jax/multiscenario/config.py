@@ -4,7 +4,6 @@ The optimizer and the loop's sections (train, eval, mesh, ckpt) come from `deres
 so every family has the same fields with the same meaning; `family = 'multiscenario'` picks
 multiscenario/family.py for the one training loop (train/trainer.py).
 """
-import jax
 import ml_collections
 
 from deres_jax import config as ctr_config
@@ -25,12 +24,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.name = 'synthetic'       # a key of deres_jax.multiscenario.DATASETS
   c.data.seed = 0                 # synthetic label model and rows; csv: the 8:1:1 split
   c.data.target = 'purchase'      # label trained on: a label name, or 'ctcvr' (click * purchase)
+  c.data.task = ''                # '' = data.target | 'ctr' | 'cvr' (clicked rows only, train and eval) | 'ctcvr'
+  c.data.shared_path_fraction = 0.0  # training rows routed to the shared path (unseen-scenario id S)
   c.data.num_train = 60_000       # synthetic: rows per split
   c.data.num_val = 10_000
   c.data.num_test = 10_000
   c.data.scenario_shares = (0.55, 0.3, 0.13, 0.02)  # synthetic: rows per scenario, large to tiny
   c.data.specific_share = (0.3, 0.6)  # synthetic: scenario-specific variance share (click, purchase)
-  c.data.format = 'douban'        # csv: one of multiscenario.samples.FORMATS
+  c.data.format = 'douban'        # csv: a preset of multiscenario.samples.FORMATS, '' = the schema below
+  c.data.scenario_column = ''     # csv, format '': the scenario column
+  c.data.label_columns = ()       # csv, format '': 0/1 label columns (e.g. ('click', 'buy'))
+  c.data.categorical_columns = ()  # csv, format '': columns encoded by a training-rows vocabulary
+  c.data.dense_columns = ()       # csv, format '': numeric columns (empty/unparsable = missing)
+  c.data.group_column = ''        # csv: session/user column; splits keep each group whole
+  c.data.sep = ','                # csv, format '': field separator
+  c.data.header = True            # csv, format '': the first line names the columns
+  c.data.columns = ()             # csv, format '' and header=False: the column names
   c.data.train_file = ''          # csv: training file (or the one file split 8:1:1 by data.seed)
   c.data.val_file = ''            # csv: validation file ('' = split train_file)
   c.data.test_file = ''           # csv: test file
@@ -59,12 +68,4 @@ def validate(config, num_devices: int | None = None):
     models.check(config.model)
   except ValueError as e:
     raise ctr_config.ConfigError(str(e)) from None
-  if num_devices is not None:
-    data = num_devices // max(1, dict(config.mesh)['model'])
-    if (config.model.name == 'midpg' and config.model.get('mi_negatives') == 'batch' and
-        config.model.get('mi_estimator') != 'none' and data > 1 and jax.default_backend() == 'cpu'):
-      raise ctr_config.ConfigError(
-          'config.model.mi_negatives="batch" all-gathers the batch across the '
-          f'{data} CPU devices, which can deadlock XLA:CPU collectives; use '
-          'mi_negatives="scenarios" or one device (models/midpg.py).')
   return config

@@ -60,3 +60,62 @@ def check(data: MultiScenarioData) -> MultiScenarioData:
 def scenario_counts(split: dict, num_scenarios: int) -> np.ndarray:
   """Rows per scenario id, [S + 1]; the last entry counts unseen scenarios."""
   return np.bincount(split['scenario'], minlength=num_scenarios + 1)[:num_scenarios + 1]
+
+
+TASKS = ('ctr', 'cvr', 'ctcvr')
+_CLICK, _CONVERT = ('click', 'is_click'), ('purchase', 'conversion', 'is_trade', 'buy')
+
+
+def apply_task(data: MultiScenarioData, task: str) -> MultiScenarioData:
+  """Sets the training target of every split by task ('' = keep `data.target`).
+
+  'ctr'   = click over impressions;
+  'ctcvr' = click AND conversion over impressions;
+  'cvr'   = conversion over *clicked* rows: every split (train, validation, test) keeps its
+            clicked rows only, as the CVR papers (ESMM, MI-DPG) train and evaluate.
+  The synthetic oracle 'prob' follows (CVR: p(ctcvr) / p(click)).
+  """
+  if not task:
+    return data
+  if task not in TASKS:
+    raise ValueError(f'data.task={task!r} is not one of {list(TASKS)} (or "" for data.target).')
+  names = tuple(data.label_names)
+  click = next((names.index(n) for n in _CLICK if n in names), None)
+  conv = next((names.index(n) for n in _CONVERT if n in names), None)
+  if click is None or (task != 'ctr' and conv is None):
+    raise ValueError(f'data.task={task!r} needs a click label and a conversion label; this '
+                     f'dataset has {list(names)}.')
+  splits = {}
+  for name, split in data.splits.items():
+    if task == 'cvr':
+      split = {k: v[split['labels'][:, click] > 0] for k, v in split.items()}
+    labels = split['labels']
+    col = {'ctr': labels[:, click], 'cvr': labels[:, conv],
+           'ctcvr': labels[:, click] * labels[:, conv]}[task]
+    split = dict(split, label=col.astype(np.float32))
+    if 'probs' in split:  # the synthetic data: probs = (p_click, p_click * p_cvr)
+      p = split['probs']
+      split['prob'] = {'ctr': p[:, click], 'ctcvr': p[:, conv],
+                       'cvr': p[:, conv] / np.maximum(p[:, click], 1e-12)}[task].astype(np.float32)
+    splits[name] = split
+  notes = dict(data.notes, task=task, rows={k: len(v['label']) for k, v in splits.items()})
+  return check(dataclasses.replace(data, splits=splits, target=task, notes=notes))
+
+
+def route_to_shared(data: MultiScenarioData, fraction: float, seed: int = 0) -> MultiScenarioData:
+  """Routes a seeded `fraction` of the training rows to the shared path (scenario id S).
+
+  Every model gives an unseen scenario (id S) its scenario-shared parameters only; without
+  training rows there, that path is never trained (a review measured logloss 0.332 -> 0.451
+  for MI-DPG on relabelled test rows). A few percent of rows with the scenario hidden train it.
+  """
+  if not 0 <= fraction < 1:
+    raise ValueError(f'data.shared_path_fraction={fraction} must be in [0, 1).')
+  if fraction == 0:
+    return data
+  train = data.splits['train']
+  hide = np.random.default_rng([seed, 32]).random(len(train['label'])) < fraction
+  scen = np.where(hide, data.schema.num_scenarios, train['scenario']).astype(np.int32)
+  splits = dict(data.splits, train=dict(train, scenario=scen))
+  notes = dict(data.notes, shared_path_rows=int(hide.sum()))
+  return check(dataclasses.replace(data, splits=splits, notes=notes))

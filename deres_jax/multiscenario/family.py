@@ -42,6 +42,11 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
   del workdir
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, ds.schema, dtype=dtype)
+  if hasattr(model, 'scenario_prior'):
+    # MI-DPG's DV/JSD bounds use the scenario frequencies of the training rows (mi.py).
+    counts = np.bincount(ds.splits['train']['scenario'], minlength=ds.schema.num_scenarios + 1)
+    counts = counts[:ds.schema.num_scenarios].astype(np.float64)
+    model = model.clone(scenario_prior=tuple(float(c) for c in counts / max(counts.sum(), 1)))
   columns = {k: v for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
   dummy = {k: v[:2] for k, v in columns.items()}
   predict = step_lib.make_predict(model, mesh)

@@ -15,7 +15,12 @@ Formats (`FORMATS`) follow the files in ../shared/data/multiscenario (README the
   aliexpress: labels click, conversion; no scenario column: one directory per country
            (the Tianchi layout AliExpress_<CC>/train.csv, test.csv), the country is the scenario
            (`load_aliexpress`).
-Splits: given files (Ali-CCP train/val/test) or a seeded random 8:1:1 split of one file.
+Your own data: a `CsvFormat` built from the config's schema fields (`format_from_config`;
+separator, header or column names, Parquet by the file's suffix); the formats above are
+presets of the same fields.
+Splits: given files (Ali-CCP train/val/test) or a seeded random 8:1:1 split of one file; with
+a `group` column (a session or user id, AliExpress `search_id`) the split draws groups, not
+rows, so one group never lies in two splits (rows of one session are near-duplicates).
 Large files: `max_rows` keeps the first rows of each file (0 = all); this reader holds the
 rows in memory, so a full AliExpress country (1.5-11 GB zipped) needs a cap or a bigger machine.
 """
@@ -36,6 +41,10 @@ class CsvFormat:
   categorical: tuple            # columns encoded with a training-rows vocabulary
   dense: tuple = ()             # numeric columns (NaN = missing)
   target: str = ''              # default training target ('' = the last label)
+  group: str = ''               # session/user column: splits keep each group whole ('' = rows)
+  sep: str = ','                # field separator
+  header: bool = True           # first line names the columns (else `columns` does)
+  columns: tuple = ()           # column names of a file without a header line
 
 
 _ALICCP_CAT = ('101', '121', '122', '124', '125', '126', '127', '128', '129', '205', '206',
@@ -57,40 +66,86 @@ FORMATS = {
     # click, conversion. No scenario column: the country of the file is the scenario.
     'aliexpress': CsvFormat(('click', 'conversion'), '',
                             tuple(f'categorical_{i}' for i in range(1, 17)),
-                            tuple(f'numerical_{i}' for i in range(1, 64)), target='conversion'),
+                            tuple(f'numerical_{i}' for i in range(1, 64)), target='conversion',
+                            group='search_id'),
 }
 SCENARIO = '__scenario__'  # the column a per-file scenario name is stored under
 
 
 def _read(path, fmt, scenario: str = '', max_rows: int = 0):
-  """Rows of one CSV as {column: list of str}, plus the number of bad rows skipped.
+  """Rows of one CSV (or Parquet) as {column: list of str}, plus the number of bad rows skipped.
 
   A format without a scenario column takes `scenario` (the file's scenario name) for every row.
   """
   if not fmt.scenario and not scenario:
     raise ValueError(f'{path}: this format has no scenario column; name the scenario of each file.')
-  with open(path, newline='', encoding='utf-8') as f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-      raise ValueError(f'{path} is empty (no header row).')
-    want = list(fmt.labels) + ([fmt.scenario] if fmt.scenario else []) + list(fmt.categorical) + list(fmt.dense)
+  want = list(dict.fromkeys(list(fmt.labels) + ([fmt.scenario] if fmt.scenario else []) +
+                            list(fmt.categorical) + list(fmt.dense) + ([fmt.group] if fmt.group else [])))
+  if str(path).endswith('.parquet'):
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    table = pq.read_table(path)
+    header = table.column_names
     missing = [c for c in want if c not in header]
     if missing:
-      raise ValueError(f'{path} has no column(s) {missing}; its header is {header}.')
-    idx = {c: header.index(c) for c in want}
-    cols, bad = {c: [] for c in want}, 0
-    for row in reader:
-      if max_rows and len(cols[want[0]]) >= max_rows:
-        break
-      if len(row) != len(header) or any(row[idx[c]] not in ('0', '1') for c in fmt.labels):
-        bad += 1
-        continue
-      for c in want:
-        cols[c].append(row[idx[c]])
+      raise ValueError(f'{path} has no column(s) {missing}; its columns are {header}.')
+    table = table.slice(0, max_rows) if max_rows else table
+    raw = {c: ['' if v is None else str(v) for v in table.column(c).to_pylist()] for c in want}
+    for c in fmt.labels:  # 1.0 / True from a typed column count as 1
+      raw[c] = [{'1.0': '1', '0.0': '0', 'True': '1', 'False': '0'}.get(v, v) for v in raw[c]]
+    keep = [all(raw[c][i] in ('0', '1') for c in fmt.labels) for i in range(table.num_rows)]
+    cols = {c: [v for v, k in zip(vals, keep) if k] for c, vals in raw.items()}
+    bad = len(keep) - sum(keep)
+  else:
+    with open(path, newline='', encoding='utf-8') as f:
+      reader = csv.reader(f, delimiter=fmt.sep)
+      header = next(reader, None) if fmt.header else list(fmt.columns)
+      if not header:
+        raise ValueError(f'{path} is empty (no header row).' if fmt.header else
+                         f'{path}: header=False needs the column names (data.columns).')
+      missing = [c for c in want if c not in header]
+      if missing:
+        raise ValueError(f'{path} has no column(s) {missing}; its header is {header}.')
+      idx = {c: header.index(c) for c in want}
+      cols, bad = {c: [] for c in want}, 0
+      for row in reader:
+        if max_rows and len(cols[want[0]]) >= max_rows:
+          break
+        if len(row) != len(header) or any(row[idx[c]] not in ('0', '1') for c in fmt.labels):
+          bad += 1
+          continue
+        for c in want:
+          cols[c].append(row[idx[c]])
   if not fmt.scenario:
     cols[SCENARIO] = [scenario] * len(cols[want[0]])
   return cols, bad
+
+
+def format_from_config(data_config) -> CsvFormat:
+  """The CsvFormat of `config.data`: a preset (`data.format`, one of FORMATS) or, with
+  data.format = '', the schema fields data.scenario_column, label_columns, ... (docs)."""
+  name = data_config.get('format', '')
+  if name:
+    if name not in FORMATS:
+      raise ValueError(f"config.data.format={name!r} is not one of {sorted(FORMATS)}; or set "
+                       "data.format='' and give the schema (data.scenario_column, data.label_columns, ...).")
+    fmt = FORMATS[name]
+    return dataclasses.replace(fmt, group=data_config.get('group_column', '') or fmt.group)
+  labels, cats = tuple(data_config.label_columns), tuple(data_config.categorical_columns)
+  if not labels or not data_config.scenario_column:
+    raise ValueError("data.format='' needs data.label_columns (0/1 columns) and "
+                     'data.scenario_column (docs/multiscenario.md).')
+  if not cats and not data_config.dense_columns:
+    raise ValueError('data.categorical_columns and data.dense_columns are both empty: no features.')
+  return CsvFormat(labels, data_config.scenario_column, cats, tuple(data_config.dense_columns),
+                   group=data_config.group_column, sep=data_config.sep, header=data_config.header,
+                   columns=tuple(data_config.columns))
+
+
+def group_parts(groups, seed: int, parts: int):
+  """A seeded part in [0, parts) per row, drawn per group (rows of a group share it)."""
+  _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+  order = np.random.default_rng([seed, 9]).permutation(inverse.max(initial=-1) + 1)
+  return order[inverse] % parts
 
 
 def _concat(parts):
@@ -105,15 +160,18 @@ def _float(v):
     return np.nan
 
 
-def load(fmt_name: str, files: dict, target: str = '', seed: int = 0, max_rows: int = 0) -> MultiScenarioData:
-  """Reads `files` in format `fmt_name`.
+def load(fmt_name, files: dict, target: str = '', seed: int = 0, max_rows: int = 0) -> MultiScenarioData:
+  """Reads `files` in format `fmt_name` (a name of FORMATS or a CsvFormat).
 
   files: {'train','val','test'} -> path, or {'all': path}; for a format without a scenario
   column each path is a list of (scenario name, path) pairs instead.
   """
-  if fmt_name not in FORMATS:
+  if isinstance(fmt_name, CsvFormat):
+    fmt, fmt_name = fmt_name, 'csv'
+  elif fmt_name not in FORMATS:
     raise ValueError(f'unknown multi-scenario CSV format {fmt_name!r}; choose one of {sorted(FORMATS)}.')
-  fmt = FORMATS[fmt_name]
+  else:
+    fmt = FORMATS[fmt_name]
   scen_col = fmt.scenario or SCENARIO
   raw, bad = {}, 0
   for split, paths in files.items():
@@ -128,7 +186,8 @@ def load(fmt_name: str, files: dict, target: str = '', seed: int = 0, max_rows: 
   if set(raw) == {'all'}:  # a seeded 8:1:1 random split of one file
     cols = raw.pop('all')
     n = len(cols[fmt.labels[0]])
-    part = np.random.default_rng([seed, 8]).permutation(n) % 10
+    part = (group_parts(cols[fmt.group], seed, 10) if fmt.group else
+            np.random.default_rng([seed, 8]).permutation(n) % 10)
     for split, keep in (('train', part < 8), ('val', part == 8), ('test', part == 9)):
       raw[split] = {c: [v for v, k in zip(vals, keep) if k] for c, vals in cols.items()}
   # Vocabularies of the training rows only (ids by first occurrence; 0 = OOV).
@@ -147,6 +206,8 @@ def load(fmt_name: str, files: dict, target: str = '', seed: int = 0, max_rows: 
     cat = np.asarray([[vocabs[c].get(v, 0) for v in cols[c]] for c in fmt.categorical], np.int32).T
     out = {'labels': labels.reshape(-1, len(fmt.labels)), 'scenario': scen,
            'cat': cat.reshape(-1, len(fmt.categorical))}
+    if fmt.group:  # group ids (codes of this split) for grouped splits downstream
+      out['group'] = np.unique(np.asarray(cols[fmt.group]), return_inverse=True)[1].astype(np.int64)
     if fmt.dense:
       out['dense'] = np.asarray([[_float(v) for v in cols[c]] for c in fmt.dense], np.float32).T
     out['label'] = set_target(out['labels'], fmt.labels, target or fmt.target or fmt.labels[-1])
@@ -168,7 +229,8 @@ def aliexpress_files(data_dir: str, countries=COUNTRIES, val_from_test: bool = T
   """The Tianchi layout DATA_DIR/AliExpress_<CC>/{train,test}.csv -> `load` files, country = scenario.
 
   AliExpress ships train and test only; with val_from_test the test file of each country is
-  split 1:1 by row parity into validation and test (AITM's convention for Ali-CCP), else the
+  split 1:1 into validation and test by `search_id` (a session: its rows never straddle the
+  two, so the best checkpoint is not picked on near-duplicates of the test rows), else the
   test file serves as both (say so when reporting).
   """
   if not os.path.isdir(data_dir):
@@ -192,8 +254,8 @@ def load_aliexpress(data_dir: str, countries=COUNTRIES, target: str = 'conversio
   d = load('aliexpress', files, target, max_rows=max_rows)
   if val_from_test:
     test = d.splits.pop('test')
-    n = len(test['label'])
-    for split, keep in (('val', np.arange(n) % 2 == 0), ('test', np.arange(n) % 2 == 1)):
+    part = group_parts(test['group'], 0, 2)
+    for split, keep in (('val', part == 0), ('test', part == 1)):
       d.splits[split] = {k: v[keep] for k, v in test.items()}
   else:
     d.splits['val'] = d.splits['test']

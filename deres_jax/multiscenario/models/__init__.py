@@ -38,7 +38,9 @@ MODELS = {
     'adasparse': AdaSparse,          # AdaSparse: scenario-adaptive neuron pruning
 }
 
-NOT_CONFIG = ('vocab_sizes', 'num_dense', 'num_scenarios', 'dtype', 'parent', 'name')
+# Set by the code, not the config (sizes from the schema; MI-DPG's scenario prior from the rows).
+NOT_CONFIG = ('vocab_sizes', 'num_dense', 'num_scenarios', 'dtype', 'parent', 'name',
+              'scenario_prior')
 
 
 def get_class(name: str):

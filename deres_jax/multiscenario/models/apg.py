@@ -63,4 +63,7 @@ class APG(nn.Module):
     d = [(len(self.vocab_sizes) + self.num_dense) * self.embed_dim, *self.hidden]
     k = self.rank
     n = sum(2 * a * k + 2 * k * k + 2 * k * b for a, b in zip(d[:-1], d[1:])) + 2 * d[-1]
+    # The hyper-network runs per example: its trunk and one k x k core per layer.
+    z = self.scenario_dim + (self.embed_dim if self.condition == 'scenario+features' else 0)
+    n += 2 * z * self.hyper_hidden + len(self.hidden) * 2 * self.hyper_hidden * k * k
     return {'total': n}

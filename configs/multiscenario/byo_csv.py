@@ -1,0 +1,41 @@
+"""Your own multi-scenario CSV/TSV/Parquet: the schema in config.data (docs/multiscenario.md).
+
+  python launch/train.py --config=configs/multiscenario/byo_csv.py --workdir=/tmp/ms_mine \
+      --config.data.train_file=my_log.csv
+
+The example schema reads the Douban sample (tests/data/multiscenario/douban_sample.csv) the
+way the `douban` preset does: edit the fields below for your columns. One file is split 8:1:1
+by data.seed (by data.group_column when set: a session or user never straddles two splits);
+set data.val_file and data.test_file for given splits.
+"""
+import os
+
+from deres_jax.multiscenario import models
+from deres_jax.multiscenario.config import base_config
+
+_HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def get_config():
+  config = base_config()
+  # Data: the schema of your file.
+  config.data.name = 'csv'
+  config.data.format = ''                          # '' = the schema below (not a preset)
+  config.data.train_file = os.path.join(_HERE, 'tests/data/multiscenario/douban_sample.csv')
+  config.data.scenario_column = 'domain'           # one scenario per value seen in training
+  config.data.label_columns = ('rating',)          # 0/1 labels
+  config.data.target = 'rating'                    # the label trained on (or set data.task)
+  config.data.task = ''                            # 'ctr' | 'cvr' | 'ctcvr' with click + conversion labels
+  config.data.categorical_columns = ('user_id', 'item_id', 'living_place', 'join_time', 'time_bin')
+  config.data.dense_columns = ()
+  config.data.group_column = ''                    # a session column keeps sessions whole (Douban has
+                                                   # none; 'user_id' would make every test user cold)
+  config.data.sep = ','
+  config.data.header = True                        # else data.columns names the columns
+  config.data.shared_path_fraction = 0.05          # 5 % of training rows train the unseen-scenario path
+  # Model: MI-DPG on a small MLP.
+  config.model = models.model_config('midpg', hidden=(64, 32))
+  config.train.update(batch_size=256, num_steps=60, log_every=10)
+  config.eval.update(every_steps=30, batch_size=512)
+  config.ckpt.every_steps = 30
+  return config
