@@ -117,3 +117,78 @@ def test_parquet_list_column_equals_text(tmp_path):
   _, splits, _ = prepared.load_splits(out)
   np.testing.assert_array_equal(splits['train']['seq'], text_train['seq'])
   np.testing.assert_array_equal(splits['train']['cat'], text_train['cat'])
+
+
+# ----------------------------------------------------------------------------- models
+import flax.linen as nn  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from deres_jax import models  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from deres_jax.data.schema import Schema  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from deres_jax.models import tokenizer as tokenizer_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+SEQ_SCHEMA = Schema(dense_names=('d',), cat_names=('user', 'item', 'cate'), vocab_sizes=(5, 9, 4),
+                    seq_names=('hist_item', 'hist_cate', 'tags'), seq_vocab_sizes=(9, 4, 6),
+                    seq_shared=('item', 'cate', ''), seq_len=4)
+
+
+def seq_batch(n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  seq = np.stack([rng.integers(0, v, (n, 4)) for v in SEQ_SCHEMA.seq_vocab_sizes], axis=1)
+  kept = rng.integers(0, 5, (n, 1))  # 0..4 valid items, the same for all fields of a row
+  seq = np.where(np.arange(4) < 4 - kept[:, :, None], -1, seq).astype(np.int32)
+  return {'label': rng.integers(0, 2, n).astype(np.float32),
+          'dense': rng.normal(size=(n, 1)).astype(np.float32),
+          'cat': np.stack([rng.integers(0, v, n) for v in SEQ_SCHEMA.vocab_sizes], 1).astype(np.int32),
+          'seq': seq}
+
+
+def test_pooled_view_is_the_masked_mean_of_the_shared_rows():
+  tok = tokenizer_lib.FeatureTokenizer((5, 9, 4, 9, 4, 6), 1, 3, 3, seq_share=(1, 2, -1),
+                                       keep_sequences=True)
+  batch = seq_batch()
+  params = nn.unbox(tok.init(jax.random.PRNGKey(0), batch)['params'])
+  emb, aux = tok.apply({'params': params}, batch)
+  table = np.asarray(params['embedding'])
+  assert table.shape[0] == 24  # 5 + 9 + 4 + the 6 rows of 'tags' (the histories add none), padded
+  cat_off, seq_off = [0, 5, 14], [5, 14, 18]  # the shared histories start at item's / cate's rows
+  for f in range(3):
+    for b in range(len(batch['label'])):
+      ids = batch['seq'][b, f]
+      rows = table[ids[ids >= 0] + seq_off[f]]
+      want = rows.mean(0) if len(rows) else np.zeros(3)
+      np.testing.assert_allclose(np.asarray(emb[b, 1 + 3 + f]), want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(emb[:, 2]), table[batch['cat'][:, 1] + cat_off[1]], rtol=1e-6)
+  assert aux['seq_emb'].shape == (8, 3, 4, 3)
+  np.testing.assert_array_equal(np.asarray(aux['seq_mask']), batch['seq'] >= 0)
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_every_model_builds_on_sequences(name):
+  # Shapes only (tracing, no compile): every model takes the pooled sequence fields.
+  from tests.test_model_zoo import tiny_model_config  # pylint: disable=g-import-not-at-top
+  model = models.build(tiny_model_config(name), SEQ_SCHEMA)
+  batch = seq_batch()
+  logits = jax.eval_shape(lambda b: model.apply(model.init(jax.random.PRNGKey(0), b), b)[0], batch)
+  assert logits.shape == (8,)
+
+
+@pytest.mark.parametrize('name', ['logreg', 'dnn'])  # compiled: the rest share the tokenizer
+def test_models_read_histories_and_ignore_padding(name):
+  from tests.test_model_zoo import tiny_model_config  # pylint: disable=g-import-not-at-top
+  model = models.build(tiny_model_config(name), SEQ_SCHEMA)
+  assert len(model.vocab_sizes) == 6 and model.seq_share == (1, 2, -1)
+  batch = seq_batch()
+  params = model.init(jax.random.PRNGKey(0), batch)['params']
+  # Random parameters everywhere (logreg starts at zero), then one compiled forward pass.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = tree.unflatten([x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  apply = jax.jit(lambda b: model.apply({'params': params}, b)[0])
+  logits = apply(batch)
+  assert logits.shape == (8,) and bool(jnp.all(jnp.isfinite(logits)))
+  other = dict(batch, seq=np.where(batch['seq'] < 0, -1 - np.arange(4), batch['seq']).astype(np.int32))
+  np.testing.assert_allclose(apply(other), logits, rtol=1e-5, atol=1e-6)
+  shorter = dict(batch, seq=np.where(np.arange(4) == 3, batch['seq'], -1).astype(np.int32))
+  assert not np.allclose(apply(shorter), logits)  # the history counts

@@ -46,7 +46,7 @@ MODELS = {
 }
 
 # Attributes that are not config fields: filled from the data schema, or internal.
-NOT_CONFIG = ('vocab_sizes', 'num_dense', 'dtype', 'table_pad', 'parent', 'name')
+NOT_CONFIG = ('vocab_sizes', 'num_dense', 'seq_share', 'dtype', 'table_pad', 'parent', 'name')
 
 _FIELD_LINE = re.compile(r'^\s+(\w+)\s*:\s*[^=#]+=\s*(?:.+?)\s*#\s*(.*)$')
 
@@ -181,7 +181,11 @@ def build(model_config_, schema, dtype=None):
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   if dtype is not None and 'dtype' in {f.name for f in dataclasses.fields(cls)}:
     kwargs['dtype'] = dtype  # models without a computation dtype (logreg) run in float32
-  return cls(vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names), **kwargs)
+  # Sequence fields (schema.seq_names) follow the categorical ones in vocab_sizes; every model
+  # sees each as one more field (its pooled view, models/tokenizer.py).
+  seq = dict(seq_share=schema.seq_share_index()) if getattr(schema, 'seq_names', ()) else {}
+  vocab_sizes = tuple(schema.vocab_sizes) + tuple(getattr(schema, 'seq_vocab_sizes', ()))
+  return cls(vocab_sizes=vocab_sizes, num_dense=len(schema.dense_names), **seq, **kwargs)
 
 
 def param_counts(params) -> dict:
