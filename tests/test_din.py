@@ -1,6 +1,5 @@
 """DIN: the activation unit against NumPy, padding ignored, and learning a history rule."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
