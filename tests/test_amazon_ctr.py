@@ -70,3 +70,22 @@ def test_prepared_histories_share_item_ids(tmp_path):
     for i, c in zip(items[items >= 0], cats[items >= 0]):
       if i in cat_of:
         assert cat_of[i] == c
+
+
+def test_amazon_sample_trains_din_end_to_end_on_8_devices(tmp_path):
+  from deres_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax import models  # pylint: disable=g-import-not-at-top
+  from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'amz')
+  amazon_ctr.prepare('Beauty', out, source_dir=SAMPLE, max_len=4, log=lambda *_: None)
+  c = base_config()
+  c.data.name, c.data.path = 'amazon', out
+  c.model = models.model_config('din', embed_dim=4, att_hidden=(8,), hidden=(8,))
+  c.train.batch_size, c.train.num_steps, c.train.log_every, c.train.progress = 16, 3, 1, False
+  c.eval.batch_size, c.eval.every_steps = 512, 3
+  c.ckpt.every_steps = 0
+  ds = data_lib.load(c.data)
+  summary = trainer.train_and_evaluate(c, str(tmp_path / 'work'), dataset=ds)
+  assert summary['steps'] == 3 and np.isfinite(summary['test_logloss'])
+  assert summary['flops_per_example'] > 0

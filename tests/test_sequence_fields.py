@@ -192,3 +192,14 @@ def test_models_read_histories_and_ignore_padding(name):
   np.testing.assert_allclose(apply(other), logits, rtol=1e-5, atol=1e-6)
   shorter = dict(batch, seq=np.where(np.arange(4) == 3, batch['seq'], -1).astype(np.int32))
   assert not np.allclose(apply(shorter), logits)  # the history counts
+
+
+def test_byo_csv_config_fields_describe_sequences(tmp_path):
+  from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top
+  from deres_jax.data import csv_source  # pylint: disable=g-import-not-at-top
+  c = base_config()
+  c.data.csv_files = (write_csv(tmp_path / 'in.csv', ROWS),)
+  c.data.csv_categorical = ('user', 'item')
+  c.data.csv_sequence, c.data.csv_seq_shared = ('hist', 'tags'), ('item', '')
+  c.data.csv_seq_max_len = 3
+  assert csv_source.spec_from_config(c.data) == spec()
