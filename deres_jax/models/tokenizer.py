@@ -71,6 +71,9 @@ def lookup(table, batch, vocab_sizes, seq_share=(), pad_to: int = 8):
     ids = jnp.where((ids < 0) | (ids >= jnp.asarray(cat_sizes, jnp.int32)), 0, ids)  # unseen -> OOV row
     out.append(jnp.take(table, ids + jnp.asarray(cat_off), axis=0))
   if seq_share:
+    if 'seq' not in batch:
+      raise ValueError(f'the model was built for {len(seq_share)} sequence fields but the batch has '
+                       "no 'seq' column (int [B, F_seq, L], -1 = padding; see data/sequences.py)")
     seq = batch['seq'].astype(jnp.int32)  # [B, F_seq, L]
     if seq.shape[1] != len(seq_share):
       raise ValueError(f"batch['seq'] has {seq.shape[1]} sequence fields, the model {len(seq_share)}")
