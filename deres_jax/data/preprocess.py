@@ -188,8 +188,7 @@ def _spill_one(spec, path, file_index, first_line, data, index, spill, options, 
     train = split == 0
     columns = [p.keys[train, f] for f in range(p.keys.shape[1])]
     if p.seq_keys is not None:  # the kept (not padded) elements of each list field
-      real = ~sequences.pad_mask(p.seq_kept[train], p.seq_keys.shape[2])
-      columns += [p.seq_keys[train, f][real[:, f]] for f in range(p.seq_keys.shape[1])]
+      columns += sequences.elements(p.seq_keys[train], p.seq_kept[train])
     if p.scenario is not None:
       columns.append(p.scenario[train])
     counts = [np.unique(c, return_counts=True) for c in columns]
@@ -310,10 +309,7 @@ def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
     list(pool.map(enc, range(keys.shape[1])))
   cols = {'label': load('label'), 'cat': ids}
   if os.path.exists(os.path.join(spill, f'{index:06d}.seq.npy')):  # lists: ids, padding -1
-    seq, kept = load('seq'), load('seqkept')
-    seq_ids = np.stack([encode(seq[:, f].reshape(-1), vocab['seq'][f]).reshape(seq.shape[0], -1)
-                        for f in range(seq.shape[1])], axis=1) if len(seq) else seq.astype(np.int32)
-    cols['seq'] = np.where(sequences.pad_mask(kept, seq.shape[2]), -1, seq_ids).astype(np.int32)
+    cols['seq'] = sequences.encode_lists(load('seq'), load('seqkept'), vocab['seq'])
   if os.path.exists(os.path.join(spill, f'{index:06d}.scenario.npy')):
     cols['scenario'] = encode(load('scenario'), vocab['scenario'])
   dense = load('dense')

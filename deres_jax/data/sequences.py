@@ -15,6 +15,7 @@ first). An empty field is an empty list (all padding). Bad lists (an empty eleme
 import numpy as np
 
 from deres_jax.data import delimited
+from deres_jax.data.vocab import encode
 
 
 def split_lists(chunk: delimited.Chunk, start, end, sep: str, max_len: int):
@@ -63,3 +64,18 @@ def split_lists(chunk: delimited.Chunk, start, end, sep: str, max_len: int):
 def pad_mask(kept, max_len: int):
   """bool [..., L]: True at the padded (left) positions of lists with `kept` elements."""
   return np.arange(max_len) < (max_len - np.asarray(kept)[..., None])
+
+
+def elements(keys, kept) -> list:
+  """Per list field, the keys of its kept (not padded) elements: keys [n, F, L], kept [n, F]."""
+  real = ~pad_mask(kept, keys.shape[2])
+  return [keys[:, f][real[:, f]] for f in range(keys.shape[1])]
+
+
+def encode_lists(keys, kept, vocabs):
+  """int64 keys [n, F, L] -> int32 ids (vocabulary.encode per field), padding -1."""
+  if not len(keys):
+    return keys.astype(np.int32)
+  ids = np.stack([encode(keys[:, f].reshape(-1), v).reshape(len(keys), -1)
+                  for f, v in enumerate(vocabs)], axis=1)
+  return np.where(pad_mask(kept, keys.shape[2]), -1, ids).astype(np.int32)
