@@ -9,7 +9,9 @@ non-sequential token (`qkv='token'`, `ffn='token'`).
 
 S-tokens (`seq_tokens=True` and data with sequence fields, data/sequences.py): one token per
 history position j (oldest first, left-padded), S_j = W_s [e_{f,j} for every sequence field f]
-+ p_j (a learned position embedding), a learned padding token where the history is empty;
++ p_j (a learned position embedding); at a padded position (no field has an element) S_j is
+one learned padding token instead, attended to like any S-token rather than masked out (the
+backbone hands its mixers tokens only), so the padded ids themselves never matter;
 the sequence is [S_1 .. S_L; NS_1 .. NS_m]. Then the blocks use `mixed_tokens.py`: S-tokens
 share one set of weights, each NS-token has its own, and S-tokens attend causally (an
 S-token never sees a later S-token). The NS-tokens still include the pooled view of each
