@@ -25,6 +25,9 @@ def get_config():
   config.data.csv_categorical = tuple(f'C{i}' for i in range(1, 27))
   config.data.csv_sep = ','
   config.data.csv_header = True
+  config.data.csv_sequence = ()                    # list columns ('12|45|78', oldest first): behaviour histories
+  config.data.csv_seq_shared = ()                  # per list column: the categorical column whose ids it shares, or ''
+  config.data.csv_seq_max_len = 50                 # keep the most recent 50 elements (docs/data.md)
   config.data.min_count = 2                        # tiny sample: keep values seen twice
   # Model: a small DeRes with the cross stem (docs/quality.md).
   config.model.connector = 'deres'

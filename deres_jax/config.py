@@ -101,6 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.csv_scenario = ''        # optional scenario column ('' = none)
   c.data.csv_sep = ','            # field separator: ',' or '\t' or any one character
   c.data.csv_header = True        # the first line of each text file holds the column names
+  c.data.csv_sequence = ()        # list columns ('12|45|78', oldest first): behaviour histories -> 'seq'
+  c.data.csv_seq_shared = ()      # per csv_sequence column: the csv_categorical column whose ids it shares, or ''
+  c.data.csv_seq_sep = '|'        # separator of the elements of a list column (Parquet lists need none)
+  c.data.csv_seq_max_len = 50     # L: keep the most recent L elements of each list (left-padded, -1)
   c.data.csv_val_files = ()       # validation files; if set (or csv_test_files): csv_files = train, split by file
   c.data.csv_test_files = ()      # test files (split by file, like csv_val_files)
   c.data.std_first = 1.0          # synthetic: std of the first-order part of the true logit

@@ -3,6 +3,8 @@
   python launch/prepare_data.py criteo --manual_dir=~/dac --data_dir=/data/criteo_x4
   python launch/prepare_data.py avazu --manual_dir=~/avazu --data_dir=/data/avazu_x4
   python launch/prepare_data.py csv --config=configs/byo_csv.py --data_dir=/data/mine
+  # Amazon 5-core Beauty/Sports/Toys as CTR data with histories (DIN protocol, data/amazon_ctr.py):
+  python launch/prepare_data.py amazon --category=beauty --data_dir=/data/amazon_beauty
   # your own split: separate files (the BARS x4 layout), or by time (earliest rows train):
   python launch/prepare_data.py csv --config=configs/byo_csv.py --data_dir=/data/mine \
       --train_files=train.csv --val_files=valid.csv --test_files=test.csv
@@ -43,6 +45,9 @@ _STRICT = flags.DEFINE_bool('strict', False, 'Stop at the first bad row.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing DATA_DIR.')
 _TFDS = flags.DEFINE_bool('tfds', False, 'Also write the TFDS ArrayRecord copy to DATA_DIR/tfds '
                           '(one record per row; slower than the preparation itself).')
+_CATEGORY = flags.DEFINE_enum('category', 'beauty', ['beauty', 'sports', 'toys'],
+                              'amazon: which 5-core category (--manual_dir: the S3-Rec files, '
+                              'default ../shared/data/amazon/s3rec).')
 _SCORE_WITH = flags.DEFINE_string('score_with', '', 'Reuse the vocabularies of this prepared '
                                   'directory; all rows go to one split "all".')
 
@@ -51,11 +56,23 @@ def main(argv):
   # Imported here so that flag errors come first.
   from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from deres_jax.data import avazu, bad_input, criteo, csv_source, preprocess  # pylint: disable=g-import-not-at-top
-  if len(argv) != 2 or argv[1] not in ('criteo', 'avazu', 'csv'):
-    raise app.UsageError('name one dataset: criteo | avazu | csv')
+  if len(argv) != 2 or argv[1] not in ('criteo', 'avazu', 'csv', 'amazon'):
+    raise app.UsageError('name one dataset: criteo | avazu | csv | amazon')
   name = argv[1]
   if not _DATA_DIR.value:
     raise app.UsageError('--data_dir (the output directory) is required')
+  if name == 'amazon':
+    from deres_jax.data import amazon_ctr  # pylint: disable=g-import-not-at-top
+    out = os.path.abspath(os.path.expanduser(_DATA_DIR.value))
+    try:
+      amazon_ctr.prepare(_CATEGORY.value, out, os.path.expanduser(_MANUAL_DIR.value or amazon_ctr.DEFAULT_DIR),
+                         seed=_SPLIT_SEED.value or 0, overwrite=_OVERWRITE.value)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    print(f'Train with: python launch/train.py --config=configs/amazon_{_CATEGORY.value}.py '
+          f'--workdir=/tmp/amazon_{_CATEGORY.value} --config.data.path={out}')
+    return
   data = (_CONFIG.value or config_lib.base_config()).data
   if _FILES.value and _TRAIN_FILES.value:
     raise app.UsageError('give --files (one input, split by --split) or --train_files (split by file), not both')

@@ -25,6 +25,7 @@ from deres_jax import cli
 TABLES = {
     'main': 'configs/tables/main.py',           # DeRes against twelve baselines (docs/models.md)
     'ablation': 'configs/tables/ablation.py',   # DeRes ablations: paths, identity, SiLU, gate, merge
+    'amazon_ctr': 'configs/tables/amazon_ctr.py',  # history-blind vs -aware CTR on Amazon (docs/data.md)
     'multiscenario': 'deres_jax.multiscenario.table',  # MI-DPG against nine baselines (docs/multiscenario.md)
     'genrec': 'deres_jax.genrec.table',  # TIGER, RQ-KMeans, CAPSID(+SemanticBPE), COBRA-style, SASRec (docs/genrec.md)
 }

@@ -40,6 +40,8 @@ def prepare_command(data_config) -> str:
   name, path = data_config.name, data_config.path or f'/data/deres/{data_config.name}'
   if name == 'csv':
     return f'python launch/prepare_data.py csv --config=<your config file> --data_dir={path}'
+  if name == 'amazon':
+    return f'python launch/prepare_data.py amazon --category=beauty --data_dir={path}'
   manual = {'criteo': '<dir with train.txt>', 'avazu': '<dir with train.gz>'}[name]
   return (f'python launch/prepare_data.py {name} --manual_dir={manual} --data_dir={path} '
           f'--min_count={data_config.min_count}')
@@ -69,6 +71,7 @@ DATASETS = {
     'criteo': load_prepared,       # Kaggle Criteo, prepared by launch/prepare_data.py criteo
     'avazu': load_prepared,        # Kaggle Avazu, prepared by launch/prepare_data.py avazu
     'csv': load_prepared,          # your own CSV/TSV/Parquet, prepared by ... prepare_data.py csv
+    'amazon': load_prepared,       # Amazon Beauty/Sports/Toys with histories, ... prepare_data.py amazon
 }
 
 

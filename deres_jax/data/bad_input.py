@@ -7,10 +7,13 @@ Kinds (each has a test in tests/test_data_bad_input.py):
   bad_label     a label that is not 0 or 1
   non_numeric   an integer / numeric field that does not parse (or a malformed Avazu hour)
   corrupt_gzip  a truncated or corrupt .gz file: reading stops there, earlier rows are kept
+  bad_sequence  a list field (sequence) with an empty element: '12||78', '|12', '12|'
+  sequence_too_long  a list field with more than seq_reject_len elements (a damaged field)
 """
 import numpy as np
 
-KINDS = ('blank_line', 'non_utf8', 'field_count', 'bad_label', 'non_numeric', 'corrupt_gzip')
+KINDS = ('blank_line', 'non_utf8', 'field_count', 'bad_label', 'non_numeric', 'corrupt_gzip',
+         'bad_sequence', 'sequence_too_long')
 FIRST_LINES = 5  # line numbers kept per kind for the summary
 
 

@@ -9,6 +9,7 @@ import gzip
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -80,17 +81,33 @@ def spec_from_config(data_config) -> RowSpec:
   return RowSpec(name='csv', columns=columns, label=data_config.csv_label,
                  dense=tuple(data_config.csv_dense), categorical=tuple(data_config.csv_categorical),
                  bucketed=tuple(data_config.csv_bucketed), scenario=data_config.csv_scenario,
-                 sep=data_config.csv_sep, header=bool(data_config.csv_header)).validate()
+                 sep=data_config.csv_sep, header=bool(data_config.csv_header),
+                 sequence=tuple(data_config.get('csv_sequence', ())),
+                 seq_shared=tuple(data_config.get('csv_seq_shared', ())),
+                 seq_sep=data_config.get('csv_seq_sep', '|'),
+                 seq_max_len=data_config.get('csv_seq_max_len', 50)).validate()
 
 
-def parquet_chunks(path: str, columns, rows_per_chunk: int = 65_536):
-  """Yields (first_line, bytes) of a Parquet file as PARQUET_SEP-separated text, no header."""
+def _as_text(column, seq_sep):
+  """A Parquet column as strings; a list column (a sequence field) joined by `seq_sep`."""
+  if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+    items = column.cast(pa.list_(pa.string()))
+    return pc.fill_null(pc.binary_join(items, seq_sep), '')  # a null list: an empty one
+  return column.cast(pa.string())
+
+
+def parquet_chunks(path: str, columns, rows_per_chunk: int = 65_536, seq_sep: str = '|'):
+  """Yields (first_line, bytes) of a Parquet file as PARQUET_SEP-separated text, no header.
+
+  A list column (e.g. list<int64>, a behaviour history) becomes one field of its elements
+  joined by `seq_sep`, the text form `sequences.split_lists` reads.
+  """
   pf = pq.ParquetFile(path)
   line = 1
   options = pa_csv.WriteOptions(include_header=False, delimiter=PARQUET_SEP, quoting_style='none')
   for batch in pf.iter_batches(rows_per_chunk, columns=list(columns)):
     batch = pa.RecordBatch.from_arrays(
-        [c.cast(pa.string()) for c in batch.columns], names=batch.schema.names)
+        [_as_text(c, seq_sep) for c in batch.columns], names=batch.schema.names)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(batch, sink, options)
     yield line, sink.getvalue().to_pybytes()

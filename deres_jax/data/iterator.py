@@ -8,7 +8,7 @@ perm_e a permutation drawn from (seed, e).
 import jax
 import numpy as np
 
-TRAIN_COLUMNS = ('label', 'dense', 'cat', 'scenario')
+TRAIN_COLUMNS = ('label', 'dense', 'cat', 'scenario', 'seq')  # 'seq': [B, F_seq, L] lists
 
 
 class BatchIterator:

@@ -5,7 +5,7 @@ Layout of `<path>/`:
   schema.json               the Schema, the RowSpec and options it was prepared with, and
                             'split': how rows were split (mode, column, thresholds, files)
   vocab.npz                 per field '<f>/keys' (int64, id order from 1) and '<f>/counts'
-  {train,val,test}/*.npy    columns: label, cat, dense (if any), scenario (if any)
+  {train,val,test}/*.npy    columns: label, cat, dense (if any), scenario (if any), seq (if any)
   tfds/                     optional TFDS ArrayRecord copy (see tfds_builders.py)
 
 Columns are memory-mapped (np.load(mmap_mode='r')): loading is instant and the OS pages
@@ -18,7 +18,7 @@ import numpy as np
 
 from deres_jax.data.schema import Schema
 
-COLUMNS = ('label', 'dense', 'cat', 'scenario')
+COLUMNS = ('label', 'dense', 'cat', 'scenario', 'seq')
 
 
 def is_complete(path: str) -> bool:

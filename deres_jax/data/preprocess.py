@@ -48,6 +48,7 @@ import time
 import numpy as np
 
 from deres_jax.data import delimited
+from deres_jax.data import sequences
 from deres_jax.data.bad_input import BadInput
 from deres_jax.data.rows import RowSpec, parse_chunk
 from deres_jax.data.schema import Schema
@@ -178,12 +179,16 @@ def _spill_one(spec, path, file_index, first_line, data, index, spill, options, 
   arrays = {'split': split, 'label': p.label, 'keys': p.keys, 'dense': p.dense}
   if p.scenario is not None:
     arrays['scenario'] = p.scenario
+  if p.seq_keys is not None:
+    arrays['seq'], arrays['seqkept'] = p.seq_keys, p.seq_kept
   for name, a in arrays.items():
     np.save(os.path.join(spill, f'{index:06d}.{name}.npy'), a)
   counts = None
   if count:
     train = split == 0
     columns = [p.keys[train, f] for f in range(p.keys.shape[1])]
+    if p.seq_keys is not None:  # the kept (not padded) elements of each list field
+      columns += sequences.elements(p.seq_keys[train], p.seq_kept[train])
     if p.scenario is not None:
       columns.append(p.scenario[train])
     counts = [np.unique(c, return_counts=True) for c in columns]
@@ -200,7 +205,7 @@ def _chunks(spec, paths, options, errors, columns=()):
     if path.endswith('.parquet'):
       from deres_jax.data import csv_source  # pylint: disable=g-import-not-at-top
       cols = tuple(c for c in spec.columns if c in columns) if columns else spec.columns
-      stream = csv_source.parquet_chunks(path, cols)
+      stream = csv_source.parquet_chunks(path, cols, seq_sep=spec.seq_sep)
       # Parquet rows always have every column: min_fields (Criteo's short rows) does not apply.
       file_spec = dataclasses.replace(spec, columns=cols, sep=csv_source.PARQUET_SEP, header=False,
                                       min_fields=0)
@@ -303,6 +308,8 @@ def _encode_one(index, spill, out_dir, offsets, vocab_path, threads):
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # Arrow releases the GIL
     list(pool.map(enc, range(keys.shape[1])))
   cols = {'label': load('label'), 'cat': ids}
+  if os.path.exists(os.path.join(spill, f'{index:06d}.seq.npy')):  # lists: ids, padding -1
+    cols['seq'] = sequences.encode_lists(load('seq'), load('seqkept'), vocab['seq'])
   if os.path.exists(os.path.join(spill, f'{index:06d}.scenario.npy')):
     cols['scenario'] = encode(load('scenario'), vocab['scenario'])
   dense = load('dense')
@@ -327,7 +334,9 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
   bad = BadInput(options.strict)
   fields = spec.cat_names
   spill = os.path.join(tmp, 'spill')
-  counts = None if vocab_from else [KeyCounts() for _ in fields] + [KeyCounts()]  # + scenario
+  seq_fields = spec.sequence
+  counts = (None if vocab_from else  # categorical fields, sequence fields, scenario
+            [KeyCounts() for _ in fields] + [KeyCounts() for _ in seq_fields] + [KeyCounts()])
   chunks, rows = spill_chunks(spec, paths, spill, options, bad, counts, log, pool, pass1_rule)
   split_names = ('all',) if vocab_from else SPLITS
   if not rows.sum():
@@ -341,9 +350,14 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
   # Vocabularies (train rows only), saved with the data; scoring reuses the given ones.
   if vocab_from:
     vocab, scen_vocab = load_vocab(vocab_from)
+    vocab.update(load_vocab(vocab_from, sequence=True))
     shutil.copy(os.path.join(vocab_from, 'vocab.npz'), os.path.join(tmp, 'vocab.npz'))
   else:
     vocab = {f: c.vocabulary(options.min_count) for f, c in zip(fields, counts)}
+    # A shared sequence field takes the scalar field's vocabulary (fitted on the scalar values
+    # only, so adding a history column never changes the scalar field's ids).
+    for f, shared, c in zip(seq_fields, spec.seq_shared_names, counts[len(fields):]):
+      vocab[f] = vocab[shared] if shared else c.vocabulary(options.min_count)
     scen_vocab = counts[-1].vocabulary(1) if spec.scenario else None
     arrays = {f'{f}/keys': k for f, (k, _) in vocab.items()}
     arrays.update({f'{f}/counts': c for f, (_, c) in vocab.items()})
@@ -352,7 +366,10 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
     np.savez(os.path.join(tmp, 'vocab.npz'), **arrays)
   schema = Schema(dense_names=spec.dense_names, cat_names=fields,
                   vocab_sizes=tuple(len(vocab[f][0]) + 1 for f in fields),
-                  num_scenarios=len(scen_vocab[0]) + 1 if spec.scenario else 0)
+                  num_scenarios=len(scen_vocab[0]) + 1 if spec.scenario else 0,
+                  seq_names=seq_fields, seq_vocab_sizes=tuple(len(vocab[f][0]) + 1 for f in seq_fields),
+                  seq_shared=spec.seq_shared_names if seq_fields else (),
+                  seq_len=spec.seq_max_len if seq_fields else 0)
   meta = {
       'format_version': FORMAT_VERSION, 'schema': schema.to_json(),
       'spec': dataclasses.asdict(spec), 'options': dataclasses.asdict(options),
@@ -372,6 +389,8 @@ def _prepare(spec, paths, tmp, options, log, vocab_from, pool, rule):
       cols['dense'] = ((n, len(spec.dense_names)), np.float32)
     if spec.scenario:
       cols['scenario'] = ((n,), np.int32)
+    if seq_fields:
+      cols['seq'] = ((n, len(seq_fields), spec.seq_max_len), np.int32)
     for c, (shape, dt) in cols.items():
       np.lib.format.open_memmap(os.path.join(tmp, name, f'{c}.npy'), 'w+', dt, shape).flush()
   chunk_rows = [np.bincount(np.load(os.path.join(spill, f'{c:06d}.split.npy')),

@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from deres_jax.data import delimited
+from deres_jax.data import sequences
 from deres_jax.data.bad_input import BadInput
 
 MISSING_INT = np.iinfo(np.int64).min  # key of a missing integer (bucketed / hour) value
@@ -42,6 +43,11 @@ class RowSpec:
   min_fields: int = 0       # shorter rows (>= this) are padded as missing; 0 = exact count
   keep_dense: bool = False  # bucketed columns also kept as raw 'dense' values
   time: str = ''            # column ordering the rows for a time split (Parsed.time); may be a feature too
+  sequence: tuple = ()      # list columns ('12|45|78', oldest first) -> 'seq' ids (data/sequences.py)
+  seq_shared: tuple = ()    # per sequence column: the categorical column whose vocabulary it shares, or ''
+  seq_sep: str = '|'        # separator of the elements of a list column
+  seq_max_len: int = 50     # L: the most recent L elements are kept, left-padded
+  seq_reject_len: int = 100_000  # a list with more elements is a bad row (a damaged field)
 
   @property
   def cat_names(self) -> tuple:
@@ -70,7 +76,30 @@ class RowSpec:
       raise ValueError(f'columns {missing} are not among the file columns {list(self.columns)}')
     if len(self.sep) != 1:
       raise ValueError(f'the separator must be one character, got {self.sep!r}')
+    if self.sequence:
+      missing = [c for c in self.sequence if c not in known]
+      if missing:
+        raise ValueError(f'sequence columns {missing} are not among the file columns {list(self.columns)}')
+      both = set(self.sequence) & set(used)
+      if both:
+        raise ValueError(f'columns {sorted(both)} are both sequence and scalar fields')
+      if len(self.seq_sep) != 1 or self.seq_sep in (self.sep, '\n', '\r'):
+        raise ValueError(f'the sequence separator must be one character other than the field '
+                         f'separator {self.sep!r}, got {self.seq_sep!r}')
+      if self.seq_max_len < 1:
+        raise ValueError(f'seq_max_len={self.seq_max_len} must be >= 1')
+      if self.seq_shared and len(self.seq_shared) != len(self.sequence):
+        raise ValueError(f'seq_shared has {len(self.seq_shared)} entries, one per sequence column '
+                         f'({len(self.sequence)}) expected (\'\' = a vocabulary of its own)')
+      cats = self.cat_names
+      wrong = [s for s in self.seq_shared if s and s not in cats]
+      if wrong:
+        raise ValueError(f'seq_shared names {wrong}, which are not categorical fields {list(cats)}')
     return self
+
+  @property
+  def seq_shared_names(self) -> tuple:
+    return tuple(self.seq_shared) or ('',) * len(self.sequence)
 
 
 @dataclasses.dataclass
@@ -83,6 +112,8 @@ class Parsed:
   scenario: np.ndarray      # int64 [n] keys, or None
   time: np.ndarray = None   # float64 [n] time-split sort keys (spec.time), or None
   time_date: np.ndarray = None  # bool [n] the time was an ISO date (else a number), or None
+  seq_keys: np.ndarray = None   # int64 [n, F_seq, L] keys of the kept list elements (left-padded), or None
+  seq_kept: np.ndarray = None   # int32 [n, F_seq] elements kept per list (the rest is padding), or None
 
 
 def bucketize(values, missing):
@@ -211,6 +242,31 @@ def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput)
   bad_row = keep & (bad_num.any(1) | bad_time)
   flag('non_numeric', rows[bad_row], bad_number_reason)
   keep &= ~bad_row
+  seq_keys = seq_kept = None
+  if spec.sequence:  # lists: an empty element or an absurd length is a bad row
+    s_start, s_end = chunk.fields(rows, [col[c] for c in spec.sequence])
+    out = [sequences.split_lists(chunk, s_start[:, f], s_end[:, f], spec.seq_sep, spec.seq_max_len)
+           for f in range(len(spec.sequence))]
+    seq_keys = np.stack([o[0] for o in out], axis=1)
+    seq_kept = np.stack([o[1] for o in out], axis=1)
+    empty = np.stack([o[3] for o in out], axis=1)
+    long = np.stack([o[2] for o in out], axis=1) > spec.seq_reject_len
+
+    def list_reason(bad_mask, what):
+      def reason(r):
+        i = np.searchsorted(rows, r)
+        f = int(np.argmax(bad_mask[i]))
+        text = chunk.text(s_start[i, f], min(s_end[i, f], s_start[i, f] + 60))
+        return f'sequence field {spec.sequence[f]}={text!r}{"..." if s_end[i, f] - s_start[i, f] > 60 else ""} {what}'
+      return reason
+    bad_list = keep & empty.any(1)
+    flag('bad_sequence', rows[bad_list], list_reason(
+        empty, f'has an empty element (separator {spec.seq_sep!r} doubled, leading or trailing)'))
+    keep &= ~bad_list
+    too_long = keep & long.any(1)
+    flag('sequence_too_long', rows[too_long], list_reason(
+        long, f'has more than seq_reject_len={spec.seq_reject_len} elements'))
+    keep &= ~too_long
 
   if events:  # report in line order: strict mode stops at the earliest bad line
     for kind, bad_rows, reason in sorted(events, key=lambda e: e[1][0]):
@@ -233,4 +289,6 @@ def parse_chunk(spec: RowSpec, chunk: delimited.Chunk, path: str, bad: BadInput)
       line=chunk.line_numbers(rows[keep]), label=lv[keep].astype(np.float32),
       keys=keys[keep], dense=dense[keep].astype(np.float32),
       scenario=skeys[keep, -1] if spec.scenario else None,
-      time=t[keep] if spec.time else None, time_date=t_date[keep] if spec.time else None)
+      time=t[keep] if spec.time else None, time_date=t_date[keep] if spec.time else None,
+      seq_keys=seq_keys[keep] if spec.sequence else None,
+      seq_kept=seq_kept[keep] if spec.sequence else None)

@@ -63,17 +63,23 @@ def vocab_cached(path):
   if path not in _VOCAB:
     z = np.load(path)
     with open(os.path.join(os.path.dirname(path), 'schema.json')) as f:
-      fields = json.load(f)['schema']['cat_names']
-    _VOCAB[path] = {'fields': [z[f'{f}/keys'] for f in fields],
+      schema = json.load(f)['schema']
+    _VOCAB[path] = {'fields': [z[f'{f}/keys'] for f in schema['cat_names']],
+                    'seq': [z[f'{f}/keys'] for f in schema.get('seq_names', ())],
                     'scenario': z['__scenario__/keys'] if '__scenario__/keys' in z.files else None}
   return _VOCAB[path]
 
 
-def load_vocab(prepared_dir: str):
-  """(vocab {field: (keys, counts)}, scenario (keys, counts) or None) of a prepared dataset."""
+def load_vocab(prepared_dir: str, sequence: bool = False):
+  """(vocab {field: (keys, counts)}, scenario (keys, counts) or None) of a prepared dataset.
+
+  With `sequence=True`: only {sequence field: (keys, counts)} (a shared field: the scalar's).
+  """
   with open(os.path.join(prepared_dir, 'schema.json')) as f:
     meta = json.load(f)
   z = np.load(os.path.join(prepared_dir, 'vocab.npz'))
+  if sequence:
+    return {f: (z[f'{f}/keys'], z[f'{f}/counts']) for f in meta['schema'].get('seq_names', ())}
   vocab = {f: (z[f'{f}/keys'], z[f'{f}/counts']) for f in meta['schema']['cat_names']}
   scen = ((z['__scenario__/keys'], z['__scenario__/counts'])
           if '__scenario__/keys' in z.files else None)

@@ -19,6 +19,7 @@ import re
 import ml_collections
 
 from deres_jax.models.dcnv2 import DCNv2
+from deres_jax.models.din import DIN
 from deres_jax.models.dnn import DNN
 from deres_jax.models.finalnet import FinalNet
 from deres_jax.models.hiformer import HiFormer
@@ -42,11 +43,12 @@ MODELS = {
     'dcnv2': DCNv2,                       # DCNv2: cross network + DNN
     'finalnet': FinalNet,                 # FinalNet: factorized interaction blocks
     'dnn': DNN,                           # DNN: MLP over concatenated embeddings
+    'din': DIN,                           # DIN: target attention over behaviour histories
     'logreg': LogisticRegression,         # logistic regression: the first-order baseline
 }
 
 # Attributes that are not config fields: filled from the data schema, or internal.
-NOT_CONFIG = ('vocab_sizes', 'num_dense', 'dtype', 'table_pad', 'parent', 'name')
+NOT_CONFIG = ('vocab_sizes', 'num_dense', 'seq_share', 'seq_len', 'dtype', 'table_pad', 'parent', 'name')
 
 _FIELD_LINE = re.compile(r'^\s+(\w+)\s*:\s*[^=#]+=\s*(?:.+?)\s*#\s*(.*)$')
 
@@ -181,7 +183,13 @@ def build(model_config_, schema, dtype=None):
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   if dtype is not None and 'dtype' in {f.name for f in dataclasses.fields(cls)}:
     kwargs['dtype'] = dtype  # models without a computation dtype (logreg) run in float32
-  return cls(vocab_sizes=tuple(schema.vocab_sizes), num_dense=len(schema.dense_names), **kwargs)
+  # Sequence fields (schema.seq_names) follow the categorical ones in vocab_sizes; every model
+  # sees each as one more field (its pooled view, models/tokenizer.py).
+  seq = dict(seq_share=schema.seq_share_index()) if getattr(schema, 'seq_names', ()) else {}
+  if seq and 'seq_len' in {f.name for f in dataclasses.fields(cls)}:
+    seq['seq_len'] = schema.seq_len  # models that count the FLOPs of their history tokens
+  vocab_sizes = tuple(schema.vocab_sizes) + tuple(getattr(schema, 'seq_vocab_sizes', ()))
+  return cls(vocab_sizes=vocab_sizes, num_dense=len(schema.dense_names), **seq, **kwargs)
 
 
 def param_counts(params) -> dict:

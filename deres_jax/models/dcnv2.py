@@ -20,6 +20,7 @@ from deres_jax.models.tokenizer import FeatureTokenizer
 class DCNv2(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields (each embedded like the Transformer's)
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   embed_dim: int = 16           # E: embedding size of every field
   num_cross: int = 3            # cross layers (0 = a plain DNN)
   dnn_hidden: tuple = (400, 400, 400)  # hidden sizes of the deep tower
@@ -48,7 +49,7 @@ class DCNv2(nn.Module):
   def __call__(self, batch, train: bool = False):
     emb, aux = FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim,
                                 self.embed_dim, 'field', dense_transform=self.dense_transform,
-                                dtype=self.dtype, name='tokenizer')(batch)
+                                dtype=self.dtype, seq_share=self.seq_share, name='tokenizer')(batch)
     x0 = emb.reshape(emb.shape[0], -1)  # [B, F*E]
     x = x0
     for i in range(self.num_cross):

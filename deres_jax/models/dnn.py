@@ -21,6 +21,7 @@ from deres_jax.models.tokenizer import FeatureTokenizer
 class DNN(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields (each embedded like the Transformer's)
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   embed_dim: int = 16           # E: per-field embedding size
   hidden: tuple = (400, 400, 400)  # widths of the ReLU hidden layers
   dropout: float = 0.0          # dropout rate after each hidden layer (training only)
@@ -41,7 +42,7 @@ class DNN(nn.Module):
   def __call__(self, batch, train: bool = False):
     emb, aux = FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim,
                                 self.embed_dim, 'field', dense_transform=self.dense_transform,
-                                dtype=self.dtype, name='tokenizer')(batch)
+                                dtype=self.dtype, seq_share=self.seq_share, name='tokenizer')(batch)
     x = emb.reshape(emb.shape[0], -1)  # [B, F*E]
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))  # [B, width]

@@ -59,6 +59,7 @@ class FinalBlock(nn.Module):
 class FinalNet(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields (each embedded like the Transformer's)
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   embed_dim: int = 16           # E: per-field embedding size
   towers: int = 2               # 1: block 1 only ('1B'); 2: blocks 1 and 2, logits averaged ('2B')
   block1_hidden: tuple = (1000, 1000, 1000)  # FINAL layer widths of block 1 (on the gated fields)
@@ -99,7 +100,7 @@ class FinalNet(nn.Module):
   def __call__(self, batch, train: bool = False):
     emb, aux = FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim,
                                 self.embed_dim, 'field', dense_transform=self.dense_transform,
-                                dtype=self.dtype, name='tokenizer')(batch)
+                                dtype=self.dtype, seq_share=self.seq_share, name='tokenizer')(batch)
     n, f, _ = emb.shape
     block = dict(residual=self.residual, norm=self.norm, activation=self.activation,
                  dropout=self.dropout, dtype=self.dtype)

@@ -79,6 +79,7 @@ class HiFormer(nn.Module):
   """Tokenizer + HiFormer blocks (heterogeneous attention, per-token FFN) + head."""
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   # Tokenizer.
   embed_dim: int = 16           # E: embedding size of every field
   tokenizer: str = 'group'      # 'group' (RankMixer groups), 'field' (a token each), 'autosplit'
@@ -116,7 +117,7 @@ class HiFormer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, **_naming(name))
+                            self.dtype, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

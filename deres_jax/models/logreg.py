@@ -12,12 +12,13 @@ import jax.numpy as jnp
 
 from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
-from deres_jax.models.tokenizer import VOCAB, table_layout
+from deres_jax.models.tokenizer import VOCAB, lookup, seq_layout
 
 
 class LogisticRegression(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|); or 'none'
   table_pad: int = 8
 
@@ -37,7 +38,7 @@ class LogisticRegression(nn.Module):
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    n = (batch['cat'] if self.vocab_sizes else batch['dense']).shape[0]
+    n = next(batch[k] for k in ('cat', 'seq', 'dense') if k in batch).shape[0]
     logit = jnp.full((n,), self.param('bias', nn.initializers.zeros, (), jnp.float32))
     embed_sq = jnp.zeros_like(logit)
     if self.num_dense:
@@ -50,12 +51,11 @@ class LogisticRegression(nn.Module):
       m = self.param('dense_missing', nn.initializers.zeros, (self.num_dense,), jnp.float32)
       logit = logit + jnp.sum(jnp.where(missing, m, x * a), axis=-1)
     if self.vocab_sizes:
-      offsets, total = table_layout(self.vocab_sizes, self.table_pad)
-      ids = batch['cat'].astype(jnp.int32)
-      ids = jnp.where((ids < 0) | (ids >= jnp.asarray(self.vocab_sizes)), 0, ids)
+      _, _, total = seq_layout(self.vocab_sizes, self.seq_share, self.table_pad)
       table = self.param('embedding', nn.with_logical_partitioning(
           nn.initializers.zeros, (VOCAB, layers.EMBED)), (total, 1), jnp.float32)
-      w = jnp.take(table, ids + jnp.asarray(offsets), axis=0)[..., 0]  # [B, F]
+      # A sequence field adds the mean weight of its items (its pooled view, tokenizer.py).
+      w = lookup(table, batch, self.vocab_sizes, self.seq_share, self.table_pad)[0][..., 0]  # [B, F]
       logit = logit + jnp.sum(w, axis=-1)
       embed_sq = jnp.sum(jnp.square(w), axis=-1)
     return logit, {'embed_sq': embed_sq}

@@ -70,6 +70,7 @@ class TokenMixerLarge(nn.Module):
   """Tokenizer + global token + L TokenMixer-Large blocks + head: (logits [B], aux)."""
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   # Tokenizer.
   embed_dim: int = 16           # E: embedding size of every field
   tokenizer: str = 'group'      # 'group': RankMixer's concat-split-project; 'field'; 'autosplit'
@@ -111,7 +112,7 @@ class TokenMixerLarge(nn.Module):
     # The group tokens only: the global token is added by the model (Eq. 1).
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens - 1, self.dense_transform,
-                            self.table_pad, self.dtype, **_naming(name))
+                            self.table_pad, self.dtype, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

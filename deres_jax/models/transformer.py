@@ -73,6 +73,7 @@ class CTRTransformer(nn.Module):
   """Tokenizer + backbone + head. Returns (logits [B], aux dict)."""
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   # Tokenizer.
   embed_dim: int = 16           # E: embedding size of every field
   tokenizer: str = 'field'      # 'field': a token per field; 'group': RankMixer groups; 'autosplit': OneTrans
@@ -130,7 +131,7 @@ class CTRTransformer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, cross_layers=self.embed_cross, **_naming(name))
+                            self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

@@ -153,6 +153,7 @@ class UniMixer(nn.Module):
   """Tokenizer + UniMixer blocks (UniMixing, per-token SwiGLU, SiameseNorm) + head."""
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   # Tokenizer.
   embed_dim: int = 16           # E: embedding size of every field
   tokenizer: str = 'group'      # 'group' (RankMixer groups), 'field' (a token each), 'autosplit'
@@ -195,7 +196,7 @@ class UniMixer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, **_naming(name))
+                            self.dtype, seq_share=self.seq_share, **_naming(name))
 
   def mixer_kwargs(self, temperature) -> dict:
     return dict(num_heads=self.num_heads, sinkhorn_iters=self.sinkhorn_iters,

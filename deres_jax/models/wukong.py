@@ -68,6 +68,7 @@ class WukongLayer(nn.Module):
 class Wukong(nn.Module):
   vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
   num_dense: int                # dense fields (each embedded like the Transformer's)
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared cat field or -1
   embed_dim: int = 16           # d = E: per-field embedding size
   num_layers: int = 3           # l: Wukong layers (layer i reaches interaction order 2^i)
   num_fmb: int = 16             # n_F: embeddings produced by each FMB
@@ -95,7 +96,7 @@ class Wukong(nn.Module):
   def __call__(self, batch, train: bool = False):
     x, aux = FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim,
                               self.embed_dim, 'field', dense_transform=self.dense_transform,
-                              dtype=self.dtype, name='tokenizer')(batch)  # [B, F, E]
+                              dtype=self.dtype, seq_share=self.seq_share, name='tokenizer')(batch)  # [B, F, E]
     for i in range(self.num_layers):
       x = WukongLayer(self.num_fmb, self.num_lcb, self.rank, self.fmb_hidden,
                       dtype=self.dtype, name=f'layer_{i}')(x)  # [B, n_F + n_L, E]

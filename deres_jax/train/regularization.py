@@ -43,8 +43,11 @@ def embedding_leaves(params):
 def distinct_row_ids(cat, vocab_sizes, table_pad: int = 8):
   """(sorted global row ids [B*F], first-occurrence mask [B*F]) of the rows a batch looks up.
 
-  Ids outside a field's vocabulary go to its OOV row 0, as in the tokenizer.
+  Ids outside a field's vocabulary go to its OOV row 0, as in the tokenizer. Sequence fields
+  (the entries of vocab_sizes after cat's F fields) are not counted: their categorical
+  fields keep the same offsets, and a history's rows are those of its shared scalar field.
   """
+  vocab_sizes = tuple(vocab_sizes)[:cat.shape[-1]]
   offsets, _ = table_layout(vocab_sizes, table_pad)
   ids = cat.astype(jnp.int32)
   ids = jnp.where((ids < 0) | (ids >= jnp.asarray(vocab_sizes, jnp.int32)), 0, ids)
