@@ -63,6 +63,7 @@ def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
   config = genrec_config('beauty_capsid_bpe')
   config.data.path = SLICE
   config.tokenizer.update(steps=10, stage2_steps=2, max_levels=2, routing_iters=2)  # fewer ops to compile
+  config.bpe.update(theta_start=0.0, theta_end=-1.0)   # 8 random-ish capsules per level: few pairs pass 0.9
   config.train.update(num_steps=4, log_every=4)
   config.eval.update(every_steps=4, num_val_users=64, batch_size=400)  # one decode call for the test split
   summary = trainer.train_and_evaluate(config, str(tmp_path))
