@@ -21,8 +21,8 @@ ABLATIONS = {
     '': {},
     'hard': {'residual': 'hard'},
     'iter1': {'routing_iters': 1},
-    'fixed2': {'fixed_length': 2},
-    'fixed4': {'fixed_length': 4},
+    'fixed2': {'fixed_length': 2, 'max_levels': 2},   # only the layers a fixed length uses
+    'fixed4': {'fixed_length': 4, 'max_levels': 4},
     'nospread': {'spread_weight': 0.0},
 }
 

@@ -54,8 +54,9 @@ def votes(r_nd, w_kde, b_kd, adapter=None):
 def route(u_nkd, iters: int, k: float = 0.5):
   """Routing by agreement from zero logits (module docstring); returns (c [n, K], o [n, D], a [n, K])."""
   a = jnp.zeros(u_nkd.shape[:2], u_nkd.dtype)
-  for _ in range(iters):
-    c = jax.nn.softmax(a, -1)
+  for t in range(iters):
+    # softmax(0) = 1/K: written out, so XLA does not constant-fold a [n, K] softmax of zeros.
+    c = jax.nn.softmax(a, -1) if t else jnp.full(a.shape, 1.0 / a.shape[1], a.dtype)
     o = squash(jnp.einsum('nk,nkd->nd', c, u_nkd), k)
     a = a + jnp.einsum('nkd,nd->nk', u_nkd, o)
   c = jax.nn.softmax(a, -1)
