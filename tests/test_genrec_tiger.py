@@ -62,7 +62,8 @@ def test_finished_tokenizer_is_not_refitted(tiger_run, monkeypatch):
 def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
   config = genrec_config('beauty_capsid_bpe')
   config.data.path = SLICE
-  config.tokenizer.update(steps=10, max_levels=2, min_levels=1, routing_iters=2)  # fewer ops to compile
+  config.tokenizer.update(steps=10, stage2_steps=2, max_levels=2, routing_iters=2)  # fewer ops to compile
+  config.bpe.update(theta_start=0.0, theta_end=-1.0)   # 8 random-ish capsules per level: few pairs pass 0.9
   config.train.update(num_steps=4, log_every=4)
   config.eval.update(every_steps=4, num_val_users=64, batch_size=400)  # one decode call for the test split
   summary = trainer.train_and_evaluate(config, str(tmp_path))
@@ -71,3 +72,7 @@ def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
   assert summary['bpe']['tokens_per_item'] < summary['bpe']['tokens_per_item_before']
   assert summary['decoded_ids'] > 0 and summary['incomplete_beams'] == 0
   assert sum(summary['tokenizer']['id_length_hist']) == 3354
+  diag = summary['tokenizer']
+  assert abs(sum(diag['stop_rule_share'].values()) - 1) < 1e-6 and 0 <= diag['collision_rate'] <= 1
+  assert summary['bpe']['distinct_first_tokens_before'] <= diag['utilisation_per_level'][0] * 8
+  assert 'cold/recall@10' in summary['test'] and 'pop_tail/users' in summary['test']

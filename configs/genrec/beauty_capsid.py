@@ -1,43 +1,62 @@
-"""CAPSID (capsule-routed variable-length semantic IDs) + the TIGER retriever on Amazon 2014 Beauty.
+"""CAPSID (capsule-routed variable-length semantic IDs, arXiv 2605.05096) + the TIGER retriever on Beauty.
 
   python launch/train.py --config=configs/genrec/beauty_capsid.py:cpu --workdir=/tmp/g_capsid
 
-Same item features, retriever and presets as beauty_tiger_rqvae.py; the tokenizer is CAPSID
-(genrec/capsid.py: 4 levels x 256 capsules, 3 routing iterations, top-4 routing, the ID ends
-once the active capsule's coefficient reaches 0.9 after at least 2 tokens). The paper
-(arXiv 2605.05096) publishes none of these values: each is a config.tokenizer field.
-Ablations (issue 16) are presets of this file: 'cpu_hard' (hard routing = residual k-means
-assignment), 'cpu_iter1' (one routing iteration), 'cpu_fixed' (fixed length 4).
+Same item features, retriever and presets as beauty_tiger_rqvae.py; the tokenizer is CAPSID with
+the paper's values (genrec/capsid.py: K = 256 capsules per layer with their own pose and bias,
+T = 3, tau = 0.82, eps = 0.08, L_max = 6, soft residual, rank-8 stage-2 adapter). What the paper
+leaves open (loss weights, projection sizes, initialisation) is a config.tokenizer field.
+The argument is '<preset>[_<ablation>]': the paper's ablations (research/capsid.md §9.4)
+  hard   hard-winner residual          iter1  T = 1
+  fixed2 fixed length 2                fixed4 fixed length 4
+  nospread  no spread loss
+and its sensitivity sweeps: T<n> (T = 1, 2, 3, 5), lmax<n> (L_max = 4, 8), tau<x> (0.75, 0.90),
+e.g. 'cpu_T5', 'cpu_lmax8', 'cpu_tau0.75'. SemanticBPE variants: beauty_capsid_bpe.py.
 """
 import os
 
 from deres_jax.config import load_file
+
+ABLATIONS = {
+    '': {},
+    'hard': {'residual': 'hard'},
+    'iter1': {'routing_iters': 1},
+    'fixed2': {'fixed_length': 2, 'max_levels': 2},   # only the layers a fixed length uses
+    'fixed4': {'fixed_length': 4, 'max_levels': 4},
+    'nospread': {'spread_weight': 0.0},
+}
 
 
 def _rqvae_config(arg):
   return load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_tiger_rqvae.py'), arg)
 
 
+def ablation(name: str) -> dict:
+  """Tokenizer overrides of an ablation or sensitivity point ('hard', 'T5', 'lmax8', 'tau0.75', ...)."""
+  if name in ABLATIONS:
+    return ABLATIONS[name]
+  for prefix, field, cast in (('T', 'routing_iters', int), ('lmax', 'max_levels', int), ('tau', 'tau', float)):
+    if name.startswith(prefix) and name[len(prefix):].replace('.', '', 1).isdigit():
+      return {field: cast(name[len(prefix):])}
+  raise ValueError(f'ablation must be one of {sorted(ABLATIONS)} or T<n>, lmax<n>, tau<x> (e.g. cpu_hard, '
+                   f'cpu_T5, cpu_tau0.75), got {name!r}.')
+
+
 def get_config(arg='cpu'):
-  preset, _, ablation = arg.partition('_')
-  if ablation not in ('', 'hard', 'iter1', 'fixed'):
-    raise ValueError(f"ablation must be one of '', 'hard', 'iter1', 'fixed' (e.g. 'cpu_hard'), got {ablation!r}.")
+  preset, _, name = arg.partition('_')
+  overrides = ablation(name)
   config = _rqvae_config(preset)
-  # Tokenizer: CAPSID, TIGER's encoder sizes and codebook size, Adam (as the cpu RQ-VAE).
-  config.tokenizer.update(name='capsid', max_levels=4, min_levels=2, routing_iters=3, tau=0.1, top_m=4,
-                          threshold=0.9, votes='capsule', usage_weight=0.1, sharp_weight=0.01,
-                          collisions='extend', optimizer='adam', learning_rate=1e-3)
+  # Tokenizer: CAPSID with the paper's values; Adam (as the cpu RQ-VAE); loss weights are ours.
+  config.tokenizer.update(name='capsid', max_levels=6, routing_iters=3, tau=0.82, eps=0.08,
+                          squash_k=0.5, residual='soft', fixed_length=0, adapter_rank=8, recon_weight=1.0,
+                          spread_weight=1.0, length_weight=0.01, collisions='extend', optimizer='adam',
+                          learning_rate=1e-3)
   # Variable-length IDs: one softmax over the whole vocabulary at each step (no per-level output).
   config.model.output = 'full'
   if preset == 'cpu':
-    # Routing costs 4 levels x 3 iterations over 256 capsules: 300 steps fit the 2-core budget.
-    config.tokenizer.update(steps=300, log_every=100)
+    # Routing costs 6 layers x 3 iterations over 256 capsules with 32x32 poses: 300 + 50 steps fit 2 cores.
+    config.tokenizer.update(steps=300, stage2_steps=50, spread_anneal_steps=200, log_every=100)
   if preset == 'tiny':
-    config.tokenizer.update(max_levels=3, min_levels=1, top_m=3, threshold=0.8)
-  if ablation == 'hard':
-    config.tokenizer.hard = True
-  elif ablation == 'iter1':
-    config.tokenizer.routing_iters = 1
-  elif ablation == 'fixed':
-    config.tokenizer.fixed_length = True
+    config.tokenizer.update(max_levels=3, steps=10, stage2_steps=2, spread_anneal_steps=5, adapter_rank=2)
+  config.tokenizer.update(overrides)
   return config

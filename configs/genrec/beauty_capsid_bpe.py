@@ -2,10 +2,13 @@
 
   python launch/train.py --config=configs/genrec/beauty_capsid_bpe.py:cpu --workdir=/tmp/g_capsid_bpe
 
-beauty_capsid.py plus SemanticBPE (genrec/semantic_bpe.py): 512 merges scored by
-log count + lambda * cos(e_a, e_b), lambda = 1, counted over the training parts (each item's
-ID weighted by its training count), never across items. 'cpu_freq' is the ablation with
-lambda = 0 (plain frequency BPE). Ablations of the tokenizer: see beauty_capsid.py.
+beauty_capsid.py plus SemanticBPE (genrec/semantic_bpe.py) as the paper defines it: 512 merges
+(the count is ours) scored alpha * freq_hat + (1 - alpha) * cos(e_a, e_b), alpha = 0.6, candidates
+only above a cosine threshold annealed 0.90 -> 0.55, merge gates (Gumbel in training, hard at
+inference), merges inside one item's ID, applied left to right (longest match).
+Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_keep1' (the first
+token never merged, so the trie's first level stays the base one); tokenizer ablations and
+sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
 import os
 
@@ -13,10 +16,16 @@ from deres_jax.config import load_file
 
 
 def get_config(arg='cpu'):
-  preset, _, ablation = arg.partition('_')
-  if ablation not in ('', 'freq'):
-    raise ValueError(f"ablation must be '' or 'freq' (e.g. 'cpu_freq'), got {ablation!r}.")
-  config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py'), preset)
-  config.bpe.update(num_merges=16 if preset == 'tiny' else 512, lam=0.0 if ablation == 'freq' else 1.0,
-                    corpus='sequences', min_count=2.0)
+  preset, _, name = arg.partition('_')
+  bpe_only = name in ('freq', 'keep1')
+  config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py'),
+                     preset if bpe_only or not name else arg)
+  config.bpe.update(num_merges=16 if preset == 'tiny' else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
+                    order='left', corpus='sequences', min_count=2.0, keep_prefix=0)
+  if name == 'freq':
+    config.bpe.update(alpha=1.0, theta_start=-1.0, theta_end=-1.0)
+  elif name == 'keep1':
+    config.bpe.keep_prefix = 1
+  if preset == 'tiny':
+    config.bpe.update(gate_steps=5, warmup_steps=2)
   return config

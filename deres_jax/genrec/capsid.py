@@ -1,150 +1,171 @@
-"""CAPSID tokenizer: capsule-routed, variable-length semantic IDs (arXiv 2605.05096, reconstructed).
+"""CAPSID tokenizer: capsule-routed, variable-length semantic IDs (arXiv 2605.05096, §3 of the paper).
 
-The paper's equations are not public; this is the reading of its abstract in
-research/capsid.md §1a with Sabour et al.'s dynamic routing (2017, Eqs. 1-3, §4 there).
-Every choice the paper leaves open is a field of `CapsID` (and of config.tokenizer).
-
-Per level l = 1..L_max, with residual r (r_1 = z = E(x)) and capsules e^l_k, k = 1..K:
-  b_k^(0) = -||r - e^l_k||^2 / (tau ||r||^2)             (initial logits, scale-free)
-  for t = 1..T:  c = softmax_topm(b)                      (coefficients, sum_k c_k = 1)
-                 s = sum_k c_k u_k,  v = squash(s) = |s|^2/(1+|s|^2) s/|s|     (Sabour Eq. 1)
-                 b_k <- b_k + <u_k, v> / (tau ||r||)      (agreement, Sabour Procedure 1)
-  c = softmax_topm(b)                                     (final coefficients)
-  q_l = sum_k c_k e^l_k,   r <- r - q_l                   (routed reconstruction updates r)
-  token_l = argmax_k c_k (the active capsule),  a_l = c_{token_l} (its confidence)
-  the ID ends after level l once l >= L_min and a_l >= theta, or at l = L_max.
-The votes u_k are the capsules themselves (`votes='capsule'`) or e^l_k + W^l r (`'pose'`, a
-shared linear pose map as in MIND's B2I routing). softmax_topm keeps the m largest logits
-(top-m sparsity) and gives the others coefficient 0. With `hard=True` the coefficients are
-one-hot at argmax b^(0) = the nearest capsule, so one level is a k-means assignment and the
-whole tokenizer is residual k-means (a test checks this). Training decodes
-x_hat = D(sum_l alive_l q_l), alive_l = 1 while the ID has not ended (no gradient through
-the stop rule), and minimises
-  ||x - x_hat||^2 + sum_l alive_l [ ||sg[r_l] - e_tok||^2 + beta ||r_l - sg[e_tok]||^2 ]
-  + w_usage (log K - H(mean_batch c^l)) + w_sharp mean H(c^l)
-i.e. reconstruction, VQ-style commitment to the active capsule (so the discrete ID stays close
-to the soft path), capsule-usage (diversity) and sharpness (confident routing) regularisers.
+Equations as recovered from the full text (research/capsid.md §9.1); numbers are the paper's.
+Input: the item embedding x, a learned projection z = P(x), then r_0 = z / ||z||.
+Layer l = 1..L_max has K capsules, each with its own pose matrix and bias (per-capsule affine votes):
+  u_k = (W_lk + A_l B_l) r_{l-1} + b_lk                  (A_l B_l: rank-8 routing adapter, 0 until stage 2)
+Routing by agreement from zero logits, T = 3 agreement updates:
+  a = 0;  repeat T times { c = softmax_k(a);  v = sum_k c_k u_k;  o = squash(v);  a_k += u_k . o }
+  squash(z) = ||z||^2 / (0.5 + ||z||^2) * z / ||z||      (the 0.5 is the paper's; Sabour et al. use 1)
+The token and its confidence use the coefficients after the T-th update (c = softmax(a), v, o
+recomputed once more; so T = 1 is one agreement step, not the uniform start):
+  s_l = argmax_k c_k,   q_l = max_k c_k * ||o||
+Soft residual (the routed reconstruction, not the winner alone; `residual='hard'` is the ablation):
+  r_l = r_{l-1} - sum_k c_k squash(u_k)          ('hard': r_l = r_{l-1} - squash(u_{s_l}))
+Length: the ID ends at the first l with q_l >= tau (0.82, 'confidence'), or ||r_l|| <= eps (0.08,
+'residual'), or l = L_max (6, 'cap'); `fixed_length` = n > 0 is the fixed-length ablation.
+Losses (§9.3; the lambda weights are not published, they are config fields):
+  recon  = ||x - D(r_hat)||^2, r_hat = sum_{l <= L} sum_k c_k squash(u_k)  (soft reconstruction of r_0)
+  spread = mean_{l alive} mean_{k != s_l} max(0, m - (c_{s_l} - c_k))^2   (Hinton et al. 2018's spread
+           loss on the routing coefficients; the margin m is annealed 0.2 -> 0.9 by the caller)
+  length = E[L] = sum_l prod_{j<l} (1 - p_j),  p_j = 1 - (1 - sig((q_j - tau)/kappa)) (1 - sig((eps - ||r_j||)/kappa))
+           (a smooth version of the stop rule; kappa is ours)
+With T = 1, `residual='hard'` and a fixed length, a layer is residual quantisation whose codeword
+for capsule k is squash(W_k r + b_k) (chosen by one agreement step): tests/test_capsid_paper.py.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def squash(s_nd, eps: float = 1e-9):
-  """Sabour Eq. 1: v = |s|^2 / (1 + |s|^2) * s / |s|; |v| < 1 and v is parallel to s."""
-  n2 = (s_nd ** 2).sum(-1, keepdims=True)
-  return s_nd * (n2 / (1.0 + n2)) / jnp.sqrt(n2 + eps)
+STOP_RULES = ('confidence', 'residual', 'cap')   # index 0, 1, 2 in `stop_rule`
 
 
-def topm_softmax(b_nk, m: int):
-  """Softmax over the m largest logits of each row; the other entries get exactly 0."""
-  if m <= 0 or m >= b_nk.shape[-1]:
-    return jax.nn.softmax(b_nk, -1)
-  kth = jax.lax.top_k(b_nk, m)[0][..., -1:]
-  return jax.nn.softmax(jnp.where(b_nk >= kth, b_nk, -jnp.inf), -1)
+def squash(z, k: float = 0.5, eps: float = 1e-9):
+  """squash(z) = |z|^2 / (k + |z|^2) * z / |z| (the paper: k = 0.5); |squash(z)| < 1, parallel to z."""
+  n2 = (z ** 2).sum(-1, keepdims=True)
+  return z * (n2 / (k + n2)) / jnp.sqrt(n2 + eps)
 
 
-def route(r_nd, e_kd, iters: int, tau: float, top_m: int, hard: bool = False, pose_dd=None):
-  """Dynamic routing of residuals r [n, D] to capsules e [K, D] (module docstring).
+def unsquash(y, k: float = 0.5, eps: float = 1e-6):
+  """The inverse of `squash` for |y| < 1: |z|^2 = k rho / (1 - rho), rho = |y| (used to initialise biases)."""
+  rho = jnp.clip(jnp.linalg.norm(y, axis=-1, keepdims=True), eps, 1 - 1e-3)
+  return y / rho * jnp.sqrt(k * rho / (1 - rho))
 
-  Returns (coefficients c [n, K] summing to 1 per row, squashed output v [n, D], logits [n, K]).
-  """
-  r2 = (r_nd ** 2).sum(1, keepdims=True)
-  d2 = r2 - 2 * r_nd @ e_kd.T + (e_kd ** 2).sum(1)
-  # Scale-free logits: distances relative to the item's own residual energy, so one tau and one
-  # confidence threshold mean the same at every level (residuals shrink level by level).
-  scale = tau * (r2 + 1e-6)
-  b_nk = -d2 / scale
-  if hard:  # nearest capsule, one-hot: residual k-means assignment
-    c = jax.nn.one_hot(jnp.argmax(b_nk, 1), e_kd.shape[0], dtype=r_nd.dtype)
-    return c, squash(c @ e_kd), b_nk
-  u_nkd = e_kd[None] if pose_dd is None else e_kd[None] + (r_nd @ pose_dd)[:, None]
-  for _ in range(iters):
-    c = topm_softmax(b_nk, top_m)
-    v_nd = squash(jnp.einsum('nk,nkd->nd', c, jnp.broadcast_to(u_nkd, (len(r_nd),) + e_kd.shape)))
-    agree = jnp.einsum('nkd,nd->nk', jnp.broadcast_to(u_nkd, (len(r_nd),) + e_kd.shape), v_nd)
-    b_nk = b_nk + agree / jnp.sqrt(scale * tau)   # <u_k, v> / (tau |r|), |v| < 1
-  c = topm_softmax(b_nk, top_m)
-  return c, squash(c @ e_kd), b_nk
+
+def votes(r_nd, w_kde, b_kd, adapter=None):
+  """Per-capsule affine votes u [n, K, D] = W_k r + b_k (+ A B r, the low-rank adapter shared by a layer)."""
+  u = jnp.einsum('kde,ne->nkd', w_kde, r_nd) + b_kd[None]
+  if adapter is not None:
+    a_dr, b_re = adapter
+    u = u + (r_nd @ b_re.T @ a_dr.T)[:, None]
+  return u
+
+
+def route(u_nkd, iters: int, k: float = 0.5):
+  """Routing by agreement from zero logits (module docstring); returns (c [n, K], o [n, D], a [n, K])."""
+  a = jnp.zeros(u_nkd.shape[:2], u_nkd.dtype)
+  for t in range(iters):
+    # softmax(0) = 1/K: written out, so XLA does not constant-fold a [n, K] softmax of zeros.
+    c = jax.nn.softmax(a, -1) if t else jnp.full(a.shape, 1.0 / a.shape[1], a.dtype)
+    o = squash(jnp.einsum('nk,nkd->nd', c, u_nkd), k)
+    a = a + jnp.einsum('nkd,nd->nk', u_nkd, o)
+  c = jax.nn.softmax(a, -1)
+  return c, squash(jnp.einsum('nk,nkd->nd', c, u_nkd), k), a
+
+
+def spread_loss(c_nk, margin):
+  """mean_{k != s} max(0, m - (c_s - c_k))^2 per row, s = argmax c (Hinton et al. 2018, Eq. 3, averaged)."""
+  winner = jax.nn.one_hot(jnp.argmax(c_nk, -1), c_nk.shape[-1], dtype=bool)
+  c_s = c_nk.max(-1, keepdims=True)
+  per = jnp.where(winner, 0.0, jnp.maximum(0.0, margin - (c_s - c_nk)) ** 2)
+  return per.sum(-1) / (c_nk.shape[-1] - 1)
 
 
 class CapsID(nn.Module):
-  """Encoder, L_max levels of K capsules with routing-by-agreement, decoder."""
+  """Projection, L_max layers of K capsules with per-capsule affine votes and routing, decoder."""
   input_dim: int                    # d_in, item content vector size
-  hidden: tuple = (512, 256, 128)   # encoder widths (decoder mirrors; TIGER's sizes)
-  latent_dim: int = 32              # D, capsule dimension
-  max_levels: int = 4               # L_max (open in the paper)
-  min_levels: int = 2               # L_min: no ID ends before this many tokens (open)
-  num_capsules: int = 256           # K per level (open; TIGER's codebook size)
-  iters: int = 3                    # T routing iterations (Sabour: 3; open)
-  tau: float = 0.1                  # routing temperature on relative squared distances (open)
-  top_m: int = 4                    # capsules each residual may route to (0 = all; open)
-  threshold: float = 0.9            # theta: confidence that ends the ID (open)
-  hard: bool = False                # ablation: one-hot nearest-capsule routing (= residual k-means)
-  fixed_length: bool = False        # ablation: every ID has L_max tokens
-  votes: str = 'capsule'            # 'capsule' (u_k = e_k) | 'pose' (u_k = e_k + W r, MIND-style)
-  beta: float = 0.25                # commitment weight (TIGER's value)
+  hidden: tuple = (512, 256, 128)   # projection MLP widths (the decoder mirrors); the paper leaves it open
+  latent_dim: int = 32              # D, capsule / vote dimension (open; TIGER's latent size)
+  max_levels: int = 6               # L_max (paper: 6)
+  num_capsules: int = 256           # K per layer (paper: 256)
+  iters: int = 3                    # T agreement updates (paper: 3)
+  tau: float = 0.82                 # confidence q_l >= tau ends the ID (paper: 0.82)
+  eps: float = 0.08                 # residual norm ||r_l|| <= eps ends the ID (paper: 0.08)
+  squash_k: float = 0.5             # the constant in squash (paper: 0.5; Sabour et al.: 1)
+  residual: str = 'soft'            # 'soft' (paper) | 'hard' (ablation: subtract the winner's squashed vote)
+  fixed_length: int = 0             # 0: the stop rules; n > 0: every ID has n tokens (ablation)
+  adapter_rank: int = 8             # rank of the stage-2 routing adapter A_l B_l (paper: 8; 0 = none)
+  length_kappa: float = 0.05        # temperature of the smooth stop rule in E[L] (ours)
 
   def setup(self):
-    self.enc = [nn.Dense(h) for h in self.hidden] + [nn.Dense(self.latent_dim)]
+    L, K, D = self.max_levels, self.num_capsules, self.latent_dim
+    self.enc = [nn.Dense(h) for h in self.hidden] + [nn.Dense(D)]
     self.dec = [nn.Dense(h) for h in reversed(self.hidden)] + [nn.Dense(self.input_dim)]
-    self.capsules = self.param('capsules', nn.initializers.normal(1.0),
-                               (self.max_levels, self.num_capsules, self.latent_dim))
-    if self.votes == 'pose':
-      self.pose = self.param('pose', nn.initializers.zeros, (self.max_levels, self.latent_dim, self.latent_dim))
+    # Pose matrices W_lk [L, K, D, D] and biases b_lk [L, K, D]; capsid_fit.init_params sets them.
+    self.pose = self.param('pose', nn.initializers.normal(1.0 / D ** 0.5), (L, K, D, D))
+    self.bias = self.param('bias', nn.initializers.normal(0.3), (L, K, D))
+    if self.adapter_rank:  # B = 0: the adapter is the identity map until it is trained (stage 2)
+      self.adapter_a = self.param('adapter_a', nn.initializers.normal(0.1), (L, D, self.adapter_rank))
+      self.adapter_b = self.param('adapter_b', nn.initializers.zeros, (L, self.adapter_rank, D))
 
   def encode(self, x_nd):
+    """r_0 = P(x) / ||P(x)|| [n, D]."""
     for layer in self.enc[:-1]:
       x_nd = nn.relu(layer(x_nd))
-    return self.enc[-1](x_nd)
+    z = self.enc[-1](x_nd)
+    return z / jnp.sqrt((z ** 2).sum(-1, keepdims=True) + 1e-12)
 
-  def decode(self, z_nd):
+  def decode(self, r_nd):
     for layer in self.dec[:-1]:
-      z_nd = nn.relu(layer(z_nd))
-    return self.dec[-1](z_nd)
+      r_nd = nn.relu(layer(r_nd))
+    return self.dec[-1](r_nd)
 
-  def tokenize(self, z_nd):
-    """Routes latents [n, D] level by level; returns a dict of per-level arrays (module docstring).
+  def tokenize(self, r_nd, margin=0.2):
+    """Routes unit vectors r_0 [n, D] layer by layer (module docstring).
 
-    tokens [n, L] int32 (-1 after the end), length [n], conf [n, L], coeffs [L, n, K],
-    alive [n, L] (1 while the ID runs), z_soft [n, D] = sum_l alive_l q_l, and the loss terms.
+    Args:
+      r_nd: r_0, [n, D] (normally unit norm: `encode`).
+      margin: the spread loss margin m (annealed by the caller).
+    Returns:
+      dict: tokens [n, L] int32 (-1 after the end), tokens_all [n, L] (the winner at every layer),
+      length [n], stop_rule [n] (index into STOP_RULES), conf [n, L], res_norm [n, L] (||r_l||),
+      coeffs [L, n, K], alive [n, L], r_hat [n, D] (soft reconstruction up to the end), and the
+      loss terms spread, expected_length.
     """
-    n, r = z_nd.shape[0], z_nd
-    alive = jnp.ones((n,), z_nd.dtype)
-    toks, all_toks, confs, alives, coeffs = [], [], [], [], []
-    z_soft, commit = jnp.zeros_like(z_nd), 0.0
+    n, dt = r_nd.shape[0], r_nd.dtype
+    r, alive, survive = r_nd, jnp.ones((n,), dt), jnp.ones((n,), dt)
+    stop_rule, r_hat = jnp.full((n,), 2, jnp.int32), jnp.zeros_like(r_nd)
+    out = {k: [] for k in ('tokens', 'tokens_all', 'conf', 'res_norm', 'coeffs', 'alive')}
+    spread, exp_len = 0.0, 0.0
     for l in range(self.max_levels):
-      e_kd = self.capsules[l]
-      pose = self.pose[l] if self.votes == 'pose' else None
-      c, _, _ = route(r, e_kd, self.iters, self.tau, self.top_m, self.hard, pose)
+      adapter = (self.adapter_a[l], self.adapter_b[l]) if self.adapter_rank else None
+      u = votes(r, self.pose[l], self.bias[l], adapter)
+      c, o, _ = route(u, self.iters, self.squash_k)
       tok = jnp.argmax(c, 1)
-      conf = jnp.take_along_axis(c, tok[:, None], 1)[:, 0]
-      q = c @ e_kd                                   # routed reconstruction sum_k c_k e_k
-      e_tok = e_kd[tok]
-      commit += (alive * (((jax.lax.stop_gradient(r) - e_tok) ** 2).sum(1)
-                          + self.beta * ((r - jax.lax.stop_gradient(e_tok)) ** 2).sum(1))).mean()
-      z_soft = z_soft + alive[:, None] * q
-      toks.append(jnp.where(alive > 0, tok, -1))
-      all_toks.append(tok)                         # the active capsule even after the end (collisions)
-      confs.append(conf)
-      alives.append(alive)
-      coeffs.append(c)
+      conf = c.max(1) * jnp.linalg.norm(o, axis=1)
+      su = squash(u, self.squash_k)
+      q = (jnp.einsum('nk,nkd->nd', c, su) if self.residual == 'soft'
+           else jnp.take_along_axis(su, tok[:, None, None], 1)[:, 0])
       r = r - q
-      if not self.fixed_length:  # stop once confident (after L_min tokens); no gradient through it
-        stop = (l + 1 >= self.min_levels) & (jax.lax.stop_gradient(conf) >= self.threshold)
-        alive = alive * (1.0 - stop.astype(z_nd.dtype))
-    alive_nl = jnp.stack(alives, 1)
-    return {'tokens': jnp.stack(toks, 1).astype(jnp.int32), 'tokens_all': jnp.stack(all_toks, 1).astype(jnp.int32),
-            'length': alive_nl.sum(1).astype(jnp.int32),
-            'conf': jnp.stack(confs, 1), 'coeffs': jnp.stack(coeffs), 'alive': alive_nl, 'z_soft': z_soft,
-            'commit': commit}
+      rn = jnp.sqrt((r ** 2).sum(1) + 1e-12)
+      r_hat = r_hat + alive[:, None] * q
+      spread = spread + (alive * spread_loss(c, margin)).sum() / n
+      exp_len = exp_len + survive            # E[L] = sum_l P(layer l is reached)
+      p_conf = jax.nn.sigmoid((conf - self.tau) / self.length_kappa)
+      p_res = jax.nn.sigmoid((self.eps - rn) / self.length_kappa)
+      survive = survive * (1 - p_conf) * (1 - p_res)
+      for key, val in (('tokens', jnp.where(alive > 0, tok, -1)), ('tokens_all', tok), ('conf', conf),
+                       ('res_norm', rn), ('coeffs', c), ('alive', alive)):
+        out[key].append(val)
+      # The stop rules (no gradient through them); the first that fires is recorded.
+      if self.fixed_length:
+        stop = jnp.full((n,), l + 1 >= self.fixed_length)
+        rule = jnp.full((n,), 2, jnp.int32)
+      else:
+        by_conf, by_res = conf >= self.tau, rn <= self.eps
+        stop = by_conf | by_res | (l + 1 >= self.max_levels)
+        rule = jnp.where(by_conf, 0, jnp.where(by_res, 1, 2))
+      stop_rule = jnp.where((alive > 0) & stop, rule, stop_rule)
+      alive = alive * (1.0 - jax.lax.stop_gradient(stop).astype(dt))
+    alive_nl = jnp.stack(out['alive'], 1)
+    res = {k: jnp.stack(v, 0 if k == 'coeffs' else 1) for k, v in out.items()}
+    res.update(tokens=res['tokens'].astype(jnp.int32), tokens_all=res['tokens_all'].astype(jnp.int32),
+               length=alive_nl.sum(1).astype(jnp.int32), stop_rule=stop_rule, r_hat=r_hat, spread=spread,
+               expected_length=exp_len.mean())
+    return res
 
-  def __call__(self, x_nd):
-    out = self.tokenize(self.encode(x_nd))
-    x_hat = self.decode(out['z_soft'])
+  def __call__(self, x_nd, margin=0.2):
+    out = self.tokenize(self.encode(x_nd), margin)
+    x_hat = self.decode(out['r_hat'])
     out['recon'] = ((x_nd - x_hat) ** 2).sum(1).mean()
-    c_lnk = out['coeffs']
-    usage = c_lnk.mean(1)                                    # [L, K] batch usage of each capsule
-    out['usage_loss'] = (jnp.log(self.num_capsules) + (usage * jnp.log(usage + 1e-9)).sum(1)).mean()
-    out['sharp_loss'] = -(c_lnk * jnp.log(c_lnk + 1e-9)).sum(2).mean()
     return x_hat, out

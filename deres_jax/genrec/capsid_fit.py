@@ -1,12 +1,22 @@
-"""Training CAPSID (capsid.py) and turning its routing into unique variable-length IDs.
+"""Training CAPSID (capsid.py) in the paper's two stages, and turning its routing into unique IDs.
 
-fit: capsules initialised by residual k-means of the encoder outputs of the TRAINING items
-only (as rqvae.init_params), then Adam on
-  L = recon + commit + usage_weight * usage_loss + sharp_weight * sharp_loss   (capsid.py).
-ids: every item's active capsules up to its confidence-driven length, then collisions
-(`collisions` config field; the paper does not say how it resolves them):
-  'extend': items sharing an ID that are shorter than L_max take their next level's active
-            capsule, repeated until no such item is left; then
+Stage 1 (the tokenizer alone, research/capsid.md §9.3): projection, capsule poses and biases and
+decoder by Adam on
+  L_1 = lambda_r recon + lambda_s spread(m_t) + lambda_l E[L],  m_t = 0.2 + 0.7 min(1, t / anneal)
+(the margin annealed 0.2 -> 0.9 over `spread_anneal_steps`; the lambdas are not published).
+Initialisation (ours, `init_params`): from residual k-means centroids mu_lk of r_0 over the
+training items, b_lk = s mu_lk (the vote at r = 0: the capsule's centre) and poses
+W_lk = (w - s |mu_lk|^2 / 2) I + noise, so the first agreement step ranks capsules like
+nearest-centroid assignment.
+Stage 2: capsule centres, poses, projection, decoder (and SemanticBPE's merge model) frozen
+(optax.set_to_zero: bit-identical); only the rank-8 routing adapter A_l B_l trains (and the merge
+gates' biases, semantic_bpe.fit_gates). The paper trains them with the generator's next-token
+loss; here the IDs are fixed before the generator trains (genrec/tasks.py), so the adapter is
+trained on L_1 (a stated deviation).
+IDs: every item's winners up to its length, then collisions (`collisions` config field; the
+paper does not say how it resolves them):
+  'extend': items sharing an ID that are shorter than L_max take their next layer's winner,
+            repeated until no such item is left; then
   'token':  items still sharing an ID get TIGER's extra token 0..g-1 (in item-id order) in
             an extra position; unique items get none (-1), so IDs stay short.
 Codes are [n, L_max + 1] with -1 at unused positions; `sid.SidTable` keeps them.
@@ -22,43 +32,95 @@ from deres_jax.genrec import capsid
 from deres_jax.genrec import rqkmeans
 
 
-def init_params(model: capsid.CapsID, x_train: np.ndarray, seed: int, kmeans_iters: int = 20):
-  """Random MLP weights; capsules = residual k-means of E(x) over the training items only."""
+def init_params(model: capsid.CapsID, x_train: np.ndarray, seed: int, kmeans_iters: int = 20,
+                pose_init: float = 1.0, bias_scale: float = 1.0, pose_noise: float = 0.05):
+  """Random MLP weights; votes that start as a nearest-centroid rule (module docstring).
+
+  With mu_lk the residual k-means centroids of r_0 (training items only), b_lk = s mu_lk and
+  W_lk = (w - s |mu_lk|^2 / 2) I + noise give u_k . r = w + s (mu_k . r - |mu_k|^2 / 2): while o
+  points along r the agreement ranks capsules as nearest-centroid assignment does (w = pose_init,
+  s = bias_scale; our choice, the paper does not say how it initialises).
+  """
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, model.input_dim)))['params']
   encode = jax.jit(lambda p, x: model.apply({'params': p}, x, method=capsid.CapsID.encode))
-  z = np.asarray(encode(params, jnp.asarray(x_train)))
-  books = rqkmeans.fit(z, model.max_levels, model.num_capsules, kmeans_iters, seed)
-  return dict(params, capsules=jnp.asarray(books))
+  r0 = np.asarray(encode(params, jnp.asarray(x_train)))
+  books = rqkmeans.fit(r0, model.max_levels, model.num_capsules, kmeans_iters, seed)   # [L, K, D]
+  L, K, D = books.shape
+  noise = np.random.default_rng(seed).normal(0, pose_noise / np.sqrt(D), (L, K, D, D))
+  diag = pose_init - bias_scale * (books ** 2).sum(-1) / 2                             # [L, K]
+  pose = diag[..., None, None] * np.eye(D) + noise
+  return dict(params, bias=jnp.asarray(bias_scale * books, jnp.float32), pose=jnp.asarray(pose, jnp.float32))
 
 
-def fit(model: capsid.CapsID, x: np.ndarray, train_rows: np.ndarray, config, seed: int = 0, log=print):
-  """Trains on x[train_rows]; config: steps, batch_size, learning_rate, kmeans_iters, log_every,
-  usage_weight, sharp_weight. Returns (params, history of logged dicts)."""
+def margin_at(step, anneal_steps: int, start: float = 0.2, end: float = 0.9):
+  """The spread loss margin, linear from `start` to `end` over `anneal_steps` (paper: 0.2 -> 0.9)."""
+  return start + (end - start) * min(1.0, step / max(anneal_steps, 1))
+
+
+def loss_fn(model, params, xb, margin, c):
+  """L_1 (module docstring) and the model's aux dict; c holds recon_weight, spread_weight, length_weight."""
+  _, aux = model.apply({'params': params}, xb, margin)
+  loss = c.recon_weight * aux['recon'] + c.spread_weight * aux['spread'] + c.length_weight * aux['expected_length']
+  return loss, aux
+
+
+def stage_mask(params, stage: int):
+  """{leaf: 'train' | 'frozen'}: stage 1 trains all but the adapter; stage 2 only the adapter."""
+  def label(path, _):
+    name = str(getattr(path[0], 'key', path[0]))
+    adapter = name.startswith('adapter_')
+    return 'train' if adapter == (stage == 2) else 'frozen'
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def optimizer(params, stage: int, learning_rate: float):
+  """Adam on the stage's trainable leaves; the others get exactly zero updates (bit-identical)."""
+  return optax.multi_transform({'train': optax.adam(learning_rate), 'frozen': optax.set_to_zero()},
+                               stage_mask(params, stage))
+
+
+def fit(model: capsid.CapsID, x: np.ndarray, train_rows: np.ndarray, config, seed: int = 0, log=print,
+        params=None, stage: int = 1):
+  """Trains one stage on x[train_rows].
+
+  Args:
+    model: the CapsID module.
+    x: item features [n, d_in].
+    train_rows: rows the tokenizer may see (training items only).
+    config: steps (stage2_steps for stage 2), batch_size, learning_rate, kmeans_iters, log_every,
+      recon_weight, spread_weight, length_weight, spread_anneal_steps, pose_init.
+    seed: initialisation and batch order.
+    log: printer.
+    params: stage 2 starts from these (stage 1: None, initialised by `init_params`).
+    stage: 1 or 2.
+  Returns:
+    (params, history of logged dicts).
+  """
   x_train = np.asarray(x[train_rows], np.float32)
-  params = init_params(model, x_train, seed, config.kmeans_iters)
-  tx = optax.adam(config.learning_rate)
+  if params is None:
+    params = init_params(model, x_train, seed, config.kmeans_iters, config.get('pose_init', 1.0),
+                         config.get('bias_scale', 1.0))
+  tx = optimizer(params, stage, config.learning_rate)
   opt_state = tx.init(params)
+  steps = config.steps if stage == 1 else config.get('stage2_steps', 0)
 
   @jax.jit
-  def step(params, opt_state, xb):
-    def loss_fn(p):
-      _, aux = model.apply({'params': p}, xb)
-      loss = (aux['recon'] + aux['commit'] + config.usage_weight * aux['usage_loss']
-              + config.sharp_weight * aux['sharp_loss'])
-      return loss, aux
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  def step(params, opt_state, xb, margin):
+    (loss, aux), grads = jax.value_and_grad(lambda p: loss_fn(model, p, xb, margin, config), has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, aux
 
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(seed + 1000 * stage)
   batch = min(config.batch_size, len(x_train))
   history = []
-  for i in range(config.steps):
+  for i in range(steps):
     xb = x_train[rng.choice(len(x_train), batch, replace=False)]
-    params, opt_state, loss, aux = step(params, opt_state, jnp.asarray(xb))
-    if (i + 1) % config.log_every == 0 or i + 1 == config.steps:
-      rec = {'step': i + 1, 'loss': float(loss), 'recon': float(aux['recon']), 'commit': float(aux['commit']),
-             'usage_loss': float(aux['usage_loss']), 'mean_length': float(np.mean(aux['length']))}
+    m = margin_at(i, config.spread_anneal_steps) if stage == 1 else 0.9   # stage 2: the final margin
+    params, opt_state, loss, aux = step(params, opt_state, jnp.asarray(xb), jnp.float32(m))
+    if (i + 1) % config.log_every == 0 or i + 1 == steps:
+      rec = {'stage': stage, 'step': i + 1, 'loss': float(loss), 'recon': float(aux['recon']),
+             'spread': float(aux['spread']), 'expected_length': float(aux['expected_length']),
+             'mean_length': float(np.mean(aux['length'])), 'margin': m}
       history.append(rec)
       log(f'capsid {rec}')
   return params, history
@@ -67,11 +129,12 @@ def fit(model: capsid.CapsID, x: np.ndarray, train_rows: np.ndarray, config, see
 @functools.partial(jax.jit, static_argnums=0)
 def _tokenize(model, params, x_nd):
   out = model.apply({'params': params}, x_nd)[1]
-  return {k: out[k] for k in ('tokens', 'tokens_all', 'length', 'conf')}
+  return {k: out[k] for k in ('tokens', 'tokens_all', 'length', 'conf', 'stop_rule', 'res_norm')}
 
 
-def route_items(model: capsid.CapsID, params, x: np.ndarray, chunk: int = 4096) -> dict:
-  """Deterministic routing of every row of x: tokens [n, L] (-1 after the end), tokens_all, length, conf."""
+def route_items(model: capsid.CapsID, params, x: np.ndarray, chunk: int = 2048) -> dict:
+  """Deterministic routing of every row of x: tokens [n, L] (-1 after the end), tokens_all, length, conf,
+  stop_rule (index into capsid.STOP_RULES), res_norm."""
   outs = [_tokenize(model, params, jnp.asarray(x[i:i + chunk], jnp.float32)) for i in range(0, len(x), chunk)]
   return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
 
@@ -82,7 +145,7 @@ def _duplicated(codes: np.ndarray) -> np.ndarray:
 
 
 def resolve(tokens_all: np.ndarray, length: np.ndarray, collisions: str = 'extend') -> tuple:
-  """Unique variable-length codes [n, L+1] (-1 = unused) from the active capsules and lengths."""
+  """Unique variable-length codes [n, L+1] (-1 = unused) from the winners and lengths."""
   if collisions not in ('extend', 'token'):
     raise ValueError(f"collisions must be 'extend' or 'token', got {collisions!r}.")
   n, L = tokens_all.shape
@@ -103,30 +166,3 @@ def resolve(tokens_all: np.ndarray, length: np.ndarray, collisions: str = 'exten
       extra[row] = seen.get(g, 0)
       seen[g] = extra[row] + 1
   return np.concatenate([codes, extra[:, None]], 1).astype(np.int32), length
-
-
-def statistics(route_out: dict, codes: np.ndarray, num_capsules: int, train_count: np.ndarray) -> dict:
-  """Capsule usage per level, collision rate before resolution, ID lengths, length vs popularity.
-
-  train_count: [n] training frequency of each item (same order as codes).
-  """
-  raw, L = route_out['tokens'], route_out['tokens'].shape[1]
-  final_len = (codes >= 0).sum(1)
-  used = [raw[:, l][raw[:, l] >= 0] for l in range(L)]
-  # Popularity quintiles by training count (ties by row order): mean final ID length in each.
-  order = np.lexsort((np.arange(len(codes)), train_count))
-  quint = np.empty(len(codes), np.int64)
-  quint[order] = np.arange(len(codes)) * 5 // len(codes)
-  rank = lambda v: np.argsort(np.argsort(v, kind='stable'), kind='stable').astype(np.float64)
-  rho = np.corrcoef(rank(final_len), rank(train_count))[0, 1] if final_len.std() > 0 else 0.0
-  return {
-      'usage_per_level': [float(len(np.unique(u)) / num_capsules) for u in used],
-      'items_reaching_level': [int(len(u)) for u in used],
-      'collision_rate': float(_duplicated(raw).mean()),
-      'routed_length_hist': np.bincount(route_out['length'], minlength=L + 1).tolist(),
-      'id_length_hist': np.bincount(final_len, minlength=L + 2).tolist(),
-      'mean_id_length': float(final_len.mean()),
-      'mean_id_length_by_popularity_quintile': [float(final_len[quint == q].mean()) for q in range(5)],
-      'spearman_length_vs_train_count': float(rho),
-      'mean_confidence_per_level': [float(v) for v in route_out['conf'].mean(0)],
-  }

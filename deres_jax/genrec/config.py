@@ -58,7 +58,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.features.npy_path = ''        # npy: [N or N+1, d] array aligned to item ids
   # Tokenizer (semantic IDs)
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.name = 'rqvae'      # 'rqvae' (TIGER) | 'rqkmeans' (GRID) | 'capsid' (CAPSID, reconstructed)
+  c.tokenizer.name = 'rqvae'      # 'rqvae' (TIGER) | 'rqkmeans' (GRID) | 'capsid' (CAPSID, arXiv 2605.05096)
   c.tokenizer.levels = 3          # codebooks; IDs get one more (collision) token
   c.tokenizer.codebook_size = 256  # codes per level
   c.tokenizer.latent_dim = 32     # RQ-VAE codeword dimension
@@ -73,25 +73,37 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.tokenizer.log_every = 200
   c.tokenizer.num_user_tokens = 2000  # hashed user tokens (TIGER: 2000)
   c.tokenizer.collision_order = 'popularity'  # extra-token order in a colliding group: 'popularity' | 'id' (open)
-  # CAPSID (genrec/capsid.py; arXiv 2605.05096 gives no equations: every field below is our choice)
-  c.tokenizer.max_levels = 4      # L_max, the longest routed ID (open in the paper)
-  c.tokenizer.min_levels = 2      # L_min, no ID ends before this many tokens (open)
-  c.tokenizer.routing_iters = 3   # T, routing-by-agreement iterations (Sabour et al.: 3; open)
-  c.tokenizer.tau = 0.1           # routing temperature on distances relative to ||r||^2 (open)
-  c.tokenizer.top_m = 4           # capsules a residual routes to (top-m sparsity; 0 = all; open)
-  c.tokenizer.threshold = 0.9     # confidence of the active capsule that ends the ID (open)
-  c.tokenizer.hard = False        # ablation: hard nearest-capsule routing (= residual k-means)
-  c.tokenizer.fixed_length = False  # ablation: every ID has max_levels tokens
-  c.tokenizer.votes = 'capsule'   # 'capsule' (u_k = e_k) | 'pose' (u_k = e_k + W r, MIND-style; open)
-  c.tokenizer.usage_weight = 0.1  # capsule-usage (diversity) regulariser weight (open)
-  c.tokenizer.sharp_weight = 0.01  # routing-entropy (sharpness) regulariser weight (open)
+  # CAPSID (genrec/capsid.py, capsid_fit.py; the paper's values, research/capsid.md §9; 'open' = not published)
+  c.tokenizer.max_levels = 6      # L_max, the longest routed ID (paper: 6)
+  c.tokenizer.routing_iters = 3   # T, agreement updates from zero logits (paper: 3)
+  c.tokenizer.tau = 0.82          # confidence max_k c_k ||o|| that ends the ID (paper: 0.82)
+  c.tokenizer.eps = 0.08          # residual norm that ends the ID (paper: 0.08)
+  c.tokenizer.squash_k = 0.5      # squash(z) = |z|^2 / (k + |z|^2) z / |z| (paper: 0.5)
+  c.tokenizer.residual = 'soft'   # 'soft' (paper: r -= sum_k c_k squash(u_k)) | 'hard' (ablation: the winner only)
+  c.tokenizer.fixed_length = 0    # 0: the stop rules (paper); n > 0: every ID has n tokens (ablation)
+  c.tokenizer.adapter_rank = 8    # rank of the stage-2 low-rank routing adapter (paper: 8)
+  c.tokenizer.recon_weight = 1.0  # lambda_r, reconstruction weight (open)
+  c.tokenizer.spread_weight = 1.0  # lambda_s, spread loss weight (open; 0 = the no-spread ablation)
+  c.tokenizer.length_weight = 0.01  # lambda_l, weight of E[L] (open)
+  c.tokenizer.spread_anneal_steps = 200  # spread margin 0.2 -> 0.9 over this many stage-1 steps (paper: annealed)
+  c.tokenizer.length_kappa = 0.05  # temperature of the smooth stop rule inside E[L] (ours)
+  c.tokenizer.pose_init = 2.0     # w: poses start at (w - s |mu|^2 / 2) I (ours; capsid_fit.init_params)
+  c.tokenizer.bias_scale = 2.0    # s: biases start at s * (residual k-means centroid) (ours)
+  c.tokenizer.stage2_steps = 100  # stage 2: adapter only, centres/poses/projection frozen (open)
   c.tokenizer.collisions = 'extend'  # 'extend' (longer IDs first, then an extra token) | 'token' (open)
-  # SemanticBPE over the item IDs (genrec/semantic_bpe.py; merge score and sizes are our choice)
+  # SemanticBPE over the item IDs (genrec/semantic_bpe.py; the paper's score, threshold and gate)
   c.bpe = ml_collections.ConfigDict()
-  c.bpe.num_merges = 0            # subwords added to the vocabulary (0 = no BPE)
-  c.bpe.lam = 1.0                 # lambda, weight of the embedding compatibility cos(e_a, e_b) (0 = frequency BPE)
-  c.bpe.corpus = 'sequences'      # 'items' (each ID once) | 'sequences' (weighted by training-part counts)
-  c.bpe.min_count = 2.0           # a pair must occur this often to be merged
+  c.bpe.num_merges = 0            # subwords added to the vocabulary (0 = no BPE; open)
+  c.bpe.alpha = 0.6               # score = alpha * normalised frequency + (1 - alpha) * cos(e_a, e_b) (paper: 0.6)
+  c.bpe.theta_start = 0.90        # cosine threshold for a candidate pair at the first merge (paper: 0.90)
+  c.bpe.theta_end = 0.55          # ... annealed linearly to this at the last merge (paper: 0.55)
+  c.bpe.order = 'left'            # encoding: 'left' (left-to-right longest match: shared prefixes) | 'rank' (GPT-2)
+  c.bpe.keep_prefix = 0           # leading tokens never merged (0: the paper; 1: the trie's first level kept)
+  c.bpe.corpus = 'sequences'      # 'items' (each ID once) | 'sequences' (weighted by training-part counts; open)
+  c.bpe.min_count = 2.0           # a pair must occur this often to be merged (open)
+  c.bpe.gate_steps = 100          # steps training the merge gates' biases (Gumbel-sigmoid; 0 = all gates open)
+  c.bpe.gate_temperature = 0.5    # Gumbel-softmax temperature of the gates in training (open)
+  c.bpe.warmup_steps = 50         # frequency warm-up: the gate utility uses alpha = 1 at first (open)
   # COBRA-style sparse + dense retrieval (genrec/cobra.py; COBRA publishes no code: every field is our choice)
   c.cobra = ml_collections.ConfigDict()
   c.cobra.item_vectors = 'learned'  # item dense vectors: 'learned' (free table) | 'content' (tower over features)
@@ -160,15 +172,21 @@ def _validate(c):
     raise ValueError("config.features.npy_path must name a .npy file when features.source='npy'.")
   if c.tokenizer.name not in ('rqvae', 'rqkmeans', 'capsid'):
     raise ValueError(f"config.tokenizer.name must be 'rqvae', 'rqkmeans' or 'capsid', got {c.tokenizer.name!r}.")
-  if not 1 <= c.tokenizer.min_levels <= c.tokenizer.max_levels:
-    raise ValueError(f'config.tokenizer.min_levels must be in [1, max_levels={c.tokenizer.max_levels}], '
-                     f'got {c.tokenizer.min_levels}.')
-  if c.tokenizer.votes not in ('capsule', 'pose'):
-    raise ValueError(f"config.tokenizer.votes must be 'capsule' or 'pose', got {c.tokenizer.votes!r}.")
+  if not 0 <= c.tokenizer.fixed_length <= c.tokenizer.max_levels:
+    raise ValueError(f'config.tokenizer.fixed_length must be in [0, max_levels={c.tokenizer.max_levels}], '
+                     f'got {c.tokenizer.fixed_length}.')
+  if c.tokenizer.residual not in ('soft', 'hard'):
+    raise ValueError(f"config.tokenizer.residual must be 'soft' or 'hard', got {c.tokenizer.residual!r}.")
+  if c.tokenizer.routing_iters < 1:
+    raise ValueError(f'config.tokenizer.routing_iters must be >= 1, got {c.tokenizer.routing_iters}.')
   if c.tokenizer.collisions not in ('extend', 'token'):
     raise ValueError(f"config.tokenizer.collisions must be 'extend' or 'token', got {c.tokenizer.collisions!r}.")
   if c.bpe.corpus not in ('items', 'sequences'):
     raise ValueError(f"config.bpe.corpus must be 'items' or 'sequences', got {c.bpe.corpus!r}.")
+  if c.bpe.order not in ('left', 'rank'):
+    raise ValueError(f"config.bpe.order must be 'left' or 'rank', got {c.bpe.order!r}.")
+  if not 0 <= c.bpe.alpha <= 1:
+    raise ValueError(f'config.bpe.alpha must be in [0, 1], got {c.bpe.alpha}.')
   if c.bpe.num_merges < 0:
     raise ValueError(f'config.bpe.num_merges must be >= 0, got {c.bpe.num_merges}.')
   if c.cobra.item_vectors not in ('learned', 'content'):

@@ -19,6 +19,7 @@ from deres_jax.genrec import config as config_lib
 from deres_jax.genrec import data as data_lib
 from deres_jax.genrec import metrics
 from deres_jax.genrec import tasks
+from deres_jax.genrec import tokenizer_stats
 from deres_jax.train import family as family_lib
 
 
@@ -74,6 +75,7 @@ def build(config, data, workdir, mesh) -> family_lib.Task:
   del mesh  # parameters replicated (no logical axes), batches over 'data': the loop's defaults
   task, notes = make_task(config, data, workdir)
   tail = metrics.tail_items(data.train_count, config.eval.tail_fraction)
+  slices = tokenizer_stats.slices(data.train_count)   # cold-start and popularity thirds (CAPSID's paper)
   val_rows = _users(len(data.users), config.eval.num_val_users, config.seed)
   # A fixed draw (not config.seed): every system and seed is tested on the same users.
   test_rows = _users(len(data.users), config.eval.num_test_users, 0)
@@ -82,7 +84,7 @@ def build(config, data, workdir, mesh) -> family_lib.Task:
     del step
     rows = val_rows if split == 'val' else test_rows
     return metrics.evaluate(task.ranks(host_local(params), split, rows), getattr(data, f'{split}_target')[rows],
-                            tail)
+                            tail, slices=slices)
 
   def summary(params, step):
     del step

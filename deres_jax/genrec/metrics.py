@@ -69,11 +69,16 @@ def recall_ndcg(ranks: np.ndarray, ks=KS) -> dict:
   return out
 
 
-def evaluate(ranks: np.ndarray, target: np.ndarray, tail_mask: np.ndarray, ks=KS) -> dict:
-  """Overall metrics plus 'tail/...' and 'head/...' over the users whose target is tail / head."""
+def evaluate(ranks: np.ndarray, target: np.ndarray, tail_mask: np.ndarray, ks=KS, slices=None) -> dict:
+  """Overall metrics plus 'tail/...' and 'head/...' over the users whose target is tail / head, and
+  '<name>/...' (with '<name>/users') for every item mask [N+1] in `slices` (tokenizer_stats.slices)."""
   is_tail = tail_mask[np.asarray(target)]
   out = recall_ndcg(ranks, ks)
   out.update({f'tail/{k}': v for k, v in recall_ndcg(ranks[is_tail], ks).items()})
   out.update({f'head/{k}': v for k, v in recall_ndcg(ranks[~is_tail], ks).items()})
   out['tail/users'], out['head/users'] = int(is_tail.sum()), int((~is_tail).sum())
+  for name, mask in (slices or {}).items():
+    hit = mask[np.asarray(target)]
+    out.update({f'{name}/{k}': v for k, v in recall_ndcg(ranks[hit], ks).items()})
+    out[f'{name}/users'] = int(hit.sum())
   return out

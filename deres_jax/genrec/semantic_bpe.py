@@ -1,49 +1,85 @@
-"""SemanticBPE: byte-pair merges over semantic-ID token sequences (CAPSID, arXiv 2605.05096).
+"""SemanticBPE: merges of adjacent semantic-ID tokens inside one item's ID (CAPSID, arXiv 2605.05096).
 
-The abstract: SemanticBPE "composes adjacent SID tokens into reusable subwords by combining their
-co-occurrence with their embedding compatibility". Reconstruction (research/capsid.md §1a.6):
-  score(a, b) = log count(a, b) + lambda * cos(e_a, e_b)
-over adjacent pairs (a, b) inside item IDs, where count is the number of occurrences in the
-corpus and e_t is a token's embedding (the capsule / codeword vector; a merged token's
-embedding is the sum of its two parts'). Greedy BPE (Sennrich et al. 2016): repeatedly merge
-the best-scoring pair (ties: the smallest (a, b)) into a new token id, until `num_merges`
-merges are made or no pair occurs at least `min_count` times. With lambda = 0 this is plain
-frequency BPE. Encoding applies the merges in the order learned (lowest rank first, leftmost
-first), as in GPT-2's BPE; decoding expands each merged token into its two parts recursively,
-so decode(encode(s)) = s for every sequence s over the base tokens.
-
-Open choices (config.bpe): lambda, the number of merges, the corpus ('items': each item's ID
-once; 'sequences': each item's ID weighted by its count in the training parts, so merges follow
-what users interact with). Merges never cross item boundaries here: the retriever must emit
-one item's ID on its own (ActionPiece's cross-item merges need context-dependent decoding and
-are not built).
+The paper's definitions (research/capsid.md §9.2):
+  score(a, b) = alpha * freq_hat(a, b) + (1 - alpha) * cos(e_a, e_b),   alpha = 0.6
+  candidates: adjacent pairs inside one item's ID with cos(e_a, e_b) > theta, theta annealed 0.90 -> 0.55
+  gate: a Gumbel-softmax merge gate in training, a hard one at inference.
+Our reading of what the paper leaves open:
+  * learning is greedy BPE (Sennrich et al. 2016): merge m takes the best-scoring candidate, with
+    theta_m linear from theta_start (first merge) to theta_end (last merge) and freq_hat = the
+    pair's (weighted) count / the largest count among the pairs present; a merged token's
+    embedding is the sum of its parts'; ties: the smallest (a, b). alpha = 1 and theta = -1 is
+    plain frequency BPE (the frequency-only ablation).
+  * the merge model is frozen after learning (the pairs and their scores); each merge m has a
+    gate with a scalar bias beta_m. Training: the binary Gumbel-softmax (logistic noise) gate
+    pi_m = sigmoid((beta_m + g1 - g2) / t); inference: the merge is used iff beta_m > 0.
+    BPE term (the only loss that reaches the biases here; the paper's generator loss does not):
+      L_b = -mean_m pi_m * u_m,  u_m = alpha_t freq_hat_m + (1 - alpha_t)(cos_m - theta_end)
+    with a frequency warm-up alpha_t = 1 -> alpha over `warmup_steps`. Every learned merge has
+    u_m > 0 (freq_hat > 0, cos_m > theta_m >= theta_end), so the term keeps all gates open:
+    the gates only matter once a generator loss reaches them.
+  * encoding order ('left', the default): left-to-right longest match over the active merges
+    (each merged token stands for a fixed base string, decode expands it back). An item's first
+    token then depends only on the longest merged string its ID starts with, so items sharing a
+    base prefix mostly share their first merged token too and the retriever's trie keeps its
+    shared prefixes; 'rank' (GPT-2's order: the lowest-rank pair anywhere first) can merge a
+    later pair first and split items that share a prefix (tests/test_semantic_bpe_paper.py
+    counts the distinct first tokens under both).
+Merges never cross item boundaries: the retriever emits one item's ID on its own.
 """
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 @dataclasses.dataclass
 class Merges:
-  """Learned merges: merged token first_new + i = pairs[i] (two token ids)."""
+  """Learned merges: merged token first_new + i = pairs[i]; freq_hat, cos, score as when it was learned."""
   first_new: int            # id of the first merged token (the base vocabulary size)
-  pairs: np.ndarray         # [M, 2] int64, in the order learned (= encoding priority)
+  pairs: np.ndarray         # [M, 2] int64, in the order learned
+  freq_hat: np.ndarray = None   # [M] normalised frequency at learning time
+  cos: np.ndarray = None        # [M] cos(e_a, e_b) (1 when there are no embeddings)
+  score: np.ndarray = None      # [M] alpha * freq_hat + (1 - alpha) * cos
+  active: np.ndarray = None     # [M] bool, the hard gates (None = all active)
+  keep_prefix: int = 0          # leading tokens of every ID that are never merged
+
+  def __post_init__(self):
+    m = len(self.pairs)
+    self.pairs = np.asarray(self.pairs, np.int64).reshape(-1, 2)
+    for name in ('freq_hat', 'cos', 'score'):
+      if getattr(self, name) is None:
+        setattr(self, name, np.ones(m))
+    if self.active is None:
+      self.active = np.ones(m, bool)
 
   @property
   def vocab_size(self) -> int:
     return self.first_new + len(self.pairs)
 
 
-def _pair_counts(seqs, weights) -> dict:
+def threshold(m: int, num_merges: int, start: float = 0.90, end: float = 0.55) -> float:
+  """theta of merge m: linear from `start` (m = 0) to `end` (m = num_merges - 1)."""
+  return start + (end - start) * m / max(num_merges - 1, 1)
+
+
+def merge_score(freq_hat, cos, alpha: float = 0.6):
+  """alpha * freq_hat + (1 - alpha) * cos (the paper's merge score)."""
+  return alpha * np.asarray(freq_hat) + (1 - alpha) * np.asarray(cos)
+
+
+def _pair_counts(seqs, weights, keep: int = 0) -> dict:
   counts = {}
   for s, w in zip(seqs, weights):
-    for a, b in zip(s[:-1], s[1:]):
+    for a, b in zip(s[keep:-1], s[keep + 1:]):
       counts[(a, b)] = counts.get((a, b), 0.0) + w
   return counts
 
 
-def _merge_one(s: list, pair: tuple, new: int) -> list:
-  out, i = [], 0
+def _merge_one(s: list, pair: tuple, new: int, keep: int = 0) -> list:
+  out, i = list(s[:keep]), keep
   while i < len(s):
     if i + 1 < len(s) and s[i] == pair[0] and s[i + 1] == pair[1]:
       out.append(new)
@@ -54,61 +90,104 @@ def _merge_one(s: list, pair: tuple, new: int) -> list:
   return out
 
 
-def learn(seqs, first_new: int, num_merges: int, embeddings=None, lam: float = 0.0, weights=None,
-          min_count: float = 2.0) -> Merges:
+def _cos(a, b) -> float:
+  return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def learn(seqs, first_new: int, num_merges: int, embeddings=None, alpha: float = 0.6, theta_start: float = 0.90,
+          theta_end: float = 0.55, weights=None, min_count: float = 2.0, keep_prefix: int = 0) -> Merges:
   """Learns up to `num_merges` merges over token sequences (lists of ints < first_new).
 
   Args:
-    seqs: the corpus, one token list per item.
+    seqs: the corpus, one token list per item (merges never cross two items).
     first_new: id given to the first merged token.
     num_merges: M, the most merges to learn.
-    embeddings: [first_new, D] token embeddings for the compatibility term (None when lam = 0).
-    lam: lambda, the weight of cos(e_a, e_b) in the score.
+    embeddings: [first_new, D] token embeddings (None: cos = 1 for every pair, no threshold).
+    alpha: weight of the normalised frequency in the score (1 = frequency-only BPE).
+    theta_start, theta_end: the cosine threshold, annealed linearly over the merges.
     weights: per-sequence counts (None = 1 each).
-    min_count: a pair must occur this often (weighted) to be merged.
+    min_count: a pair must occur this often (weighted) to be a candidate.
+    keep_prefix: the first this many tokens of every ID are never merged (0: the paper; 1 keeps
+      the trie's first level exactly).
   Returns:
-    Merges.
+    Merges (with each merge's freq_hat, cos and score).
   """
-  if lam and embeddings is None:
-    raise ValueError('SemanticBPE with lambda != 0 needs token embeddings.')
+  if alpha < 1 and embeddings is None:
+    raise ValueError(f'SemanticBPE with alpha={alpha} < 1 needs token embeddings for cos(e_a, e_b).')
   seqs = [list(map(int, s)) for s in seqs]
   if any(t >= first_new or t < 0 for s in seqs for t in s):
     raise ValueError(f'base tokens must lie in [0, {first_new}); merged ids start at {first_new}.')
   weights = np.ones(len(seqs)) if weights is None else np.asarray(weights, np.float64)
   emb = None if embeddings is None else [np.asarray(e, np.float64) for e in embeddings]
-  pairs = []
+  pairs, fh, cs, sc = [], [], [], []
   for m in range(num_merges):
-    counts = {p: c for p, c in _pair_counts(seqs, weights).items() if c >= min_count}
+    counts = {p: c for p, c in _pair_counts(seqs, weights, keep_prefix).items() if c >= min_count}
     if not counts:
       break
-
-    def score(p):
-      s = np.log(counts[p])
-      if lam:
-        a, b = emb[p[0]], emb[p[1]]
-        s += lam * float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-      return s
-
-    best = min(counts, key=lambda p: (-score(p), p))
-    new = first_new + m
+    theta = threshold(m, num_merges, theta_start, theta_end)
+    top = max(counts.values())
+    cands = {}
+    for p, c in counts.items():
+      cos = 1.0 if emb is None else _cos(emb[p[0]], emb[p[1]])
+      if emb is None or cos > theta:                        # only pairs above the threshold
+        cands[p] = (c / top, cos, float(merge_score(c / top, cos, alpha)))
+    if not cands:
+      break
+    best = min(cands, key=lambda p: (-cands[p][2], p))
     pairs.append(best)
+    fh.append(cands[best][0])
+    cs.append(cands[best][1])
+    sc.append(cands[best][2])
     if emb is not None:
       emb.append(emb[best[0]] + emb[best[1]])  # a merged token's embedding: the sum of its parts
-    seqs = [_merge_one(s, best, new) for s in seqs]
-  return Merges(first_new, np.asarray(pairs, np.int64).reshape(-1, 2))
+    seqs = [_merge_one(s, best, first_new + m, keep_prefix) for s in seqs]
+  return Merges(first_new, np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(fh), np.asarray(cs),
+                np.asarray(sc), keep_prefix=keep_prefix)
 
 
-def encode(seq, merges: Merges) -> list:
-  """Applies the merges to one token list: the lowest-rank pair present first, leftmost first."""
-  s = list(map(int, seq))
-  rank = {tuple(map(int, p)): i for i, p in enumerate(merges.pairs)}
+def expansions(merges: Merges) -> list:
+  """The base-token string of every merged token [M] (tuples)."""
+  out = []
+  for a, b in merges.pairs:
+    part = lambda t: out[t - merges.first_new] if t >= merges.first_new else (int(t),)
+    out.append(part(a) + part(b))
+  return out
+
+
+def _encode_rank(s: list, merges: Merges) -> list:
+  head, s = s[:merges.keep_prefix], s[merges.keep_prefix:]
+  rank = {tuple(map(int, p)): i for i, p in enumerate(merges.pairs) if merges.active[i]}
   while len(s) > 1:
     cands = [(rank[(a, b)], i) for i, (a, b) in enumerate(zip(s[:-1], s[1:])) if (a, b) in rank]
     if not cands:
       break
     r = min(cands)[0]
     s = _merge_one(s, tuple(int(t) for t in merges.pairs[r]), merges.first_new + r)
-  return s
+  return head + s
+
+
+def encode(seq, merges: Merges, order: str = 'left', _exp=None) -> list:
+  """Applies the active merges to one base-token list ('left': longest match from the left; 'rank')."""
+  s = list(map(int, seq))
+  if order == 'rank':
+    return _encode_rank(s, merges)
+  if order != 'left':
+    raise ValueError(f"order must be 'left' or 'rank', got {order!r}.")
+  exp = _exp if _exp is not None else {e: merges.first_new + i for i, e in enumerate(expansions(merges))
+                                       if merges.active[i]}
+  longest = max((len(e) for e in exp), default=1)
+  out, i = s[:merges.keep_prefix], merges.keep_prefix
+  while i < len(s):
+    for n in range(min(longest, len(s) - i), 1, -1):       # the longest merged string starting at i
+      tok = exp.get(tuple(s[i:i + n]))
+      if tok is not None:
+        out.append(tok)
+        i += n
+        break
+    else:
+      out.append(s[i])
+      i += 1
+  return out
 
 
 def decode(seq, merges: Merges) -> list:
@@ -126,10 +205,44 @@ def decode(seq, merges: Merges) -> list:
   return out
 
 
-def encode_table(item_tok: np.ndarray, merges: Merges) -> np.ndarray:
+def encode_table(item_tok: np.ndarray, merges: Merges, order: str = 'left') -> np.ndarray:
   """Item token table [N+1, T] (0 = padding after the ID) -> merged table [N+1, T'] (T' <= T)."""
-  rows = [encode(r[r > 0], merges) for r in item_tok]
+  exp = {e: merges.first_new + i for i, e in enumerate(expansions(merges)) if merges.active[i]}
+  rows = [encode(r[r > 0], merges, order, exp) for r in item_tok]
   out = np.zeros((len(rows), max(1, max(len(r) for r in rows))), np.int32)
   for i, r in enumerate(rows):
     out[i, :len(r)] = r
   return out
+
+
+# ----------------------------------------------------------------------------- merge gates
+def gate_probs(bias_m, rng, temperature: float, train: bool):
+  """Binary Gumbel-softmax gate sigmoid((beta + g1 - g2) / t) in training; 1[beta > 0] at inference."""
+  if not train:
+    return (bias_m > 0).astype(jnp.float32)
+  noise = jax.random.logistic(rng, bias_m.shape)       # g1 - g2 of two Gumbels is logistic
+  return jax.nn.sigmoid((bias_m + noise) / temperature)
+
+
+def bpe_term(bias_m, merges: Merges, rng, step, alpha: float, theta_end: float, warmup_steps: int,
+             temperature: float):
+  """L_b = -mean_m pi_m u_m with the frequency warm-up (module docstring)."""
+  alpha_t = 1.0 + (alpha - 1.0) * jnp.minimum(1.0, step / max(warmup_steps, 1))
+  u = alpha_t * jnp.asarray(merges.freq_hat) + (1 - alpha_t) * (jnp.asarray(merges.cos) - theta_end)
+  return -(gate_probs(bias_m, rng, temperature, True) * u).mean()
+
+
+def fit_gates(merges: Merges, steps: int, alpha: float = 0.6, theta_end: float = 0.55, warmup_steps: int = 50,
+              temperature: float = 0.5, init_bias: float = 1.0, learning_rate: float = 0.05, seed: int = 0):
+  """Trains only the gates' biases (the merge model stays frozen); returns (Merges with hard gates, biases)."""
+  bias = jnp.full((len(merges.pairs),), init_bias, jnp.float32)
+  if len(merges.pairs) and steps:
+    tx = optax.adam(learning_rate)
+    state = tx.init(bias)
+    grad = jax.jit(jax.grad(lambda b, r, t: bpe_term(b, merges, r, t, alpha, theta_end, warmup_steps,
+                                                     temperature)))
+    for t, rng in enumerate(jax.random.split(jax.random.PRNGKey(seed), steps)):
+      updates, state = tx.update(grad(bias, rng, jnp.float32(t)), state)
+      bias = optax.apply_updates(bias, updates)
+  gated = dataclasses.replace(merges, active=np.asarray(gate_probs(bias, None, temperature, False)) > 0)
+  return gated, np.asarray(bias)

@@ -41,7 +41,7 @@ class Row:
   key: str        # workdir name
   label: str      # table label
   config: str     # configs/genrec/<config>.py
-  variant: str    # preset suffix ('' or an ablation: 'hard', 'iter1', 'fixed', 'freq')
+  variant: str    # preset suffix ('' or an ablation: 'hard', 'iter1', 'fixed4', 'freq', ...)
   group: str      # 'main' | 'ablation'
 
 
@@ -52,10 +52,12 @@ ROWS = (   # the rows the paper's claims need first, so a time limit drops ablat
     Row('tiger_rqkmeans', 'TIGER, RQ-KMeans IDs', 'beauty_tiger_rqkmeans', '', 'main'),
     Row('sasrec', 'SASRec (full softmax)', 'beauty_sasrec', '', 'main'),
     Row('capsid', 'CAPSID (no BPE)', 'beauty_capsid', '', 'main'),
-    Row('capsid_bpe_freq', 'CAPSID + BPE by co-occurrence only (lambda = 0)', 'beauty_capsid_bpe', 'freq', 'ablation'),
-    Row('capsid_hard', 'CAPSID, hard routing', 'beauty_capsid', 'hard', 'ablation'),
-    Row('capsid_iter1', 'CAPSID, one routing iteration', 'beauty_capsid', 'iter1', 'ablation'),
-    Row('capsid_fixed', 'CAPSID, fixed length', 'beauty_capsid', 'fixed', 'ablation'),
+    Row('capsid_bpe_freq', 'CAPSID + frequency-only BPE (alpha = 1)', 'beauty_capsid_bpe', 'freq', 'ablation'),
+    Row('capsid_hard', 'CAPSID + SemanticBPE, hard-winner residual', 'beauty_capsid_bpe', 'hard', 'ablation'),
+    Row('capsid_iter1', 'CAPSID + SemanticBPE, T = 1', 'beauty_capsid_bpe', 'iter1', 'ablation'),
+    Row('capsid_fixed4', 'CAPSID + SemanticBPE, fixed length 4', 'beauty_capsid_bpe', 'fixed4', 'ablation'),
+    Row('capsid_fixed2', 'CAPSID + SemanticBPE, fixed length 2', 'beauty_capsid_bpe', 'fixed2', 'ablation'),
+    Row('capsid_nospread', 'CAPSID + SemanticBPE, no spread loss', 'beauty_capsid_bpe', 'nospread', 'ablation'),
 )
 # row -> the row whose finished tokenizer it copies (listed earlier in ROWS, so it runs first).
 SHARE = {'cobra': 'tiger_rqvae', 'capsid': 'capsid_bpe', 'capsid_bpe_freq': 'capsid_bpe'}
@@ -331,12 +333,13 @@ def _claims(rows) -> list:
     out.append(f"* Gains over TIGER-RQ-VAE largest on tail items: tail R@10 {a['tail/recall@10']:.4f} vs "
                f"{b['tail/recall@10']:.4f} (relative {pct(t)}), head {a['head/recall@10']:.4f} vs "
                f"{b['head/recall@10']:.4f} (relative {pct(h)}): {verdict}.")
-  for k, what in (('capsid_hard', 'soft routing'), ('capsid_iter1', 'iterative agreement'),
-                  ('capsid_fixed', 'confidence-driven length')):
-    if ok('capsid', k):
-      out.append(f"* {what} helps (CAPSID vs {by[k]['system']}, R@10): {compare('capsid', k)}.")
+  for k, what in (('capsid_hard', 'soft residual'), ('capsid_iter1', 'iterative agreement'),
+                  ('capsid_fixed4', 'confidence-driven length (vs fixed 4)'),
+                  ('capsid_fixed2', 'confidence-driven length (vs fixed 2)'), ('capsid_nospread', 'the spread loss')):
+    if ok('capsid_bpe', k):
+      out.append(f"* {what} helps (CAPSID+SemanticBPE vs {by[k]['system']}, R@10): {compare('capsid_bpe', k)}.")
   if ok('capsid_bpe', 'capsid_bpe_freq'):
-    out.append('* Embedding compatibility helps BPE (lambda 1 vs 0, R@10): '
+    out.append('* Embedding compatibility helps BPE (alpha 0.6 vs 1, R@10): '
                f"{compare('capsid_bpe', 'capsid_bpe_freq')}.")
   return out or ['* No claim can be checked yet: the rows it needs have not finished.']
 

@@ -33,6 +33,7 @@ from deres_jax.genrec import sasrec
 from deres_jax.genrec import semantic_bpe
 from deres_jax.genrec import sid
 from deres_jax.genrec import tiger
+from deres_jax.genrec import tokenizer_stats
 
 
 def _log(msg):
@@ -69,12 +70,17 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
                 for path, v in jax.tree_util.tree_leaves_with_path(params)})
   elif c.name == 'capsid':
     model = capsid_model(c, x.shape[1])
-    params, history = capsid_fit.fit(model, x, train_rows, c, config.seed, log=_log)
+    params, history = capsid_fit.fit(model, x, train_rows, c, config.seed, log=_log)            # stage 1
+    if c.stage2_steps:   # stage 2: the rank-8 routing adapter only, everything else frozen
+      params, h2 = capsid_fit.fit(model, x, train_rows, c, config.seed, log=_log, params=params, stage=2)
+      history += h2
     routed = capsid_fit.route_items(model, params, x[1:])
     codes, _ = capsid_fit.resolve(routed['tokens_all'], routed['length'], c.collisions)
-    extra = dict(capsid_fit.statistics(routed, codes, c.codebook_size, data.train_count[1:]),
+    final_len = (codes >= 0).sum(1)   # after collision resolution (extension and extra token)
+    extra = dict(tokenizer_stats.diagnostics(routed['tokens'], c.codebook_size, x[1:], routed),
+                 id_length_hist=np.bincount(final_len).tolist(), mean_id_length=float(final_len.mean()),
                  final_train=history[-1] if history else {})
-    books = np.asarray(params['capsules'])
+    books = np.asarray(capsid.squash(params['bias'], c.squash_k))   # capsule centres (the votes at r = 0)
     os.makedirs(directory, exist_ok=True)
     np.savez(os.path.join(directory, 'capsid_params.npz'),
              **{'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
@@ -87,7 +93,8 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
     table = sid.SidTable(np.concatenate([np.full((1, codes.shape[1]), -1, np.int32), codes]), sizes)
   else:
     stats = dict(sid.statistics(codes, [c.codebook_size] * c.levels), tokenizer=c.name,
-                 features=config.features.source, fit_seconds=time.time() - t0, **extra)
+                 features=config.features.source, fit_seconds=time.time() - t0, **extra,
+                 diagnostics=tokenizer_stats.diagnostics(codes, c.codebook_size, x[1:]))
     counts = data.train_count[1:] if c.get('collision_order', 'id') == 'popularity' else None
     table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels, counts)
   stats['extra_token_vocab'] = table.level_sizes[-1]
@@ -103,9 +110,9 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
 def capsid_model(c, input_dim: int) -> capsid.CapsID:
   """The CapsID module named by config.tokenizer (config.py documents each field)."""
   return capsid.CapsID(input_dim=input_dim, hidden=tuple(c.hidden), latent_dim=c.latent_dim,
-                       max_levels=c.max_levels, min_levels=c.min_levels, num_capsules=c.codebook_size,
-                       iters=c.routing_iters, tau=c.tau, top_m=c.top_m, threshold=c.threshold, hard=c.hard,
-                       fixed_length=c.fixed_length, votes=c.votes, beta=c.beta)
+                       max_levels=c.max_levels, num_capsules=c.codebook_size, iters=c.routing_iters, tau=c.tau,
+                       eps=c.eps, squash_k=c.squash_k, residual=c.residual, fixed_length=c.fixed_length,
+                       adapter_rank=c.adapter_rank, length_kappa=c.length_kappa)
 
 
 def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.TokenLayout,
@@ -115,9 +122,10 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
   Returns (merges, merged item table [N+1, T'], stats).
   """
   c, path = config.bpe, os.path.join(workdir, 'tokenizer', 'bpe.npz')
+  fields = ('pairs', 'freq_hat', 'cos', 'score', 'active')
   if os.path.exists(path):
     with np.load(path) as z:
-      merges = semantic_bpe.Merges(int(z['first_new']), z['pairs'])
+      merges = semantic_bpe.Merges(int(z['first_new']), *(z[k] for k in fields), keep_prefix=int(z['keep_prefix']))
   else:
     t0 = time.time()
     books = np.load(os.path.join(workdir, 'tokenizer', 'code_embeddings.npy'))   # [levels, K, D]
@@ -126,14 +134,25 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
       emb[layout.offsets[l]:layout.offsets[l] + books.shape[1]] = books[l]
     weights = None if c.corpus == 'items' else np.maximum(data.train_count[1:], 1)
     seqs = [r[r > 0] for r in item_tok[1:]]
-    merges = semantic_bpe.learn(seqs, layout.first_merged, c.num_merges, emb, c.lam, weights, c.min_count)
-    np.savez(path, first_new=merges.first_new, pairs=merges.pairs)
-    _log(f'semantic bpe: {len(merges.pairs)} merges in {time.time() - t0:.1f}s')
-  merged = semantic_bpe.encode_table(item_tok, merges)
+    merges = semantic_bpe.learn(seqs, layout.first_merged, c.num_merges, emb, c.alpha, c.theta_start, c.theta_end,
+                                weights, c.min_count, c.keep_prefix)
+    # The merge model is frozen from here; only the gates' biases train (stage 2).
+    merges, _ = semantic_bpe.fit_gates(merges, c.gate_steps, c.alpha, c.theta_end, c.warmup_steps,
+                                       c.gate_temperature, seed=config.seed)
+    tmp = path + '.tmp.npz'   # atomic: a half-written file is never read back as finished
+    np.savez(tmp, first_new=merges.first_new, keep_prefix=merges.keep_prefix,
+             **{k: getattr(merges, k) for k in fields})
+    os.replace(tmp, path)
+    _log(f'semantic bpe: {len(merges.pairs)} merges ({int(merges.active.sum())} gates open) '
+         f'in {time.time() - t0:.1f}s')
+  merged = semantic_bpe.encode_table(item_tok, merges, c.order)
   lens, base = (merged[1:] > 0).sum(1), (item_tok[1:] > 0).sum(1)
-  stats = {'merges': int(len(merges.pairs)), 'lam': c.lam, 'corpus': c.corpus,
+  stats = {'merges': int(len(merges.pairs)), 'gates_open': int(merges.active.sum()), 'alpha': c.alpha,
+           'order': c.order, 'corpus': c.corpus, 'keep_prefix': c.keep_prefix,
            'tokens_per_item': float(lens.mean()), 'tokens_per_item_before': float(base.mean()),
-           'tokens_per_item_hist': np.bincount(lens).tolist()}
+           'tokens_per_item_hist': np.bincount(lens).tolist(),
+           'distinct_first_tokens': int(len(np.unique(merged[1:, 0]))),
+           'distinct_first_tokens_before': int(len(np.unique(item_tok[1:, 0])))}
   return merges, merged, stats
 
 

@@ -1,0 +1,73 @@
+"""CAPSID tokenizer diagnostics on Amazon Beauty: routing at initialisation and after a short fit.
+
+  PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --steps=30 --stage2_steps=5 --workdir=/tmp/m31
+  PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --init_only --pose_init=2 --bias_scale=2
+
+Prints the paper's tokenizer diagnostics (genrec/tokenizer_stats.py) and, after a fit, the
+SemanticBPE statistics (distinct first tokens before/after) under both encoding orders and with
+the first token kept. Numbers: results/capsid_tokenizer_beauty.md.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from deres_jax.config import load_file
+from deres_jax.genrec import capsid_fit
+from deres_jax.genrec import data as data_lib
+from deres_jax.genrec import tasks
+from deres_jax.genrec import tiger
+from deres_jax.genrec import tokenizer_stats
+
+KEYS = ('collision_rate', 'utilisation', 'utilisation_per_level', 'gini', 'intra_code_similarity',
+        'stop_rule_share', 'length_hist', 'mean_length', 'mean_confidence_per_level')
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--arg', default='cpu', help='beauty_capsid_bpe.py preset[_ablation]')
+  ap.add_argument('--steps', type=int, default=30)
+  ap.add_argument('--stage2_steps', type=int, default=5)
+  ap.add_argument('--batch_size', type=int, default=512)
+  ap.add_argument('--workdir', default='/tmp/capsid_tokenizer')
+  ap.add_argument('--init_only', action='store_true', help='route with the initial parameters only')
+  ap.add_argument('--pose_init', type=float, default=None)
+  ap.add_argument('--bias_scale', type=float, default=None)
+  ap.add_argument('--kmeans_iters', type=int, default=None)
+  a = ap.parse_args()
+  c = load_file(os.path.join(os.path.dirname(__file__), '..', 'configs', 'genrec', 'beauty_capsid_bpe.py'), a.arg)
+  c.tokenizer.update(steps=a.steps, stage2_steps=a.stage2_steps, log_every=10, batch_size=a.batch_size,
+                     spread_anneal_steps=max(a.steps * 2 // 3, 1))
+  for k in ('pose_init', 'bias_scale', 'kmeans_iters'):
+    if getattr(a, k) is not None:
+      c.tokenizer[k] = getattr(a, k)
+  data = data_lib.load(c.data.path, c.data.dataset, c.data.max_len)
+  t0 = time.time()
+  if a.init_only:
+    x = data_lib.item_features(c, data)
+    x = (x - x[1:].mean(0)) / max(float(x[1:].std()), 1e-8)   # as tasks.tokenizer_stage
+    model = tasks.capsid_model(c.tokenizer, x.shape[1])
+    p = capsid_fit.init_params(model, np.asarray(x[data_lib.training_items(data)], np.float32), c.seed,
+                               c.tokenizer.kmeans_iters, c.tokenizer.pose_init, c.tokenizer.bias_scale)
+    r = capsid_fit.route_items(model, p, x[1:])
+    d = tokenizer_stats.diagnostics(r['tokens'], c.tokenizer.codebook_size, x[1:], r)
+    print('INIT', json.dumps({k: d[k] for k in KEYS}), f'{time.time() - t0:.0f}s', flush=True)
+    return
+  table, stats = tasks.tokenizer_stage(c, data, a.workdir)
+  print('TOKENIZER', json.dumps({k: stats[k] for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
+        flush=True)
+  layout = tiger.TokenLayout(table.level_sizes, c.tokenizer.num_user_tokens)
+  item_tok = layout.item_tokens(table.codes)
+  for order, keep in (('left', 0), ('rank', 0), ('left', 1)):
+    c.bpe.update(order=order, keep_prefix=keep)
+    path = os.path.join(a.workdir, 'tokenizer', 'bpe.npz')
+    if os.path.exists(path) and order != 'rank':   # 'rank' re-encodes the merges learned for 'left'
+      os.remove(path)
+    _, _, bstats = tasks.bpe_stage(c, data, a.workdir, layout, item_tok)
+    print('BPE', order, keep, json.dumps(bstats), flush=True)
+
+
+if __name__ == '__main__':
+  main()
