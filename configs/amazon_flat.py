@@ -1,0 +1,26 @@
+"""Amazon Beauty as a flat CTR table (8 categorical fields, no histories): docs/quality.md.
+
+  python benchmarks/make_amazon_flat_csv.py --out=/tmp/amz/Beauty.csv
+  python launch/prepare_data.py csv --config=configs/amazon_flat.py --data_dir=/tmp/amz/prep
+  python launch/train.py --config=configs/amazon_flat.py --workdir=/tmp/amz_flat
+
+The library's defaults for your own CSV (configs/byo_csv.py) with this file's schema.
+"""
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    'byo_csv', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'byo_csv.py'))
+byo_csv = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(byo_csv)
+
+
+def get_config():
+  config = byo_csv.get_config()
+  # Data: the CSV written by benchmarks/make_amazon_flat_csv.py.
+  config.data.csv_files = ('/tmp/amz/Beauty.csv',)
+  config.data.csv_dense = ()
+  config.data.csv_categorical = ('user', 'item', 'a0', 'a1', 'alast', 'prev', 'prev_alast', 'prev2')
+  config.data.min_count = 1
+  config.data.path = '/tmp/amz/prep'
+  return config
