@@ -54,5 +54,6 @@ def test_two_processes_match_one_process_with_8_devices(tmp_path):
   with open(tmp_path / 'multi' / 'summary.json') as f:
     summary = json.load(f)
   assert summary['processes'] == 2 and summary['devices'] == 8
-  assert abs(summary['test_auc'] - single['test_auc']) < 1e-5
+  # Logits agree to float32 level; an AUC moves by a pair's worth when two nearly tied scores swap.
+  assert abs(summary['test_auc'] - single['test_auc']) < 1e-4
   assert sorted(n for n in os.listdir(tmp_path / 'multi' / 'checkpoints') if n.isdigit()) == ['3', '6']

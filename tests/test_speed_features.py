@@ -42,7 +42,8 @@ def test_loop_has_no_implicit_transfers(tiny_config, tmp_path, monkeypatch):
     trainer.train_and_evaluate(c, str(tmp_path / 'bad'), dataset=ds)
   c.train.transfer_guard = 'allow'
   trainer.train_and_evaluate(c, str(tmp_path / 'allowed'), dataset=ds)
-  np.testing.assert_allclose(_losses(tmp_path / 'allowed'), _losses(tmp_path / 'ok'), rtol=1e-6)
+  # Host batches reach the step unsharded, so XLA may sum in another order: float32-level agreement.
+  np.testing.assert_allclose(_losses(tmp_path / 'allowed'), _losses(tmp_path / 'ok'), rtol=1e-5)
 
 
 def test_train_step_donates_the_old_state(tiny_config):
