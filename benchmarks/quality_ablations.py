@@ -16,9 +16,9 @@ import json
 import os
 import sys
 import time
-from deres_jax.config import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deres_jax.config import load_file  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def load_config(path):

@@ -143,3 +143,43 @@ def test_zero_branches_still_train():
   for i in range(2):
     assert float(jnp.abs(g['backbone'][f'block_{i}']['mixer']['out']['kernel']).max()) > 0
     assert float(jnp.abs(g['backbone'][f'block_{i}']['ffn']['down']['kernel']).max()) > 0
+
+
+@pytest.mark.parametrize('name', ['transformer', 'onetrans', 'hiformer'])
+def test_out_norm_none_keeps_the_token_scale(name):
+  """out_norm='none' with silent branches: the backbone returns its tokens exactly, so a token
+  scaled by c comes out scaled by c (a small embedding stays small; RMSNorm would undo it)."""
+  cfg = models.model_config(name)
+  with cfg.unlocked():
+    cfg.connector, cfg.out_norm = 'prenorm', 'none'
+  model = models.build(cfg, SCHEMA)
+  batch = _batch()
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)['params'])
+  assert 'out_norm' not in params['backbone']
+  tokens, out = _tokens_and_backbone(model, params, batch)
+  np.testing.assert_allclose(out, tokens.transpose(1, 0, 2), rtol=1e-6, atol=1e-7)
+  backbone = model.make_backbone(name=None)
+  scaled = backbone.apply({'params': params['backbone']}, 0.01 * tokens.transpose(1, 0, 2))[0]
+  np.testing.assert_allclose(scaled, 0.01 * np.asarray(out), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize('name', ['transformer', 'onetrans'])
+def test_first_order_path_is_logistic_regression_when_the_head_is_zero(name):
+  """first_order=True: logit = head(blocks) + LR(fields); with the head's last layer at zero the
+  model is exactly logistic regression with the same weights."""
+  from deres_jax.models.logreg import LogisticRegression  # pylint: disable=g-import-not-at-top
+  cfg = models.model_config(name)
+  with cfg.unlocked():
+    cfg.first_order = True
+  model = models.build(cfg, SCHEMA)
+  batch = _batch()
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)['params'])
+  r = np.random.default_rng(1)
+  fo = jax.tree.map(lambda x: jnp.asarray(r.normal(size=np.shape(x)), jnp.float32), params['first_order'])
+  head = jax.tree.map(jnp.zeros_like, params['head'])
+  params = dict(params, first_order=fo, head=head)
+  lr = LogisticRegression(SCHEMA.vocab_sizes, 2)
+  want = lr.apply({'params': fo}, batch)[0]
+  np.testing.assert_allclose(model.apply({'params': params}, batch)[0], want, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(want)).max() > 0.1
+  assert model.flops_per_example()['first_order'] > 0

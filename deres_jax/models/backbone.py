@@ -170,6 +170,8 @@ class Backbone(nn.Module):
   branch_init: str = 'zero'     # 'zero': every sublayer's output projection starts at zero, so each
                                 # block starts as the identity and the stream as the token embeddings
                                 # (docs/quality.md); 'default': the layers' own (lecun) init
+  out_norm: str = 'rms'         # 'rms': RMSNorm on every output token (unit scale per token); 'none':
+                                # the tokens keep their scale, so a rare id's small embedding stays small
   dropout: float = 0.0
   scan_layers: bool = False
   dtype: Any = jnp.float32
@@ -271,6 +273,8 @@ class Backbone(nn.Module):
                                                    index=units)).output(state)
     else:
       out = connectors.make(parent=None, **conn).output(state)
+    if self.out_norm == 'none':
+      return out, hidden
     return layers.RMSNorm(name='out_norm')(out), hidden  # [T, B, D]
 
   def check(self):
@@ -291,6 +295,8 @@ class Backbone(nn.Module):
       raise ValueError(f'inter-block skips add to the identity stream, which connector='
                        f'{self.connector!r} (paths={self.paths!r}) does not have; use prenorm, deres, '
                        'postnorm or siamese.')
+    if self.out_norm not in ('rms', 'none'):
+      raise ValueError(f"out_norm must be 'rms' or 'none', got {self.out_norm!r}.")
     if self.branch_init not in ('zero', 'default'):
       raise ValueError(f"branch_init must be 'zero' or 'default', got {self.branch_init!r}.")
     if self.connector == 'mhc' and self.hc_rate < 2:

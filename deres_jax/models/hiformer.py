@@ -93,6 +93,7 @@ class HiFormer(nn.Module):
   ffn_mult: int = 2             # FFN hidden size = ffn_mult * width
   ffn: str = 'token'            # 'token': a GELU FFN per token; 'shared' by all tokens
   dropout: float = 0.0          # dropout on sublayer outputs
+  out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'prenorm'    # 'prenorm' | 'postnorm' | 'siamese' | 'attnres' | 'deres'
@@ -112,7 +113,7 @@ class HiFormer(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, ffn=('token', 'shared'))
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'), ffn=('token', 'shared'))
 
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,

@@ -106,8 +106,10 @@ class OneTrans(transformer.CTRTransformer):
       ns = jnp.concatenate([s, ns.astype(self.dtype)], axis=1)  # [B, L + m, D]
     out, _ = self.make_backbone()(ns.transpose(1, 0, 2), train)
     logits = layers.MLPHead(self.head_hidden, self.dtype, name='head')(
-        layers.pool_tokens(out, self.head_pool))
-    return logits.astype(jnp.float32), aux
+        layers.pool_tokens(out, self.head_pool)).astype(jnp.float32)
+    if self.first_order:
+      logits = logits + transformer.first_order_logit(self, batch)
+    return logits, aux
 
   def check(self):
     super().check()
@@ -134,4 +136,5 @@ class OneTrans(transformer.CTRTransformer):
         'connectors': self.make_backbone(name=None).connector_flops(list(keep), d),
         'head': layers.head_flops(keep[-1] * d if self.head_pool == 'flatten' else d,
                                   self.head_hidden),
+        **transformer.first_order_flops(self),
     })

@@ -88,6 +88,7 @@ class RankMixer(nn.Module):
   num_heads: int = 0            # H: mixing heads; 0 = T, the published choice (H must equal T)
   ffn_mult: int = 4             # k: per-token FFN hidden size k * D (paper: 4)
   dropout: float = 0.0          # dropout on sublayer outputs
+  out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'postnorm'   # 'postnorm' = published post-LN (Eq. 3); 'prenorm', 'deres', ...
@@ -107,7 +108,7 @@ class RankMixer(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES)
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'))
 
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,

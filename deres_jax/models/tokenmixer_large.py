@@ -87,6 +87,7 @@ class TokenMixerLarge(nn.Module):
   aux_weight: float = 0.1       # weight of the global-token auxiliary BCE of blocks 1..L-1; 0 = off
   aux_hidden: tuple = (32,)     # hidden sizes of the auxiliary head MLP shared by the blocks
   dropout: float = 0.0          # dropout on sublayer outputs
+  out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over the blocks (needs skip_every=0, aux_weight=0)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'prenorm'    # 'prenorm' = the paper's RMSNorm pre-norm; 'deres', 'postnorm', ...
@@ -106,7 +107,7 @@ class TokenMixerLarge(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, head_pool=('flatten', 'mean', 'global'))
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'), head_pool=('flatten', 'mean', 'global'))
 
   def make_tokenizer(self, name='tokenizer'):
     # The group tokens only: the global token is added by the model (Eq. 1).

@@ -23,6 +23,7 @@ from deres_jax.models import backbone as backbone_lib
 from deres_jax.models import connectors as connectors_lib
 from deres_jax.models import flops as flops_lib
 from deres_jax.models import layers
+from deres_jax.models.logreg import LogisticRegression
 from deres_jax.models.tokenizer import FeatureTokenizer
 
 # Choices shared by every model built on the backbone with attention-style connectors.
@@ -53,7 +54,7 @@ CONNECTOR_FIELDS = ('connector', 'layer_unit', 'block_size', 'value', 'depth_wei
 # the backbone's defaults.
 CONNECTOR_EXTRA_FIELDS = ('paths', 'identity', 'hc_rate', 'hc_dynamic', 'mhc_sinkhorn_iters',
                           'mhc_res_init', 'layerscale_init', 'highway_bias', 'query_init_scale', 'depth_mix',
-                          'branch_init')
+                          'branch_init', 'out_norm')
 
 
 def backbone_kwargs(model) -> dict:
@@ -62,6 +63,27 @@ def backbone_kwargs(model) -> dict:
   kw.update({k: getattr(model, k) for k in CONNECTOR_EXTRA_FIELDS if hasattr(model, k)})
   return dict(kw, depth=model.depth, dropout=model.dropout, scan_layers=model.scan_layers,
               dtype=model.dtype)
+
+
+def first_order_logit(model, batch):
+  """The first-order path's logit [B]: logistic regression (models/logreg.py) on the raw fields.
+
+  logit = head(blocks(tokens)) + b + sum_f w_f[id_f] + sum_k a_k t(x_k) when `first_order`:
+  the Wide & Deep / DeepFM linear part. Its weights are zero at init (the model starts as
+  without it) and live in a table named 'embedding' (the embedding optimizer and L2 apply).
+  Call it inside the model's compact __call__ (it creates the 'first_order' submodule).
+  """
+  return LogisticRegression(model.vocab_sizes, model.num_dense, model.seq_share, model.dense_transform,
+                            model.table_pad, name='first_order')(batch)[0]
+
+
+def first_order_flops(model) -> dict:
+  """{'first_order': FLOPs} of the first-order path plus its add to the logit, or {}."""
+  if not getattr(model, 'first_order', False):
+    return {}
+  lr = LogisticRegression(model.vocab_sizes, model.num_dense, model.seq_share, model.dense_transform,
+                          model.table_pad, parent=None)
+  return {'first_order': lr.flops_per_example()['total'] + 1}
 
 
 def _naming(name):
@@ -90,6 +112,7 @@ class CTRTransformer(nn.Module):
   ffn_act: str = 'gelu'         # 'gelu' MLP, or 'swiglu' (gated: products of features, docs/quality.md)
   dropout: float = 0.0          # dropout on sublayer outputs
   branch_init: str = 'zero'     # 'zero': sublayer output projections start at 0 (blocks start as identity); 'default'
+  out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'deres'      # prenorm|postnorm|rezero|layerscale|highway|hc|mhc|denseformer|attnres|deres|siamese
@@ -116,12 +139,13 @@ class CTRTransformer(nn.Module):
   # Head.
   head_pool: str = 'flatten'    # 'flatten' the T tokens (T*D) or 'mean'-pool them (D)
   head_hidden: tuple = (256,)   # hidden sizes of the head MLP
+  first_order: bool = False     # add a logistic-regression path to the logit (Wide & Deep's linear part)
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
   CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, **ABLATION_CHOICES, qkv=('token', 'shared'),
                                  ffn=('token', 'shared'), ffn_act=('gelu', 'swiglu'),
-                                 branch_init=('zero', 'default'))
+                                 branch_init=('zero', 'default'), out_norm=('rms', 'none'))
 
   def ffn_spec(self):
     """(FFN class, kwargs) of the per-token FFN: GELU MLP or SwiGLU."""
@@ -145,8 +169,10 @@ class CTRTransformer(nn.Module):
     # The backbone runs token-major, [T, B, D] (see layers.py); the head gets [B, T*D] again.
     out, _ = self.make_backbone()(emb.transpose(1, 0, 2), train)
     logits = layers.MLPHead(self.head_hidden, self.dtype, name='head')(
-        layers.pool_tokens(out, self.head_pool))
-    return logits.astype(jnp.float32), aux
+        layers.pool_tokens(out, self.head_pool)).astype(jnp.float32)
+    if self.first_order:
+      logits = logits + first_order_logit(self, batch)
+    return logits, aux
 
   def check(self):
     if self.width % self.num_heads:
@@ -165,4 +191,5 @@ class CTRTransformer(nn.Module):
         'ffn': self.depth * ffn.flops(t, d),
         'connectors': self.make_backbone(name=None).connector_flops([t] * self.depth, d),
         'head': layers.head_flops(t * d if self.head_pool == 'flatten' else d, self.head_hidden),
+        **first_order_flops(self),
     })

@@ -172,6 +172,7 @@ class UniMixer(nn.Module):
   lite_rank: int = 8            # Lite: rank r of W_G (2*T*H*r parameters instead of (T*H)^2)
   lite_basis: int = 4           # Lite: doubly stochastic basis matrices shared by all W_B^i
   dropout: float = 0.0          # dropout on sublayer outputs
+  out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
   # Residual connector (connectors.py, backbone.py, research/deres.md §7.6).
   connector: str = 'siamese'    # 'siamese' (SiameseNorm), 'prenorm', 'postnorm', 'attnres', 'deres'
@@ -191,7 +192,7 @@ class UniMixer(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES)
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'))
 
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
