@@ -1,7 +1,7 @@
 """Which split (train/val/test) each prepared row lands in: hashed, by file, or by time.
 
 The rules are described in `preprocess` (module docstring); the time thresholds are computed
-by its pre-pass (`preprocess.time_thresholds`) and applied here.
+by its pre-pass (`input_passes.time_thresholds`) and applied here.
 """
 import numpy as np
 

@@ -139,9 +139,61 @@ async def read_body(request, limit: int) -> bytes:
   return b''.join(body)
 
 
+async def read_json(request, limit: int):
+  """The decoded JSON body of a request: 413 over `limit` bytes, 400 if it is not JSON."""
+  body = await read_body(request, limit)
+  try:
+    return json.loads(body)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise HttpError(400, f'malformed JSON: {e}') from None
+
+
+def json_service(path: str, handle, what: str, options: ServeOptions, warm, make_batcher, health) -> Starlette:
+  """The Starlette app of a batched JSON service (POST /score, POST /recommend).
+
+  Before the first request `warm()` runs in a worker thread (it compiles every padded batch
+  size), then `make_batcher()`'s Batcher runs until shutdown. POST `path` decodes the JSON body
+  (within `options.max_body_bytes`) and answers `await handle(payload, batcher)`: an HttpError
+  becomes {"error": ...} with its status, any other failure a logged 500 '<what> failed: ...'.
+  GET /healthz answers the status, `health()`'s fields and the request and batch counts.
+  """
+  state = {'batcher': None, 'requests': 0}
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    del app
+    await run_in_threadpool(warm)
+    batcher = state['batcher'] = make_batcher()
+    task = asyncio.create_task(batcher.run())
+    try:
+      yield
+    finally:
+      task.cancel()
+      batcher.close()
+
+  async def endpoint(request):
+    state['requests'] += 1
+    try:
+      payload = await read_json(request, options.max_body_bytes)
+      return await handle(payload, state['batcher'])
+    except HttpError as e:
+      return JSONResponse({'error': e.message}, status_code=e.status)
+    except Exception as e:  # pylint: disable=broad-except  # one sentence to the client, the trace to the log
+      log.exception('%s failed', what)
+      return JSONResponse({'error': f'{what} failed: {type(e).__name__}: {e}'}, status_code=500)
+
+  async def healthz(request):
+    del request
+    b = state['batcher']
+    return JSONResponse({'status': 'ok' if b is not None else 'starting', **health(),
+                         'requests': state['requests'], 'batches': b.batches if b else 0})
+
+  return Starlette(routes=[Route(path, endpoint, methods=['POST']),
+                           Route('/healthz', healthz, methods=['GET'])], lifespan=lifespan)
+
+
 def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
   """The ASGI app scoring with `scorer` (a CTR `Scorer` or a multi-scenario `ScenarioScorer`)."""
-  state = {'batcher': None, 'requests': 0}
   # A multi-scenario model: rows carry a `scenario`; jobs are (batch, OOV per field, rows' scenario ids).
   scenario = hasattr(scorer, 'scenario_names')
 
@@ -156,63 +208,33 @@ def make_app(scorer, options: ServeOptions = ServeOptions()) -> Starlette:
     batch, oov, unseen = scorer.encode(payload)
     return batch, oov, batch['scenario'], unseen
 
-  @contextlib.asynccontextmanager
-  async def lifespan(app):
-    del app
-    # Compile every padded batch size before the first request (sizes 8, 16, ... max_batch).
-    await run_in_threadpool(warm_up, scorer, options.max_batch)
+  def make_batcher():
     if scenario:
-      batcher = Batcher(scenario_call, options.max_batch, options.max_wait_ms / 1000, size=lambda e: len(e[2]))
-    else:
-      batcher = Batcher.for_scorer(scorer, options.max_batch, options.max_wait_ms / 1000)
-    state['batcher'] = batcher
-    task = asyncio.create_task(batcher.run())
+      return Batcher(scenario_call, options.max_batch, options.max_wait_ms / 1000, size=lambda e: len(e[2]))
+    return Batcher.for_scorer(scorer, options.max_batch, options.max_wait_ms / 1000)
+
+  async def score(payload, batcher):
+    if isinstance(payload, dict):
+      if 'rows' not in payload:
+        raise HttpError(400, 'expected a JSON object {"rows": [...]} or a list of rows')
+      payload = payload['rows']
+    if not isinstance(payload, list):
+      raise HttpError(400, f'expected a list of rows, got {type(payload).__name__}')
+    if len(payload) > options.max_rows:
+      raise HttpError(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
     try:
-      yield
-    finally:
-      task.cancel()
-      batcher.close()
+      enc = await run_in_threadpool(encode, payload)
+    except features.SchemaError as e:
+      raise HttpError(422, str(e)) from None
+    if scenario:   # unseen: values scored with the OOV id; unseen_scenarios: rows on the shared path
+      probs = await batcher.submit(enc) if len(enc[2]) else np.zeros(0)
+      return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc[1].sum()), 'unseen_scenarios': enc[3]})
+    probs = await batcher.score(enc) if len(enc.line) else np.zeros(0)
+    return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc.oov.sum())})
 
-  async def score(request):
-    state['requests'] += 1
-    try:
-      body = await read_body(request, options.max_body_bytes)
-      try:
-        payload = json.loads(body)
-      except (ValueError, UnicodeDecodeError) as e:
-        raise HttpError(400, f'malformed JSON: {e}') from None
-      if isinstance(payload, dict):
-        if 'rows' not in payload:
-          raise HttpError(400, 'expected a JSON object {"rows": [...]} or a list of rows')
-        payload = payload['rows']
-      if not isinstance(payload, list):
-        raise HttpError(400, f'expected a list of rows, got {type(payload).__name__}')
-      if len(payload) > options.max_rows:
-        raise HttpError(413, f'{len(payload)} rows is more than the limit of {options.max_rows} per request')
-      try:
-        enc = await run_in_threadpool(encode, payload)
-      except features.SchemaError as e:
-        raise HttpError(422, str(e)) from None
-      if scenario:   # unseen: values scored with the OOV id; unseen_scenarios: rows on the shared path
-        probs = await state['batcher'].submit(enc) if len(enc[2]) else np.zeros(0)
-        return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc[1].sum()), 'unseen_scenarios': enc[3]})
-      probs = await state['batcher'].score(enc) if len(enc.line) else np.zeros(0)
-      return JSONResponse({'scores': probs.tolist(), 'unseen': int(enc.oov.sum())})
-    except HttpError as e:
-      return JSONResponse({'error': e.message}, status_code=e.status)
-    except Exception as e:  # pylint: disable=broad-except  # one sentence to the client, the trace to the log
-      log.exception('scoring failed')
-      return JSONResponse({'error': f'scoring failed: {type(e).__name__}: {e}'}, status_code=500)
-
-  async def healthz(request):
-    del request
-    b = state['batcher']
-    return JSONResponse({'status': 'ok' if b is not None else 'starting',
-                         'model': scorer.info.get('model'), 'step': scorer.info.get('step'),
-                         'requests': state['requests'], 'batches': b.batches if b else 0})
-
-  return Starlette(routes=[Route('/score', score, methods=['POST']),
-                           Route('/healthz', healthz, methods=['GET'])], lifespan=lifespan)
+  # Compile every padded batch size before the first request (sizes 8, 16, ... max_batch).
+  return json_service('/score', score, 'scoring', options, lambda: warm_up(scorer, options.max_batch),
+                      make_batcher, lambda: {'model': scorer.info.get('model'), 'step': scorer.info.get('step')})
 
 
 def warm_up(scorer, max_batch: int):

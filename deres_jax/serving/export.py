@@ -14,39 +14,20 @@ the StableHLO stays small whatever the embedding tables weigh, and the arrays lo
 The directory is written beside `out` and renamed into place when complete.
 """
 import dataclasses
-import datetime
-import importlib.metadata
-import json
 import os
-import shutil
 
 import jax
 import numpy as np
 from jax import export as jax_export
 
+from deres_jax.serving import bundle
 from deres_jax.serving import from_workdir
+# The directory parts shared with the other exports live in bundle.py; re-exported for callers.
+from deres_jax.serving.bundle import PLATFORMS, flatten_params, library_version  # noqa: F401
 
 FORMAT = 'deres_jax.serving/1'
 METRICS = ('test_auc', 'test_logloss', 'val_auc', 'val_logloss', 'oracle_auc', 'oracle_logloss', 'steps',
            'best_step', 'num_params', 'dataset')
-
-
-def library_version() -> str:
-  try:
-    return importlib.metadata.version('deres_jax')
-  except importlib.metadata.PackageNotFoundError:
-    return 'unknown'
-
-
-def flatten_params(params) -> dict:
-  """{'a/b/c': array} of a nested parameter dict (load.unflatten_params inverts it)."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    out['/'.join(str(k.key) for k in path)] = np.asarray(jax.device_get(leaf))
-  return out
-
-
-PLATFORMS = ('cpu', 'cuda', 'tpu')  # one file serves on any of them (jax.export multi-platform lowering)
 
 
 def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False) -> dict:
@@ -61,9 +42,7 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   Returns:
     The manifest (also written to out/manifest.json).
   """
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f'{out} already exists; pass --overwrite to replace it')
+  out = bundle.check_out(out, overwrite)
   r = from_workdir.restore(workdir)
   b, = jax_export.symbolic_shape('b')
   batch = {'cat': jax.ShapeDtypeStruct((b, len(r.schema.cat_names)), np.int32)}
@@ -73,9 +52,7 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   exported = jax_export.export(jax.jit(from_workdir.apply_fn(r.model, r.step)),
                                platforms=tuple(platforms))(params, batch)
   manifest = {
-      'format': FORMAT,
-      'library_version': library_version(), 'jax_version': jax.__version__,
-      'exported_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'format': FORMAT, **bundle.versions(),
       'workdir': os.path.abspath(workdir), 'model': r.config.model.name,
       'connector': r.config.model.get('connector'), 'step': r.step,
       'platforms': list(platforms),
@@ -83,20 +60,10 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
       'input_columns': list(r.spec.columns), 'features': list(r.spec.features),
       'metrics': {k: r.summary[k] for k in METRICS if k in r.summary},
   }
-  tmp = f'{out}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    with open(os.path.join(tmp, 'model.jaxexport'), 'wb') as f:
-      f.write(exported.serialize())
-    np.savez(os.path.join(tmp, 'params.npz'), **flatten_params(r.params))
+
+  def write_files(tmp):
+    bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
+    bundle.save_params(tmp, r.params)
     np.savez(os.path.join(tmp, 'vocab.npz'), **dict(zip(r.schema.cat_names, r.spec.vocab)))
-    with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
-      json.dump(manifest, f, indent=2)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.rename(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  bundle.write(out, manifest, write_files)
   return manifest

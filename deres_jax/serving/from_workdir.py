@@ -98,6 +98,14 @@ def restore(workdir: str, device=None) -> Restored:
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, schema, dtype=dtype)
   abstract = _abstract_params(model, schema, device or jax.devices()[0])
+  step, params = restore_checkpoint(workdir, config, abstract)
+  return Restored(config, schema, spec, model, params, step, read_summary(workdir))
+
+
+def restore_checkpoint(workdir: str, config, abstract):
+  """(step, params) the run evaluated its test split with: the best checkpoint if
+  config.eval.restore_best and one was saved, else the newest regular one (without its
+  optimizer state). `abstract`: the parameters' ShapeDtypeStructs (with their sharding)."""
   best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
   if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
     ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
@@ -107,11 +115,16 @@ def restore(workdir: str, device=None) -> Restored:
     step, tree = restore_params_only(regular_dir, abstract)
   else:
     raise WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
+  return int(step), tree['params']
+
+
+def read_summary(workdir: str) -> dict:
+  """The run's summary.json ({} if it has none yet)."""
   summary = {}
   if os.path.isfile(os.path.join(workdir, 'summary.json')):
     with open(os.path.join(workdir, 'summary.json')) as f:
       summary = json.load(f)
-  return Restored(config, schema, spec, model, tree['params'], int(step), summary)
+  return summary
 
 
 def restore_params_only(directory, abstract):

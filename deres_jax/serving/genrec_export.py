@@ -24,10 +24,7 @@ COBRA (BeamFusion re-ranking with dense vectors) is not exported yet: a clear er
 The directory is written beside `out` and renamed into place when complete.
 """
 import dataclasses
-import datetime
-import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +37,9 @@ from deres_jax.genrec import family as genrec_family
 from deres_jax.genrec import sasrec
 from deres_jax.genrec import tasks
 from deres_jax.genrec import tiger
-from deres_jax.serving import export as ctr_export
+from deres_jax.serving import bundle
 from deres_jax.serving import from_workdir
 from deres_jax.serving.retriever import Retriever
-from deres_jax.train import checkpoint as ckpt_lib
 
 FORMAT = 'deres_jax.serving.genrec/1'
 
@@ -74,20 +70,9 @@ def restore(workdir: str) -> GenrecRestored:
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           jax.eval_shape(task.init, jax.random.PRNGKey(0)))
-  best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
-  if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
-    ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
-    step, tree, _ = ckpt.restore({'params': abstract})
-    ckpt.close()
-  elif ckpt_lib.has_checkpoints(regular_dir):
-    step, tree = from_workdir.restore_params_only(regular_dir, abstract)
-  else:
-    raise from_workdir.WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
-  summary = {}
-  if os.path.isfile(os.path.join(workdir, 'summary.json')):
-    with open(os.path.join(workdir, 'summary.json')) as f:
-      summary = json.load(f)
-  return GenrecRestored(config, task, tree['params'], int(step), summary)
+  step, params = from_workdir.restore_checkpoint(workdir, config, abstract)
+  summary = from_workdir.read_summary(workdir)
+  return GenrecRestored(config, task, params, step, summary)
 
 
 def recommend_fn(task, k: int):
@@ -143,7 +128,7 @@ def _bind(fn, params, arrays):
   return lambda x: fn(params, arrays, x)
 
 
-def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=None,
+def export(workdir: str, out: str, platforms=bundle.PLATFORMS, beam_sizes=None,
            overwrite: bool = False, restored: GenrecRestored | None = None) -> dict:
   """Exports the retriever of the genrec run `workdir` to the directory `out`.
 
@@ -158,9 +143,7 @@ def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=No
   Returns:
     The manifest (also written to out/manifest.json).
   """
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f'{out} already exists; pass --overwrite to replace it')
+  out = bundle.check_out(out, overwrite)
   r = restored or restore(workdir)
   beam_sizes = sorted({int(k) for k in (beam_sizes or (r.config.eval.beam_size,))})
   if beam_sizes[0] < 1:
@@ -175,35 +158,23 @@ def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, beam_sizes=No
       params, arrays, inputs) for k in beam_sizes}
   test = r.summary.get('test', {})
   manifest = {
-      'format': FORMAT, 'kind': 'genrec',
-      'library_version': ctr_export.library_version(), 'jax_version': jax.__version__,
-      'exported_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'format': FORMAT, 'kind': 'genrec', **bundle.versions(),
       'workdir': os.path.abspath(workdir), 'model': r.config.system, 'step': r.step,
       'platforms': list(platforms), 'beam_sizes': beam_sizes, 'input_width': input_width(r.task),
       **manifest_info(r),
       'tokenizer': r.summary.get('tokenizer'),
       'metrics': {k: v for k, v in test.items() if isinstance(v, float)},
   }
-  tmp = f'{out}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
+
+  def write_files(tmp):
     for k, e in exported.items():
-      with open(os.path.join(tmp, f'retriever_k{k}.jaxexport'), 'wb') as f:
-        f.write(e.serialize())
-    np.savez(os.path.join(tmp, 'params.npz'), **ctr_export.flatten_params(r.params))
+      bundle.save_exported(os.path.join(tmp, f'retriever_k{k}.jaxexport'), e)
+    bundle.save_params(tmp, r.params)
     if not isinstance(r.task, tasks.SASRecTask):
       np.savez(os.path.join(tmp, 'trie.npz'), **{k: np.asarray(v) for k, v in r.task.trie_arrays.items()})
       table = os.path.join(workdir, 'tokenizer', 'sids.npz')
       with np.load(table) as z:
         np.savez(os.path.join(tmp, 'items.npz'), codes=z['codes'], level_sizes=z['level_sizes'],
                  item_tokens=r.task.item_tok)
-    with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
-      json.dump(manifest, f, indent=2)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.rename(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  bundle.write(out, manifest, write_files)
   return manifest

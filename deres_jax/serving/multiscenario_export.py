@@ -11,10 +11,7 @@ scenario not seen in training gets the id S, the shared path of every model. The
 written beside `out` and renamed into place when complete.
 """
 import dataclasses
-import datetime
-import json
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -26,10 +23,9 @@ from jax import export as jax_export
 from deres_jax import multiscenario
 from deres_jax.data import iterator as iterator_lib
 from deres_jax.multiscenario import models
-from deres_jax.serving import export as ctr_export
+from deres_jax.serving import bundle
 from deres_jax.serving import from_workdir
 from deres_jax.serving.scenario_scorer import ScenarioScorer
-from deres_jax.train import checkpoint as ckpt_lib
 
 FORMAT = 'deres_jax.serving.multiscenario/1'
 
@@ -56,23 +52,12 @@ def restore(workdir: str) -> ScenarioRestored:
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                           jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), dummy)['params'])))
-  best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
-  if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
-    ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
-    step, tree, _ = ckpt.restore({'params': abstract})
-    ckpt.close()
-  elif ckpt_lib.has_checkpoints(regular_dir):
-    step, tree = from_workdir.restore_params_only(regular_dir, abstract)
-  else:
-    raise from_workdir.WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
-  summary = {}
-  if os.path.isfile(os.path.join(workdir, 'summary.json')):
-    with open(os.path.join(workdir, 'summary.json')) as f:
-      summary = json.load(f)
+  step, params = from_workdir.restore_checkpoint(workdir, config, abstract)
+  summary = from_workdir.read_summary(workdir)
   info = {'dense_names': list(ds.schema.dense_names), 'cat_names': list(ds.schema.cat_names),
           'vocab_sizes': [int(v) for v in ds.schema.vocab_sizes], 'scenario_names': list(ds.scenario_names),
           'target': ds.target, 'dataset': ds.source}
-  return ScenarioRestored(config, info, model, tree['params'], int(step), summary)
+  return ScenarioRestored(config, info, model, params, step, summary)
 
 
 def in_process(workdir: str, batch_size: int = 1024) -> ScenarioScorer:
@@ -82,7 +67,7 @@ def in_process(workdir: str, batch_size: int = 1024) -> ScenarioScorer:
   return ScenarioScorer(lambda batch: np.asarray(fn(r.params, batch)), dict(r.info, step=r.step), batch_size)
 
 
-def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, overwrite: bool = False) -> dict:
+def export(workdir: str, out: str, platforms=bundle.PLATFORMS, overwrite: bool = False) -> dict:
   """Exports the model of the multi-scenario run `workdir` to the directory `out`.
 
   Args:
@@ -93,9 +78,7 @@ def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, overwrite: bo
   Returns:
     The manifest (also written to out/manifest.json).
   """
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f'{out} already exists; pass --overwrite to replace it')
+  out = bundle.check_out(out, overwrite)
   r = restore(workdir)
   b, = jax_export.symbolic_shape('b')
   batch = {'cat': jax.ShapeDtypeStruct((b, len(r.info['cat_names'])), np.int32),
@@ -106,26 +89,14 @@ def export(workdir: str, out: str, platforms=ctr_export.PLATFORMS, overwrite: bo
                                platforms=tuple(platforms))(params, batch)
   test = r.summary.get('test', {})
   manifest = {
-      'format': FORMAT, 'kind': 'multiscenario', **r.info,
-      'library_version': ctr_export.library_version(), 'jax_version': jax.__version__,
-      'exported_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'format': FORMAT, 'kind': 'multiscenario', **r.info, **bundle.versions(),
       'workdir': os.path.abspath(workdir), 'model': r.config.model.name, 'step': r.step,
       'platforms': list(platforms),
       'metrics': {k: test[k] for k in ('auc', 'logloss', 'wauc') if isinstance(test.get(k), float)},
   }
-  tmp = f'{out}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    with open(os.path.join(tmp, 'model.jaxexport'), 'wb') as f:
-      f.write(exported.serialize())
-    np.savez(os.path.join(tmp, 'params.npz'), **ctr_export.flatten_params(r.params))
-    with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
-      json.dump(manifest, f, indent=2)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.rename(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+
+  def write_files(tmp):
+    bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
+    bundle.save_params(tmp, r.params)
+  bundle.write(out, manifest, write_files)
   return manifest

@@ -14,25 +14,20 @@ malformed JSON or a body that is neither an object nor a list, 413 a body over
 history, an unknown field, a non-integer id, k beyond the exported beam sizes), 500 an
 unexpected failure of the model call (logged; the server goes on).
 
-Dynamic batching is the CTR service's (`app.Batcher`): each request is checked and encoded
-in a worker thread, queued, and merged with the requests arriving within `max_wait_ms` up to
-`max_batch` histories; one model call per distinct beam size in the merged batch.
+Dynamic batching and the request handling are the CTR service's (`app.Batcher`,
+`app.json_service`): each request is checked and encoded in a worker thread, queued, and
+merged with the requests arriving within `max_wait_ms` up to `max_batch` histories; one model
+call per distinct beam size in the merged batch.
 """
-import asyncio
-import contextlib
-import json
-import logging
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from deres_jax.serving import app as app_lib
 from deres_jax.serving.retriever import RequestError
 
-log = logging.getLogger('deres_jax.serving')
 FIELDS = ('history', 'k', 'user')
 
 
@@ -80,7 +75,6 @@ def result_json(rec, unknown_ids) -> dict:
 
 def make_app(retriever, options: app_lib.ServeOptions = app_lib.ServeOptions()) -> Starlette:
   """The ASGI app recommending with `retriever` (a `Retriever`)."""
-  state = {'batcher': None, 'requests': 0}
 
   def call(encs):
     inputs = np.concatenate([e.inputs for e in encs])
@@ -88,56 +82,30 @@ def make_app(retriever, options: app_lib.ServeOptions = app_lib.ServeOptions()) 
     cuts = np.cumsum([len(e.beams) for e in encs])[:-1]
     return list(zip(np.split(items, cuts), np.split(scores, cuts)))
 
-  @contextlib.asynccontextmanager
-  async def lifespan(app):
-    del app
-    await run_in_threadpool(warm_up, retriever, options.max_batch)
-    batcher = state['batcher'] = app_lib.Batcher(call, options.max_batch, options.max_wait_ms / 1000,
-                                                 size=lambda e: len(e.beams))
-    task = asyncio.create_task(batcher.run())
+  def make_batcher():
+    return app_lib.Batcher(call, options.max_batch, options.max_wait_ms / 1000, size=lambda e: len(e.beams))
+
+  async def recommend(payload, batcher):
+    histories, ks, users, batched = parse(payload, options.max_rows)
     try:
-      yield
-    finally:
-      task.cancel()
-      batcher.close()
+      enc = await run_in_threadpool(retriever.encode, histories, ks, users)
+    except RequestError as e:
+      raise app_lib.HttpError(422, str(e)) from None
+    if len(enc.beams):
+      items, scores = await batcher.submit(enc)
+    else:
+      items, scores = np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32)
+    results = [result_json(rec, ids) for rec, ids in zip(retriever.decode(enc, items, scores), enc.unknown)]
+    if not batched:
+      return JSONResponse(results[0])
+    return JSONResponse({'results': results, 'unknown': sum(r['unknown'] for r in results)})
 
-  async def recommend(request):
-    state['requests'] += 1
-    try:
-      body = await app_lib.read_body(request, options.max_body_bytes)
-      try:
-        payload = json.loads(body)
-      except (ValueError, UnicodeDecodeError) as e:
-        raise app_lib.HttpError(400, f'malformed JSON: {e}') from None
-      histories, ks, users, batched = parse(payload, options.max_rows)
-      try:
-        enc = await run_in_threadpool(retriever.encode, histories, ks, users)
-      except RequestError as e:
-        raise app_lib.HttpError(422, str(e)) from None
-      if len(enc.beams):
-        items, scores = await state['batcher'].submit(enc)
-      else:
-        items, scores = np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32)
-      results = [result_json(rec, ids) for rec, ids in zip(retriever.decode(enc, items, scores), enc.unknown)]
-      if not batched:
-        return JSONResponse(results[0])
-      return JSONResponse({'results': results, 'unknown': sum(r['unknown'] for r in results)})
-    except app_lib.HttpError as e:
-      return JSONResponse({'error': e.message}, status_code=e.status)
-    except Exception as e:  # pylint: disable=broad-except  # one sentence to the client, the trace to the log
-      log.exception('recommendation failed')
-      return JSONResponse({'error': f'recommendation failed: {type(e).__name__}: {e}'}, status_code=500)
+  def health():
+    return {'model': retriever.info.get('system'), 'step': retriever.info.get('step'),
+            'num_items': retriever.num_items, 'beam_sizes': sorted(retriever.fns)}
 
-  async def healthz(request):
-    del request
-    b = state['batcher']
-    return JSONResponse({'status': 'ok' if b is not None else 'starting',
-                         'model': retriever.info.get('system'), 'step': retriever.info.get('step'),
-                         'num_items': retriever.num_items, 'beam_sizes': sorted(retriever.fns),
-                         'requests': state['requests'], 'batches': b.batches if b else 0})
-
-  return Starlette(routes=[Route('/recommend', recommend, methods=['POST']),
-                           Route('/healthz', healthz, methods=['GET'])], lifespan=lifespan)
+  return app_lib.json_service('/recommend', recommend, 'recommendation', options,
+                              lambda: warm_up(retriever, options.max_batch), make_batcher, health)
 
 
 def warm_up(retriever, max_batch: int):
