@@ -37,9 +37,9 @@ def evaluate(predict, mi_fn, params, split, names, batch_size, sharding, step):
   return result
 
 
-def build(config, ds, workdir, mesh) -> family_lib.Task:
-  """The multi-scenario task of one run."""
-  del workdir
+def build_model(config, ds):
+  """The run's model: `config.model` plus the fields the code sets from the data and the run
+  (MI-DPG's scenario prior, AdaSparse's annealing length); serving rebuilds it the same way."""
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, ds.schema, dtype=dtype)
   if hasattr(model, 'scenario_prior'):
@@ -47,10 +47,24 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
     counts = np.bincount(ds.splits['train']['scenario'], minlength=ds.schema.num_scenarios + 1)
     counts = counts[:ds.schema.num_scenarios].astype(np.float64)
     model = model.clone(scenario_prior=tuple(float(c) for c in counts / max(counts.sum(), 1)))
+  if getattr(model, 'anneal_steps', None) == 0:
+    # AdaSparse anneals α over the run's training steps unless told otherwise.
+    model = model.clone(anneal_steps=trainer.schedule(config, len(ds.splits['train']['label']))[0])
+  return model
+
+
+def build(config, ds, workdir, mesh) -> family_lib.Task:
+  """The multi-scenario task of one run."""
+  del workdir
+  model = build_model(config, ds)
   columns = {k: v for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
   dummy = {k: v[:2] for k, v in columns.items()}
-  predict = step_lib.make_predict(model, mesh)
-  mi_fn = jax.jit(lambda params, batch: model.apply({'params': params}, batch)[1].get(
+  # STAR with partition_norm='batch' has running statistics ('batch_stats'): the loop carries
+  # them as the model state, and evaluation gets the variables {'params', 'batch_stats'}.
+  model_state = step_lib.model_state_init(model, dummy)
+  as_variables = (lambda w: w) if model_state else (lambda w: {'params': w})
+  predict = step_lib.make_predict(model, mesh, variables=model_state is not None)
+  mi_fn = jax.jit(lambda params, batch: model.apply(as_variables(params), batch)[1].get(
       'mi', jnp.zeros(())))
   sharding = NamedSharding(mesh, P('data'))
 
@@ -69,7 +83,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
                                      test_split['scenario'], ds.scenario_names)
               if 'prob' in test_split else None)
     return {'model': config.model.name, 'dataset': ds.source, 'target': ds.target,
-            'params': models.param_counts(params),
+            'params': models.param_counts(as_variables(params)['params']),
             'flops_per_example': model.flops_per_example()['total'],
             'test': test, 'oracle': oracle, 'data_notes': ds.notes}
 
@@ -77,7 +91,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
       init=lambda rng: model.init(rng, dummy)['params'],
       loss=step_lib.ctr_loss(model, config.optim.embed_l2, config.optim.embed_l2_rows),
       train=columns, evaluate=flat, summary=summary,
-      higher_is_better=config.eval.monitor != 'logloss')
+      higher_is_better=config.eval.monitor != 'logloss', model_state=model_state)
 
 
 def _logit(p):

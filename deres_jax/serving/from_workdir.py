@@ -102,19 +102,26 @@ def restore(workdir: str, device=None) -> Restored:
   return Restored(config, schema, spec, model, params, step, read_summary(workdir))
 
 
-def restore_checkpoint(workdir: str, config, abstract):
+def restore_checkpoint(workdir: str, config, abstract, abstract_model_state=None):
   """(step, params) the run evaluated its test split with: the best checkpoint if
   config.eval.restore_best and one was saved, else the newest regular one (without its
-  optimizer state). `abstract`: the parameters' ShapeDtypeStructs (with their sharding)."""
+  optimizer state). `abstract`: the parameters' ShapeDtypeStructs (with their sharding).
+  `abstract_model_state`: those of the model's other collections (STAR's 'batch_stats'), for a
+  model that has them: then it returns (step, {'params': ..., **collections})."""
   best_dir, regular_dir = os.path.join(workdir, 'best'), os.path.join(workdir, 'checkpoints')
+  item = {'params': abstract}
+  if abstract_model_state is not None:
+    item['model_state'] = abstract_model_state
   if config.eval.restore_best and ckpt_lib.has_checkpoints(best_dir):
     ckpt = ckpt_lib.Checkpointer(best_dir, None, async_save=False)
-    step, tree, _ = ckpt.restore({'params': abstract})
+    step, tree, _ = ckpt.restore(item)
     ckpt.close()
   elif ckpt_lib.has_checkpoints(regular_dir):
-    step, tree = restore_params_only(regular_dir, abstract)
+    step, tree = restore_params_only(regular_dir, item)
   else:
     raise WorkdirError(f'{workdir!r} holds no checkpoint yet: let the training run save one')
+  if abstract_model_state is not None:
+    return int(step), {'params': tree['params'], **tree['model_state']}
   return int(step), tree['params']
 
 
@@ -127,22 +134,24 @@ def read_summary(workdir: str) -> dict:
   return summary
 
 
-def restore_params_only(directory, abstract):
-  """(step, {'params': ...}) of the newest regular checkpoint, without its optimizer state."""
+def restore_params_only(directory, item):
+  """(step, {'params': ...}) of the newest regular checkpoint, without its optimizer state.
+  `item`: the state's items to read as ShapeDtypeStructs ({'params': ...}, and 'model_state'
+  for a model with one)."""
   manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=('state', 'meta'))
   step = manager.latest_step()
-  item = {'params': abstract}
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
   manager.close()
   return step, restored['state']
 
 
-def apply_fn(model, step: int):
-  """(params, batch) -> float32 logits: the model's evaluation forward pass at training step `step`."""
+def apply_fn(model, step: int, variables: bool = False):
+  """(params, batch) -> float32 logits: the model's evaluation forward pass at training step
+  `step`; `variables`: it takes the Flax variables ({'params', 'batch_stats'}) instead."""
   def logits(params, batch):
     batch = dict(batch, step=jnp.int32(step))  # models with schedules (UniMixer) read the step
-    return model.apply({'params': params}, batch)[0].astype(jnp.float32)
+    return model.apply(params if variables else {'params': params}, batch)[0].astype(jnp.float32)
   return logits
 
 

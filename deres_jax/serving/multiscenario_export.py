@@ -15,14 +15,13 @@ import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax import export as jax_export
 
 from deres_jax import multiscenario
 from deres_jax.data import iterator as iterator_lib
-from deres_jax.multiscenario import models
+from deres_jax.multiscenario import family as ms_family
 from deres_jax.serving import bundle
 from deres_jax.serving import from_workdir
 from deres_jax.serving.scenario_scorer import ScenarioScorer
@@ -38,6 +37,7 @@ class ScenarioRestored:
   params: dict
   step: int
   summary: dict
+  variables: bool = False  # `params` are the Flax variables {'params', 'batch_stats'} (STAR 'batch')
 
 
 def restore(workdir: str) -> ScenarioRestored:
@@ -46,24 +46,29 @@ def restore(workdir: str) -> ScenarioRestored:
   if config.get('family') != 'multiscenario':
     raise from_workdir.WorkdirError(f'{workdir!r} is not a multi-scenario run')
   ds = multiscenario.load(config.data)
-  dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
-  model = models.build(config.model, ds.schema, dtype=dtype)
+  # The model as the run built it (AdaSparse's annealing length is set from the run's steps).
+  model = ms_family.build_model(config, ds)
   dummy = {k: v[:2] for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                          jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), dummy)['params'])))
-  step, params = from_workdir.restore_checkpoint(workdir, config, abstract)
+  shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), dummy)))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+  model_state = {k: v for k, v in abstract.items() if k != 'params'} or None
+  # `params` is what the exported function takes: the parameters, or for a model with running
+  # statistics (STAR, partition_norm='batch') the variables {'params', 'batch_stats'}.
+  step, params = from_workdir.restore_checkpoint(workdir, config, abstract['params'], model_state)
+  if hasattr(model, 'for_inference'):  # APG: the over-parameterised U_l U_r, V_l V_r merged
+    model, params = model.for_inference(params)
   summary = from_workdir.read_summary(workdir)
   info = {'dense_names': list(ds.schema.dense_names), 'cat_names': list(ds.schema.cat_names),
           'vocab_sizes': [int(v) for v in ds.schema.vocab_sizes], 'scenario_names': list(ds.scenario_names),
           'target': ds.target, 'dataset': ds.source}
-  return ScenarioRestored(config, info, model, params, step, summary)
+  return ScenarioRestored(config, info, model, params, step, summary, model_state is not None)
 
 
 def in_process(workdir: str, batch_size: int = 1024) -> ScenarioScorer:
   """The run's model as a ScenarioScorer, jit-compiled in process (no export)."""
   r = restore(workdir)
-  fn = jax.jit(from_workdir.apply_fn(r.model, r.step))
+  fn = jax.jit(from_workdir.apply_fn(r.model, r.step, r.variables))
   return ScenarioScorer(lambda batch: np.asarray(fn(r.params, batch)), dict(r.info, step=r.step), batch_size)
 
 
@@ -85,7 +90,7 @@ def export(workdir: str, out: str, platforms=bundle.PLATFORMS, overwrite: bool =
            'dense': jax.ShapeDtypeStruct((b, len(r.info['dense_names'])), np.float32),
            'scenario': jax.ShapeDtypeStruct((b,), np.int32)}
   params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), r.params)
-  exported = jax_export.export(jax.jit(from_workdir.apply_fn(r.model, r.step)),
+  exported = jax_export.export(jax.jit(from_workdir.apply_fn(r.model, r.step, r.variables)),
                                platforms=tuple(platforms))(params, batch)
   test = r.summary.get('test', {})
   manifest = {

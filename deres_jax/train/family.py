@@ -39,6 +39,12 @@ class Task(NamedTuple):
   """host-side transform of a batch of `train` rows into model inputs (e.g. tokens); None = as is."""
   higher_is_better: bool = True
   """direction of `config.eval.monitor` (the best model and early stopping)."""
+  model_state: Callable[[Any], dict] | None = None
+  """rng -> the model's non-trainable variable collections (e.g. STAR's {'batch_stats': ...}),
+  or None. With it, `loss` takes them as a 5th argument and returns (loss, (metrics, updated
+  collections)); the loop keeps them in the train state (checkpointed, exact resume) and
+  `evaluate`/`summary` get the Flax variables {'params': ..., **collections} in place of the
+  parameters (train/step.py)."""
 
 
 class Family(NamedTuple):

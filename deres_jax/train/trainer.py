@@ -7,8 +7,9 @@ everything below is the same for all of them:
 
   * one run per workdir (a lock file) and a resumed run refuses a changed model/data/optimiser
     field in one sentence (train/workdir.py);
-  * exact resume: the train state, the data position (= the step) and the loop's bookkeeping
-    are checkpointed by Orbax; SIGTERM/SIGINT save and exit with 143;
+  * exact resume: the train state (with a model's non-trainable collections, e.g. STAR's
+    per-scenario batch statistics: `Task.model_state`), the data position (= the step) and the
+    loop's bookkeeping are checkpointed by Orbax; SIGTERM/SIGINT save and exit with 143;
   * a non-finite loss or gradient never reaches the parameters (train/step.py), and with
     `train.nonfinite='stop'` the run stops naming the step and the last good checkpoint;
   * the best model by `eval.monitor` in WORKDIR/best (restored for the test split), early
@@ -114,7 +115,7 @@ def _train_and_evaluate(family, config, workdir, dataset, devices, allow_config_
   # ---------------------------------------------------------------- Optimizer, shardings & init.
   tx = make_optimizer(config.optim, num_steps)
   state, state_sharding = create_state_from(task.init, tx, mesh, config.sharding_rules,
-                                            config.seed)
+                                            config.seed, task.model_state)
 
   # ---------------------------------------------------------------- Train step.
   stop_on_nonfinite = config.train.nonfinite == 'stop'
@@ -188,10 +189,10 @@ def _train_and_evaluate(family, config, workdir, dataset, devices, allow_config_
   meta['compile_seconds'] += clock.compile_seconds
 
   # ---------------------------------------------------------------- Final evaluation & summary.
-  final_params, final_step = state['params'], step
+  final_params, final_step = _weights(state), step
   if config.eval.restore_best and best_ckpt.steps():
-    final_step, best, _ = best_ckpt.restore({'params': ckpt_lib.abstract(state['params'])})
-    final_params = best['params']
+    final_step, best, _ = best_ckpt.restore(ckpt_lib.abstract(_best_item(state)))
+    final_params = _weights(best)
   with jax.transfer_guard('allow'):
     summary = task.summary(final_params, final_step)
   timed = (steps_this_run - 1) * config.train.batch_size  # the first step of a run compiles
@@ -274,16 +275,29 @@ class _Clock:
 def _validate(config, task, state, step, writer, best_ckpt, meta, scale_lr, is_main):
   """Validation at `step`: metrics.jsonl, the best model, early stopping, reduce-on-plateau."""
   with jax.transfer_guard('allow'):  # evaluation is no hot path: families may move data freely
-    val = task.evaluate(state['params'], 'val', step)
+    val = task.evaluate(_weights(state), 'val', step)
   writer.write(step, {f'eval/{k}': v for k, v in val.items()})
   if _track_best(config, task, meta, val, step, is_main):
     if config.eval.restore_best:
-      best_ckpt.save(step, {'params': state['params']},
+      best_ckpt.save(step, _best_item(state),
                      {f'val_{config.eval.monitor}': float(val[config.eval.monitor])})
   elif config.optim.plateau_factor:
     state = scale_lr(state)
     meta['lr_reductions'] += 1
   return state
+
+
+def _best_item(state) -> dict:
+  """What a best-model checkpoint holds: the parameters (and the model state, if any)."""
+  return {k: state[k] for k in ('params', 'model_state') if k in state}
+
+
+def _weights(state):
+  """What evaluation reads: the parameters, or with a model state (STAR's per-scenario running
+  statistics) the Flax variables {'params': ..., **collections} (train/family.py Task)."""
+  if 'model_state' not in state:
+    return state['params']
+  return {'params': state['params'], **state['model_state']}
 
 
 def _write_train_metrics(writer, step, pending, state, data_iter, pbar):
