@@ -21,8 +21,9 @@ def get_config():
   config.model.embed_cross = 2      # DCNv2 cross stem before the tokens (library addition, docs/quality.md)
   config.model.width = 32
   config.model.embed_dim = 16
-  config.model.tokenizer = 'group'  # RankMixer tokens: 8 tokens instead of 39 (CPU friendly)
+  config.model.tokenizer = 'autosplit'  # OneTrans Auto-Split: 8 tokens, each a projection of all fields
   config.model.num_tokens = 8
+  config.model.out_norm = 'none'    # output tokens keep their scale (docs/quality.md: +0.007 AUC here)
   # Training: about one epoch (CTR models overfit from the second epoch on).
   config.train.batch_size = 1024
   config.train.num_steps = 600
