@@ -244,7 +244,7 @@ def test_train_py_switches_model_by_name(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('DERES_TEST_XLA_FLAGS', ''), JAX_PLATFORMS='cpu')
   cmd = [sys.executable, os.path.join(root, 'launch', 'train.py'),
          f'--config={os.path.join(root, "configs", "tiny.py")}', f'--workdir={tmp_path}',
          '--config.model.name=dcnv2', '--config.model.num_cross=1',

@@ -34,7 +34,8 @@ def _losses(workdir):
 
 def test_two_processes_match_one_process_with_8_devices(tmp_path):
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  flags = os.environ.get('DERES_TEST_XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
   cmd = [sys.executable, os.path.join(ROOT, 'launch', 'train.py'),
          f'--config={os.path.join(ROOT, "configs", "tiny.py")}', f'--workdir={tmp_path / "multi"}',
          f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2'] + OVERRIDES

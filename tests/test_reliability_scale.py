@@ -191,7 +191,8 @@ def _free_port():
 def test_sigterm_to_one_of_two_processes_saves_once_and_both_exit_143(tmp_path):
   overrides = ['--config.train.num_steps=200', '--config.train.log_every=2',
                '--config.eval.every_steps=100', '--config.ckpt.every_steps=100']
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  flags = os.environ.get('DERES_TEST_XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
   workdir = tmp_path / 'multi'
 
   def start(port):

@@ -93,7 +93,7 @@ def test_load_needs_neither_training_code_nor_config(run, tmp_path):
   rows = _rows(run['csv'])[:20]
   (tmp_path / 'rows.json').write_text(json.dumps(rows))
   out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, XLA_FLAGS=''))
+                       env=dict(os.environ, XLA_FLAGS=os.environ.get('DERES_TEST_XLA_FLAGS', '')))
   assert out.returncode == 0, out.stderr[-2000:]
   np.testing.assert_allclose(json.loads(out.stdout.splitlines()[-1]), run['in_process'].score_rows(rows),
                              rtol=0, atol=1e-6)

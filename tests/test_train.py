@@ -56,7 +56,7 @@ def test_unknown_config_key_is_named():
 
 
 def test_cli_override_and_unknown_key(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=os.environ.get('DERES_TEST_XLA_FLAGS', ''), JAX_PLATFORMS='cpu')
   cmd = [sys.executable, os.path.join(ROOT, 'launch', 'train.py'),
          f'--config={os.path.join(ROOT, "configs", "quickstart.py")}', f'--workdir={tmp_path}']
   bad = subprocess.run(cmd + ['--config.model.depht=8'], capture_output=True, text=True, env=env,
