@@ -73,17 +73,20 @@ def first_order_logit(model, batch):
   without it) and live in a table named 'embedding' (the embedding optimizer and L2 apply).
   Call it inside the model's compact __call__ (it creates the 'first_order' submodule).
   """
-  return LogisticRegression(model.vocab_sizes, model.num_dense, model.seq_share, model.dense_transform,
-                            model.table_pad, name='first_order')(batch)[0]
+  return _first_order_module(model, 'first_order')(batch)[0]
 
 
 def first_order_flops(model) -> dict:
   """{'first_order': FLOPs} of the first-order path plus its add to the logit, or {}."""
   if not getattr(model, 'first_order', False):
     return {}
-  lr = LogisticRegression(model.vocab_sizes, model.num_dense, model.seq_share, model.dense_transform,
-                          model.table_pad, parent=None)
-  return {'first_order': lr.flops_per_example()['total'] + 1}
+  return {'first_order': _first_order_module(model, None).flops_per_example()['total'] + 1}
+
+
+def _first_order_module(model, name):
+  """The first-order path's LogisticRegression on the model's fields (named, or unbound)."""
+  return LogisticRegression(model.vocab_sizes, model.num_dense, model.seq_share, model.dense_transform,
+                            model.table_pad, **_naming(name))
 
 
 def _naming(name):
