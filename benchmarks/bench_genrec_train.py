@@ -1,13 +1,20 @@
 """Training speed of the TIGER retriever: windows/s, achieved FLOP/s and its share of the peak.
 
-  python benchmarks/bench_genrec_train.py [--preset=cpu] [--batch=128] [--reps=10]
+  python benchmarks/bench_genrec_train.py [--preset=cpu] [--batch=128] [--reps=10] [--steps=60]
 
 A randomly initialised TIGER of a genrec preset's size (`configs/genrec/beauty_tiger_rqvae.py`)
-over Beauty-shaped random IDs (3 levels x 256 codes + 1, 20-item histories: encoder length 81,
-decoder length 5). Measured in the same run: the jitted train step (forward, backward, Adam),
-the forward pass alone, the encoder alone and the output head alone, each the median of `reps`
-after a compile run; the step's FLOPs from XLA's cost analysis; and the float32 peak of this
-machine as the best of a 2048 x 2048 matmul. The split says where the step's time goes.
+with random 3 x 256 (+ collision token) IDs. Part 1, a full-length batch (20-item histories:
+encoder length 81, decoder length 5): the jitted train step (forward, backward, Adam) with its
+dropout, the forward pass alone, the encoder alone and the output head alone, each the median of
+`reps` after a compile run; the step's FLOPs from XLA's cost analysis; the float32 peak of this
+machine as the best of a 2048 x 2048 matmul. The split says where the step's time goes (threefry
+lowered unrolled, as deres_jax installs it: deres_jax/cpu_rng.py).
+Part 2, the real Beauty training windows (`--data_path`, the preset's `data.windows`), `steps`
+batches of the training loop's iterator, four rows in the same run, each timed after every shape
+has compiled: JAX's rolled CPU threefry lowering or the unrolled one, times every batch padded to
+20 items (`data.bucket_items=0`, the loop before length bucketing) or length-bucketed batches
+cut to their longest history (`data.bucket_items`, default 4). The first row is the loop as it
+was before both changes.
 """
 import argparse
 import os
@@ -20,7 +27,10 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deres_jax import cpu_rng  # pylint: disable=wrong-import-position
 from deres_jax.config import load_file  # pylint: disable=wrong-import-position
+from deres_jax.data import iterator  # pylint: disable=wrong-import-position
+from deres_jax.genrec import data as data_lib  # pylint: disable=wrong-import-position
 from deres_jax.genrec import tiger  # pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +66,9 @@ def main():
   p.add_argument('--preset', default='cpu')
   p.add_argument('--batch', type=int, default=128)
   p.add_argument('--reps', type=int, default=10)
+  p.add_argument('--steps', type=int, default=60, help='real-window batches timed per variant')
+  p.add_argument('--bucket_items', type=int, default=4)
+  p.add_argument('--data_path', default=os.path.join(ROOT, '..', 'shared', 'data', 'amazon'))
   args = p.parse_args()
   c = load_file(os.path.join(ROOT, 'configs', 'genrec', 'beauty_tiger_rqvae.py'), args.preset)
   layout = tiger.TokenLayout([256, 256, 256, 2], num_user_tokens=c.tokenizer.num_user_tokens)
@@ -75,12 +88,15 @@ def main():
   tx = optax.adam(1e-3)
   opt = tx.init(params)
 
-  @jax.jit
-  def step(params, opt, batch):
-    (loss, _), grads = jax.value_and_grad(tiger.loss_fn, argnums=1, has_aux=True)(model, params, batch,
-                                                                             jax.random.PRNGKey(1))
-    updates, opt = tx.update(grads, opt, params)
-    return optax.apply_updates(params, updates), opt, loss
+  def make_step():
+    def step(params, opt, batch):
+      (loss, _), grads = jax.value_and_grad(tiger.loss_fn, argnums=1, has_aux=True)(model, params, batch,
+                                                                               jax.random.PRNGKey(1))
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), opt, loss
+    return jax.jit(step)
+
+  step = make_step()
 
   forward = jax.jit(lambda p, b: model.apply({'params': p}, b['enc'], b['dec_in']))
   encode = jax.jit(lambda p, b: model.apply({'params': p}, b['enc'], method=tiger.Tiger.encode))
@@ -106,6 +122,44 @@ def main():
     print(f'| {name} | {1000 * t:.1f} | {t / t_step:.0%} |')
   print(f'windows/s {args.batch / t_step:.0f}; XLA FLOPs/step {flops:.3g}; achieved {flops / t_step / 1e9:.1f} '
         f'GFLOP/s = {flops / t_step / peak:.1%} of the measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s')
+  real_windows(args, c, layout, item_tok, make_step, params, opt)
+
+
+def real_windows(args, c, layout, item_tok, make_step, params, opt):
+  """Part 2: windows/s of the training loop's batches of real Beauty windows: padded or bucketed,
+  with JAX's rolled CPU threefry lowering or deres_jax's unrolled one (cpu_rng.py)."""
+  data = data_lib.load(args.data_path, c.data.dataset, c.data.max_len)
+  rows, hist, target = data_lib.sliding_windows(data, c.data.windows)
+  split = {'user': data.users[rows], 'hist': hist, 'target': target}
+  lengths = (hist > 0).sum(1)
+  print(f'\nreal windows ({c.data.dataset}, {c.data.windows!r}): {len(target):,}, mean history '
+        f'{lengths.mean():.2f} items of {c.data.max_len}; {args.steps} batches of {args.batch} per row')
+  print('| threefry lowering | batches | windows/s | ms/step | shapes | mean encoder length | vs the first row |')
+  print('|---|---|---:|---:|---:|---:|---:|')
+  rate = {}
+  for unrolled, bucket_items in ((False, 0), (False, args.bucket_items), (True, 0), (True, args.bucket_items)):
+    cpu_rng.use(unrolled)
+    step = make_step()   # a fresh jit: lowered with this threefry rule
+    buckets = -(-lengths // bucket_items) if bucket_items else None
+    it = iterator.BatchIterator(split, args.batch, seed=0, columns=None, buckets=buckets)
+    batches = [{k: jnp.asarray(v) for k, v in layout.training_batch(next(it), item_tok, bucket_items).items()}
+               for _ in range(args.steps)]
+    shapes = {}
+    for b in batches:   # compile every shape first
+      shapes.setdefault(b['enc'].shape, b)
+    for b in shapes.values():
+      jax.block_until_ready(step(params, opt, b))
+    t0 = time.perf_counter()
+    for b in batches:
+      out = step(params, opt, b)
+    jax.block_until_ready(out)
+    dt = time.perf_counter() - t0
+    rate[unrolled, bucket_items] = r = args.steps * args.batch / dt
+    mean_len = np.mean([b['enc'].shape[1] for b in batches])
+    name = f'bucket_items={bucket_items}' + (' (padded to 20 items)' if not bucket_items else '')
+    print(f"| {'unrolled' if unrolled else 'rolled (JAX)'} | {name} | {r:.0f} | {1000 * dt / args.steps:.1f} | "
+          f'{len(shapes)} | {mean_len:.1f} | {r / rate[False, 0]:.2f}x |')
+  cpu_rng.install()
 
 
 if __name__ == '__main__':

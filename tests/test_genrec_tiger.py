@@ -21,7 +21,12 @@ def test_token_layout_round_trips():
   np.testing.assert_array_equal(tok[1], [3, 3 + 4 + 3, 3 + 8 + 2])   # level offsets 3, 7, 11
   assert layout.vocab_size == 3 + 11 + 5
   enc = layout.encoder_input(np.array([7]), np.array([[0, 2, 1]]), tok)
-  np.testing.assert_array_equal(enc[0], [layout.first_user + 2, 0, 0, 0, *tok[2], *tok[1]])
+  # Left-padded, the user token right before the first history item (TIGER's T5 input, right-padded).
+  np.testing.assert_array_equal(enc[0], [0, 0, 0, layout.first_user + 2, *tok[2], *tok[1]])
+  enc = layout.encoder_input(np.array([7, 8]), np.array([[0, 0, 0], [2, 1, 2]]), tok)
+  np.testing.assert_array_equal(enc[:, -7:-6].ravel(), [0, tok[2][-1]])
+  assert enc[0, -1] == layout.first_user + 2 and enc[1, 0] == layout.first_user + 3   # empty / full
+  np.testing.assert_array_equal(layout.trim(enc, 1, 3), enc[:, -4:])
   dec_in, dec_out = layout.decoder_io(np.array([1]), tok)
   np.testing.assert_array_equal(dec_in[0], [tiger.BOS, *tok[1]])
   np.testing.assert_array_equal(dec_out[0], [*tok[1], tiger.EOS])

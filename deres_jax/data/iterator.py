@@ -15,11 +15,16 @@ class BatchIterator:
   """Yields this process's share of each global batch as a dict of numpy arrays.
 
   `columns`: the keys of `split` to batch (None = all of them; every one has the rows on axis 0).
+  `buckets`: an optional int key per row (e.g. a history-length bucket). Each epoch then drops
+  its remainder at random, sorts the rest by key (random order inside a key), cuts it into
+  batches and shuffles the batches: every batch holds one key, except where two keys meet, so a
+  padded model input can be cut to the batch's longest row (length bucketing). Still a fixed
+  function of (seed, epoch), so resumes stay exact.
   """
 
   def __init__(self, split: dict, batch_size: int, seed: int = 0, shuffle: bool = True,
                position: int = 0, process_index: int = 0, process_count: int = 1,
-               columns=TRAIN_COLUMNS):
+               columns=TRAIN_COLUMNS, buckets=None):
     self.columns = {k: v for k, v in split.items() if columns is None or k in columns}
     self.num_rows = len(next(iter(self.columns.values())))
     if batch_size > self.num_rows:
@@ -32,13 +37,23 @@ class BatchIterator:
     self.seed, self.shuffle, self.position = seed, shuffle, position
     self.local = slice(process_index * batch_size // process_count,
                        (process_index + 1) * batch_size // process_count)
+    if buckets is not None and len(buckets) != self.num_rows:
+      raise ValueError(f'buckets has {len(buckets)} keys for {self.num_rows} rows.')
+    self.buckets = None if buckets is None else np.asarray(buckets)
     self._epoch, self._perm = None, None
 
   def _permutation(self, epoch):
     if self._epoch != epoch:
       self._epoch = epoch
-      self._perm = (np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
-                    if self.shuffle else np.arange(self.num_rows))
+      rng = np.random.default_rng([self.seed, epoch])
+      perm = rng.permutation(self.num_rows) if self.shuffle else np.arange(self.num_rows)
+      if self.buckets is not None:
+        n = self.batches_per_epoch * self.batch_size
+        kept = perm[:n]
+        kept = kept[np.argsort(self.buckets[kept], kind='stable')]
+        order = rng.permutation(self.batches_per_epoch) if self.shuffle else np.arange(self.batches_per_epoch)
+        perm = kept.reshape(self.batches_per_epoch, self.batch_size)[order].reshape(-1)
+      self._perm = perm
     return self._perm
 
   @property

@@ -50,6 +50,10 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.data.dataset = 'beauty'       # 'beauty' | 'sports' | 'toys'
   c.data.max_len = 20             # history cap (TIGER: 20)
   c.data.windows = 'prefix'       # training windows: 'prefix' (one per transition, TIGER) | 'subsequence' (GRID)
+  # Length bucketing (TIGER/COBRA training): windows are batched by history length in steps of this
+  # many items and each batch's encoder input is cut to its longest history (left padding only; the
+  # model's output does not change, tested); 0 = every batch padded to max_len items.
+  c.data.bucket_items = 4
   # Item content features (tokenizer input)
   c.features = ml_collections.ConfigDict()
   c.features.source = 'attributes'  # 'attributes' (TF-IDF+SVD) | 'collaborative' (train-only PPMI+SVD) | 'npy' | 'a+b'
@@ -195,6 +199,9 @@ def _validate(c):
     raise ValueError(f"config.cobra.candidates must be 'ann' or 'beam', got {c.cobra.candidates!r}.")
   if not 0 <= c.cobra.fusion_weight <= 1:
     raise ValueError(f'config.cobra.fusion_weight must be in [0, 1], got {c.cobra.fusion_weight}.')
+  if not 0 <= c.data.get('bucket_items', 0) <= c.data.max_len:
+    raise ValueError(f'config.data.bucket_items must be in [0, data.max_len={c.data.max_len}], '
+                     f'got {c.data.bucket_items}.')
   if not 0 < c.train.loss_fraction <= 1:
     raise ValueError(f'config.train.loss_fraction must be in (0, 1], got {c.train.loss_fraction}.')
   return c

@@ -106,7 +106,8 @@ def build(config, data, workdir, mesh) -> family_lib.Task:
     return out
 
   return family_lib.Task(init=task.init, loss=task.loss, train=task.examples, prepare=task.prepare,
-                         evaluate=evaluate, summary=summary, higher_is_better=True)
+                         evaluate=evaluate, summary=summary, higher_is_better=True,
+                         buckets=getattr(task, 'buckets', None))
 
 
 def print_summary(summary: dict):

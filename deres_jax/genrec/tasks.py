@@ -215,6 +215,11 @@ class TigerTask:
                                   max_dec_len=m + 1, **sizes)
     rows, hist, target = data_lib.sliding_windows(data, config.data.get('windows', 'prefix'))
     self.examples = {'user': data.users[rows], 'hist': hist, 'target': target}
+    # Length bucketing: batches of one history-length bucket, each cut to its longest history.
+    self.bucket_items = int(config.data.get('bucket_items', 0))
+    self.buckets = None
+    if self.bucket_items:
+      self.buckets = -(-(hist > 0).sum(1) // self.bucket_items).astype(np.int32)
     trie = beam.build_trie([r[r > 0] for r in self.item_tok[1:]], np.arange(1, data.num_items + 1), tiger.EOS)
     self.trie, self.trie_arrays = trie, beam.trie_arrays(trie)
     self.logprob_fn = tiger.make_logprob_fn(self.model)
@@ -250,9 +255,7 @@ class TigerTask:
 
   def prepare(self, rows):
     """Training rows {user, hist, target} -> encoder tokens and teacher-forced decoder tokens."""
-    dec_in, dec_out = self.layout.decoder_io(rows['target'], self.item_tok)
-    enc = self.layout.encoder_input(rows['user'], rows['hist'], self.item_tok)
-    return {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
+    return self.layout.training_batch(rows, self.item_tok, self.bucket_items)
 
   def decode(self, params, users, hist):
     """Top-`beam_size` items [B, K] for histories [B, L] (padded to the eval batch size)."""

@@ -1,8 +1,12 @@
 """TIGER retriever (Rajput et al. 2023, Sec. 3.2): encoder-decoder Transformer over semantic IDs.
 
 Input: a hashed user token u = U0 + (user mod num_user_tokens) followed by the SID tokens of
-the last 20 history items; output (teacher forcing): bos, s_1..s_m of the next item, and the
-loss is sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
+the last 20 history items, left-padded: [pad.., u, s(i_1).., s(i_n)], so the user token sits next
+to the history as in TIGER's right-padded T5 input, and with relative positions the encoder's
+output at the real tokens does not depend on the amount of padding (tested): a batch can be cut
+to its longest history (`TokenLayout.trim`, `data.bucket_items`) without changing the model.
+Output (teacher forcing): bos, s_1..s_m of the next item, and the loss is
+sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
   0 pad, 1 bos, 2 eos, 3 + offset_l + c for code c at ID position l, then the user tokens,
   then SemanticBPE subwords (if any). Variable-length IDs (CAPSID) are PAD-filled after eos,
   and the loss skips PAD targets.
@@ -51,9 +55,33 @@ class TokenLayout:
     return np.take_along_axis(tok, order, axis=1)
 
   def encoder_input(self, users: np.ndarray, hist: np.ndarray, item_tok: np.ndarray) -> np.ndarray:
-    """[B] user ids and [B, L] left-padded histories -> [B, 1 + L*m] encoder tokens."""
+    """[B] user ids and [B, L] left-padded histories -> [B, 1 + L*m] encoder tokens, left-padded:
+    the user token right before the first history item (the last token for an empty history)."""
+    hist = np.asarray(hist)
+    B, L = hist.shape
+    m = item_tok.shape[1]
     user_tok = self.first_user + np.asarray(users) % self.num_user_tokens
-    return np.concatenate([user_tok[:, None], item_tok[hist].reshape(len(hist), -1)], 1).astype(np.int32)
+    out = np.concatenate([np.zeros((B, 1), np.int32), item_tok[hist].reshape(B, -1)], 1).astype(np.int32)
+    out[np.arange(B), (L - (hist > 0).sum(1)) * m] = user_tok   # the slot before the first item
+    return out
+
+  @staticmethod
+  def trim(enc: np.ndarray, hist_len: int, tokens_per_item: int) -> np.ndarray:
+    """Encoder tokens [B, 1 + L*m] cut to their last 1 + hist_len*m columns (the user token and
+    up to hist_len history items): only left padding goes when no history is longer."""
+    return enc[:, max(0, enc.shape[1] - 1 - hist_len * tokens_per_item):]
+
+  def training_batch(self, rows: dict, item_tok: np.ndarray, bucket_items: int = 0) -> dict:
+    """Training rows {user [B], hist [B, L], target [B]} -> {enc, dec_in, dec_out} tokens; with
+    bucket_items > 0 the encoder input is cut to the longest history rounded up to a multiple of
+    bucket_items (a few shapes, so a few compilations)."""
+    dec_in, dec_out = self.decoder_io(rows['target'], item_tok)
+    enc = self.encoder_input(rows['user'], rows['hist'], item_tok)
+    if bucket_items:
+      longest = int((rows['hist'] > 0).sum(1).max())
+      enc = self.trim(enc, min(rows['hist'].shape[1], -(-longest // bucket_items) * bucket_items),
+                      item_tok.shape[1])
+    return {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
 
   def decoder_io(self, target: np.ndarray, item_tok: np.ndarray) -> tuple:
     """Next items [B] -> decoder inputs (bos, s_1..s_n) and targets (s_1..s_n, eos), [B, m+1], PAD-filled."""
@@ -230,8 +258,9 @@ class Tiger(nn.Module):
     """(token embeddings with absolute positions, or the stack's relative bias [H, T, T])."""
     T = tok_bt.shape[1]
     x, bias = self.embed(tok_bt), None
-    if self.position == 'absolute':
-      x = x + getattr(self, f'{stack}_pos')[:T]
+    if self.position == 'absolute':  # encoder positions count from the right: left padding cut
+      table = getattr(self, f'{stack}_pos')   # by `TokenLayout.trim` moves no real token's position
+      x = x + (table[table.shape[0] - T:] if stack == 'enc' else table[:T])
     else:
       bias = getattr(self, f'{stack}_bias')(T, T)
     return self.drop(x, deterministic=not train), bias

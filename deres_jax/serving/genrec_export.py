@@ -102,7 +102,8 @@ def manifest_info(r: GenrecRestored) -> dict:
   info = {'system': r.config.system, 'num_items': int(task.data.num_items), 'max_len': int(task.data.max_len)}
   if not isinstance(task, tasks.SASRecTask):
     info.update(first_user=int(task.layout.first_user), num_user_tokens=int(task.layout.num_user_tokens),
-                id_length=int(task.item_tok.shape[1]), trie_nodes=int(len(task.trie.node_item)))
+                id_length=int(task.item_tok.shape[1]), trie_nodes=int(len(task.trie.node_item)),
+                user_token='adjacent')
   return info
 
 

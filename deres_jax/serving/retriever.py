@@ -54,7 +54,8 @@ class Retriever:
     Args:
       fns: {K: inputs [b, S] int32 -> (items [b, K], scores [b, K])}, one per exported beam size.
       info: 'system' ('tiger' | 'sasrec'), 'num_items' N, 'max_len' L, and for TIGER
-        'first_user' and 'num_user_tokens' (the user token layout).
+        'first_user', 'num_user_tokens' and 'user_token' (the user token layout: 'adjacent', right
+        before the first history item as `tiger.TokenLayout` builds it; 'first', exports before it).
       item_tokens: TIGER's token table [N+1, m] (row 0 = padding); None for SASRec.
       batch_size: the most histories per call (larger inputs are split).
     """
@@ -88,7 +89,12 @@ class Retriever:
     if self.system == 'sasrec':
       return hist.astype(np.int32)
     user_tok = self.info['first_user'] + np.asarray(users, np.int64) % self.info['num_user_tokens']
-    return np.concatenate([user_tok[:, None], self.item_tokens[hist].reshape(len(hist), -1)], 1).astype(np.int32)
+    out = np.concatenate([np.zeros((len(kept), 1), np.int64), self.item_tokens[hist].reshape(len(hist), -1)], 1)
+    slot = np.zeros(len(kept), np.int64)   # 'first': position 0, as exported before 'user_token'
+    if self.info.get('user_token', 'first') == 'adjacent':  # right before the first history item
+      slot = (self.max_len - (hist > 0).sum(1)) * self.item_tokens.shape[1]
+    out[np.arange(len(kept)), slot] = user_tok
+    return out.astype(np.int32)
 
   def encode(self, histories, ks, users=None) -> Encoded:
     """Checks and encodes histories with their k (an int for all, or one per history)."""

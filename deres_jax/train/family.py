@@ -45,6 +45,9 @@ class Task(NamedTuple):
   collections)); the loop keeps them in the train state (checkpointed, exact resume) and
   `evaluate`/`summary` get the Flax variables {'params': ..., **collections} in place of the
   parameters (train/step.py)."""
+  buckets: Any = None
+  """optional int key per `train` row (a length bucket): batches are drawn one key at a time
+  (data/iterator.py BatchIterator), so `prepare` can cut padding to the batch's longest row."""
 
 
 class Family(NamedTuple):

@@ -131,7 +131,8 @@ def _train_and_evaluate(family, config, workdir, dataset, devices, allow_config_
   # The data position is the step: batch k is a fixed function of (seed, k) (data/iterator.py).
   data_iter = iterator_lib.BatchIterator(
       task.train, config.train.batch_size, seed=config.seed, position=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count(), columns=None)
+      process_index=jax.process_index(), process_count=jax.process_count(), columns=None,
+      buckets=task.buckets)
   # Per-step metrics not yet logged when the checkpoint was written come back with it (float64
   # JSON numbers, back to float32 exactly), so the next log line averages the same steps.
   pending = [{k: np.float32(v) for k, v in x.items()} for x in meta.pop('pending_metrics', [])]
