@@ -2,8 +2,9 @@
 
   python launch/train.py --config=configs/genrec/beauty_sasrec.py:cpu --workdir=/tmp/g_sasrec
 
-Presets: 'cpu' (default; 2 CPU cores, a few minutes), 'full' (longer, for a GPU/TPU), 'tiny'
-(tests: the Beauty slice in tests/data/genrec, seconds).
+Presets: 'cpu' (default; 2 CPU cores, a few minutes), 'cpu_long' (as many training targets as
+TIGER's cpu_long preset sees, for the learning curve side by side), 'full' (longer, for a
+GPU/TPU), 'tiny' (tests: the Beauty slice in tests/data/genrec, seconds).
 """
 from deres_jax.genrec.config import base_config
 
@@ -21,6 +22,12 @@ def get_config(arg='cpu'):
     config.train.update(batch_size=128, num_steps=3000, log_every=250)
     config.eval.update(every_steps=500, num_val_users=0)
     config.ckpt.every_steps = 500
+  elif arg == 'cpu_long':
+    # TIGER cpu_long: 20,000 steps x 128 windows = 2.56M next-item targets. A causal window holds
+    # 131,413 / 23,607 = 5.57 targets on average, so 3,600 steps x 128 windows = 2.57M targets.
+    config.train.update(batch_size=128, num_steps=3600, log_every=300)
+    config.eval.update(every_steps=300, num_val_users=0)
+    config.ckpt.every_steps = 600
   elif arg == 'full':
     config.train.update(batch_size=256, num_steps=20000, log_every=500)
     config.eval.update(every_steps=1000)
@@ -32,5 +39,5 @@ def get_config(arg='cpu'):
     config.eval.update(every_steps=4, batch_size=64)
     config.ckpt.every_steps = 4
   else:
-    raise ValueError(f"preset must be 'cpu', 'full' or 'tiny', got {arg!r}.")
+    raise ValueError(f"preset must be 'cpu', 'cpu_long', 'full' or 'tiny', got {arg!r}.")
   return config
