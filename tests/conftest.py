@@ -23,10 +23,15 @@ import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# Many tests train the same tiny model several times (resume, 1 vs 8 devices): a persistent
-# compilation cache, fresh for each session, compiles each distinct step function once.
-jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='deres_jax_xla_cache_'))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+# Many tests train the same tiny model several times (resume, 1 vs 8 devices, a CLI subprocess
+# after an in-process run): a persistent compilation cache, fresh for each session and shared by
+# the xdist workers (they inherit the controller's environment) and the tests' subprocesses,
+# compiles each distinct step function once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='deres_jax_xla_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
 def pytest_configure(config):
