@@ -8,7 +8,8 @@ window (`train.batch_size` per step); SASRec trains every position of its causal
 targets per step are the logged `train/positions` (their mean over the run). Putting both on the
 targets-seen axis shows whether a system is budget-limited (still rising at the end) or
 model-limited (flat while the other keeps rising). Prints a markdown table (one row per
-validation step and run) and writes the plot.
+validation step and run), the test table of the runs that finished (their summary.json) and
+writes the plot.
 """
 import argparse
 import json
@@ -44,6 +45,28 @@ def curve(workdir: str, metric: str) -> dict:
           'val_users': config.get('eval', {}).get('num_val_users', 0)}
 
 
+def test_table(run_args):
+  """The test metrics of each finished run (WORKDIR/summary.json), one markdown row per run."""
+  cols = ['recall@5', 'ndcg@5', 'recall@10', 'ndcg@10', 'tail/recall@10', 'head/recall@10']
+  print('\n| run | ' + ' | '.join(c.replace('recall', 'R').replace('ndcg', 'N') for c in cols)
+        + ' | decode ms/user (median) | train s | best step | test users |')
+  print('|---|' + '---:|' * (len(cols) + 4))
+  for item in run_args:
+    label, _, workdir = item.partition('=')
+    path = os.path.join(workdir, 'summary.json')
+    if not os.path.isfile(path):
+      print(f'| {label} | ' + ' | '.join(['(running)'] * (len(cols) + 4)) + ' |')
+      continue
+    with open(path) as f:
+      s = json.load(f)
+    t = s.get('test', {})
+    dec = s.get('decode_ms_per_user', {}).get('median')
+    train_s = s.get('train_seconds')
+    print(f'| {label} | ' + ' | '.join(f'{t[c]:.4f}' if c in t else '–' for c in cols)
+          + f" | {f'{dec:.1f}' if dec else 'n/a'} | {f'{train_s:.0f}' if train_s else '–'} | "
+          f"{s.get('best_step', '–')} | {int(s.get('test_users') or t.get('tail/users', 0) + t.get('head/users', 0)):,} |")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--run', action='append', required=True, help='LABEL=WORKDIR (repeat)')
@@ -61,6 +84,7 @@ def main():
   for label, c in runs.items():
     for s, t, v, n in zip(c['steps'], c['targets'], c['value'], c['ndcg']):
       print(f'| {label} | {s} | {t / 1e6:.2f} | {v:.4f} | {n:.4f} |')
+  test_table(args.run)
   for label, c in runs.items():
     users = 'all' if not c['val_users'] else f"{c['val_users']:,} sampled"
     print(f'{label}: {c["per_step"]:.1f} targets per step; validation users: {users}')
