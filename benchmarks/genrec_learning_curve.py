@@ -62,9 +62,10 @@ def test_table(run_args):
     t = s.get('test', {})
     dec = s.get('decode_ms_per_user', {}).get('median')
     train_s = s.get('train_seconds')
+    users = int(s.get('test_users') or t.get('tail/users', 0) + t.get('head/users', 0))
     print(f'| {label} | ' + ' | '.join(f'{t[c]:.4f}' if c in t else '–' for c in cols)
           + f" | {f'{dec:.1f}' if dec else 'n/a'} | {f'{train_s:.0f}' if train_s else '–'} | "
-          f"{s.get('best_step', '–')} | {int(s.get('test_users') or t.get('tail/users', 0) + t.get('head/users', 0)):,} |")
+          f"{s.get('best_step', '–')} | {users:,} |")
 
 
 def main():
@@ -79,7 +80,8 @@ def main():
     if not sep:
       raise SystemExit(f'--run takes LABEL=WORKDIR, got {item!r}')
     runs[label] = curve(workdir, args.metric)
-  print(f'| run | step | targets seen (M) | validation {args.metric} | validation {args.metric.replace("recall", "NDCG")} |')
+  ndcg = args.metric.replace('recall', 'NDCG')
+  print(f'| run | step | targets seen (M) | validation {args.metric} | validation {ndcg} |')
   print('|---|---:|---:|---:|---:|')
   for label, c in runs.items():
     for s, t, v, n in zip(c['steps'], c['targets'], c['value'], c['ndcg']):
