@@ -6,11 +6,12 @@
   python launch/predict.py --model=/tmp/tiger_model --input=histories.txt --output=recs.csv --k=10
   python launch/predict.py --model=/tmp/ms_model --input=rows.parquet --output=scores.csv
 
-The input is in the training data's raw format (the label column may be left out). The
-saved vocabularies and preprocessing are applied; unseen categories get the OOV id and are
-counted; bad rows are counted and skipped (an empty probability in their line) or, with
---strict, stop the run. A genrec model reads one history per row and writes the top --k items
-with scores; a multi-scenario model reads rows with a scenario column (serving/predict_families.py).
+The input is in the training data's raw format (the label column may be left out; history
+columns as `12|45|78`, or Parquet list columns). The saved vocabularies and preprocessing
+are applied; unseen categories get the OOV id and are counted; bad rows are counted and
+skipped (an empty probability in their line) or, with --strict, stop the run. A genrec model
+reads one history per row and writes the top --k items with scores; a multi-scenario model
+reads rows with a scenario column (serving/predict_families.py).
 docs/serving.md.
 """
 import sys

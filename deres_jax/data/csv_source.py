@@ -88,8 +88,12 @@ def spec_from_config(data_config) -> RowSpec:
                  seq_max_len=data_config.get('csv_seq_max_len', 50)).validate()
 
 
-def _as_text(column, seq_sep):
-  """A Parquet column as strings; a list column (a sequence field) joined by `seq_sep`."""
+def as_text(column, seq_sep):
+  """A Parquet column as strings; a list column (a sequence field) joined by `seq_sep`.
+
+  Also the reader of Parquet input to scoring (serving/table_input.py), so that a list column
+  becomes the same text at training and at serving time.
+  """
   if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
     items = column.cast(pa.list_(pa.string()))
     return pc.fill_null(pc.binary_join(items, seq_sep), '')  # a null list: an empty one
@@ -107,7 +111,7 @@ def parquet_chunks(path: str, columns, rows_per_chunk: int = 65_536, seq_sep: st
   options = pa_csv.WriteOptions(include_header=False, delimiter=PARQUET_SEP, quoting_style='none')
   for batch in pf.iter_batches(rows_per_chunk, columns=list(columns)):
     batch = pa.RecordBatch.from_arrays(
-        [_as_text(c, seq_sep) for c in batch.columns], names=batch.schema.names)
+        [as_text(c, seq_sep) for c in batch.columns], names=batch.schema.names)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(batch, sink, options)
     yield line, sink.getvalue().to_pybytes()

@@ -5,12 +5,14 @@
   GET  /healthz  -> {"status": "ok", "model": ..., "step": ..., "requests": ..., "batches": ...}
 
 Rows are in the model's raw input format (`features.encode_rows`: every feature column,
-null = missing). A multi-scenario model (`scenario_scorer.py`) reads rows in its encoded
-schema with a `scenario` column, and the response also counts `unseen_scenarios` (rows of a
-scenario not seen in training, scored by the shared path). Errors are JSON
-{"error": "<one sentence>"}: 400 malformed JSON or payload, 413 a body over `max_body_bytes`
-or more than `max_rows` rows, 422 a row that does not fit the schema (a missing or unknown
-field, a bad number), 500 an unexpected failure of the model call (logged; the server goes on).
+null = missing; a sequence field as a JSON list of ids or the CSV's `12|45|78` text). A
+multi-scenario model (`scenario_scorer.py`) reads rows in its encoded schema with a
+`scenario` column, and the response also counts `unseen_scenarios` (rows of a scenario not
+seen in training, scored by the shared path). Errors are JSON {"error": "<one sentence>"}:
+400 malformed JSON or payload, 413 a body over `max_body_bytes` or more than `max_rows` rows,
+422 a row that does not fit the schema (a missing or unknown field, a bad number, a sequence
+element that is not an id, an empty list element), 500 an unexpected failure of the model
+call (logged; the server goes on).
 
 Dynamic batching: each request is encoded in a worker thread, then queued; one batcher task
 takes the first waiting request, adds the requests that arrive within `max_wait_ms` up to
@@ -76,7 +78,9 @@ class Batcher:
   def for_scorer(cls, scorer, max_batch: int, max_wait_s: float):
     """A Batcher of encoded rows (features.Encoded) -> probabilities, for a CTR `Scorer`."""
     def call(encs):
-      probs = scorer.probabilities(np.concatenate([e.cat for e in encs]), np.concatenate([e.dense for e in encs]))
+      seq = np.concatenate([e.seq for e in encs]) if encs[0].seq is not None else None
+      probs = scorer.probabilities(np.concatenate([e.cat for e in encs]), np.concatenate([e.dense for e in encs]),
+                                   seq)
       return np.split(probs, np.cumsum([len(e.line) for e in encs])[:-1])
     return cls(call, max_batch, max_wait_s, size=lambda e: len(e.line))
 
@@ -246,8 +250,9 @@ def warm_up(scorer, max_batch: int):
       scorer.logits({'cat': np.zeros((n, len(scorer.cat_names)), np.int32),
                      'dense': np.zeros((n, len(scorer.dense_names)), np.float32), 'scenario': np.zeros(n, np.int32)})
     else:
-      scorer.logits(np.zeros((n, len(scorer.spec.vocab)), np.int32),
-                    np.full((n, scorer.spec.num_dense), np.nan, np.float32))
+      spec = scorer.spec
+      seq = np.full((n, len(spec.seq_vocab), spec.seq_len), -1, np.int32) if spec.row_spec.sequence else None
+      scorer.logits(np.zeros((n, len(spec.vocab)), np.int32), np.full((n, spec.num_dense), np.nan, np.float32), seq)
     if n >= min(max_batch, scorer.batch_size):
       return
     size *= 2

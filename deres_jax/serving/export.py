@@ -2,12 +2,16 @@
 
 The model directory holds everything scoring needs and nothing of the training code:
 
-  model.jaxexport   the forward pass (params, {'cat', 'dense'}) -> logits [b], serialized
-                    StableHLO with a symbolic batch dimension b (any batch size)
+  model.jaxexport   the forward pass (params, {'cat', 'dense', 'seq'}) -> logits [b], serialized
+                    StableHLO with a symbolic batch dimension b (any batch size); 'seq' (int32
+                    [b, F_seq, L], left-padded with -1 as the prepared splits) only for a run
+                    with sequence fields
   params.npz        the parameters, one array per leaf ('tokenizer/embedding', ...)
-  vocab.npz         per categorical field, the keys in id order ('<field>': int64 keys)
+  vocab.npz         per categorical field, the keys in id order ('<field>': int64 keys), and per
+                    sequence field with a vocabulary of its own ('<sequence field>')
   manifest.json     the raw input format (RowSpec), the schema, the library and jax versions,
-                    the training step and the metrics at export time
+                    the training step and the metrics at export time; 'sequences': per sequence
+                    field its name, cap, separator, padding and the vocab.npz entry it reads
 
 The parameters are arguments of the exported function rather than constants folded into it:
 the StableHLO stays small whatever the embedding tables weigh, and the arrays load with numpy.
@@ -48,6 +52,8 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   batch = {'cat': jax.ShapeDtypeStruct((b, len(r.schema.cat_names)), np.int32)}
   if r.schema.dense_names:
     batch['dense'] = jax.ShapeDtypeStruct((b, len(r.schema.dense_names)), np.float32)
+  if r.schema.seq_names:
+    batch['seq'] = jax.ShapeDtypeStruct((b, len(r.schema.seq_names), r.schema.seq_len), np.int32)
   params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), r.params)
   exported = jax_export.export(jax.jit(from_workdir.apply_fn(r.model, r.step)),
                                platforms=tuple(platforms))(params, batch)
@@ -59,11 +65,25 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
       'schema': r.schema.to_json(), 'row_spec': dataclasses.asdict(r.spec.row_spec),
       'input_columns': list(r.spec.columns), 'features': list(r.spec.features),
       'metrics': {k: r.summary[k] for k in METRICS if k in r.summary},
+      'sequences': sequence_manifest(r.schema, r.spec.row_spec),
   }
+  vocab = dict(zip(r.schema.cat_names, r.spec.vocab))
+  vocab.update({s['vocab']: keys for s, keys in zip(manifest['sequences'], r.spec.seq_vocab) if not s['shares']})
 
   def write_files(tmp):
     bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
     bundle.save_params(tmp, r.params)
-    np.savez(os.path.join(tmp, 'vocab.npz'), **dict(zip(r.schema.cat_names, r.spec.vocab)))
+    np.savez(os.path.join(tmp, 'vocab.npz'), **vocab)
   bundle.write(out, manifest, write_files)
   return manifest
+
+
+def sequence_manifest(schema, row_spec) -> list:
+  """Per sequence field: name, cap (the most recent `max_len` ids), separator, padding, vocabulary.
+
+  'shares' names the categorical field whose ids it shares ('' = a vocabulary of its own);
+  'vocab' is its entry in vocab.npz (the shared field's, or its own name).
+  """
+  return [{'name': f, 'max_len': schema.seq_len, 'sep': row_spec.seq_sep, 'padding': 'left', 'pad_id': -1,
+           'shares': shared, 'vocab': shared or f}
+          for f, shared in zip(schema.seq_names, schema.seq_shared or ('',) * len(schema.seq_names))]

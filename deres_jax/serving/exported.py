@@ -116,6 +116,7 @@ def load(model_dir: str, batch_size: int = 1024):
   params = _params(model_dir)
   with np.load(os.path.join(model_dir, 'vocab.npz')) as z:
     vocab = tuple(z[f] for f in manifest['schema']['cat_names'])
-  spec = features.InputSpec.from_json(manifest['row_spec'], vocab)
+    seq_vocab = tuple(z[s['vocab']] for s in manifest.get('sequences', ()))  # a shared field: the scalar's keys
+  spec = features.InputSpec.from_json(manifest['row_spec'], vocab, seq_vocab)
   call = jax.jit(exported.call)
   return Scorer(spec, lambda batch: np.asarray(call(params, batch)), batch_size, manifest)

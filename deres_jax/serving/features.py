@@ -10,6 +10,13 @@ The label is never needed: every line gets a stand-in label column in front (`LA
 label column the input has anyway is read like any other unused column.
 JSON rows (the server) are written as lines separated by the ASCII unit separator, which no
 value may contain, so that they too take that path.
+
+Sequence fields (a behaviour history, data/sequences.py) take the preparation's path too: the
+list text (`12|45|78`, or a JSON list joined by the separator, `sequence_text`) is split and
+capped to the most recent `seq_max_len` elements by `rows.parse_chunk`, and encoded by
+`sequences.encode_lists`, the function that writes the prepared 'seq' column: int32
+[n, F_seq, L], left-padded with -1. An element no vocabulary holds gets id 0 and is counted
+per field, as a scalar value; an empty list (or null) is all padding.
 """
 import dataclasses
 import math
@@ -18,6 +25,7 @@ import re
 import numpy as np
 
 from deres_jax.data import delimited
+from deres_jax.data import sequences
 from deres_jax.data.bad_input import BadInput, BadInputError
 from deres_jax.data.rows import MISSING_INT, RowSpec, parse_chunk
 from deres_jax.data.vocab import encode
@@ -38,6 +46,7 @@ class InputSpec:
   """What a raw input row looks like and how its categorical values become ids."""
   row_spec: RowSpec         # the training data's row format (label, columns, separator, ...)
   vocab: tuple              # per categorical field (row_spec.cat_names order): int64 keys, id = 1 + position
+  seq_vocab: tuple = ()     # per sequence field (row_spec.sequence order): its keys (a shared field: the scalar's)
 
   @property
   def columns(self) -> tuple:
@@ -48,20 +57,30 @@ class InputSpec:
   def features(self) -> tuple:
     """The columns the model reads (a JSON row must have each of them)."""
     s = self.row_spec
-    used = set(s.dense) | set(s.categorical) | set(s.bucketed) | {s.hour} - {''}
+    used = set(s.dense) | set(s.categorical) | set(s.bucketed) | set(s.sequence) | {s.hour} - {''}
     return tuple(c for c in s.columns if c in used)
 
   @property
   def num_dense(self) -> int:
     return len(self.row_spec.dense_names)
 
+  @property
+  def seq_len(self) -> int:
+    """L, the ids kept per sequence field (0 without sequence fields)."""
+    return self.row_spec.seq_max_len if self.row_spec.sequence else 0
+
+  @property
+  def oov_names(self) -> tuple:
+    """The fields `Encoded.oov` counts: the categorical fields, then the sequence fields."""
+    return tuple(self.row_spec.cat_names) + tuple(self.row_spec.sequence)
+
   def to_json(self) -> dict:
     return dataclasses.asdict(self.row_spec)
 
   @classmethod
-  def from_json(cls, row_spec: dict, vocab) -> 'InputSpec':
+  def from_json(cls, row_spec: dict, vocab, seq_vocab=()) -> 'InputSpec':
     spec = RowSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in row_spec.items()})
-    return cls(spec, tuple(vocab))
+    return cls(spec, tuple(vocab), tuple(seq_vocab))
 
 
 @dataclasses.dataclass
@@ -70,8 +89,9 @@ class Encoded:
   line: np.ndarray          # int64 [n] 1-based line (or row) numbers of the rows kept
   cat: np.ndarray           # int32 [n, F_cat] ids
   dense: np.ndarray         # float32 [n, F_dense] (NaN = missing)
-  oov: np.ndarray           # int64 [F_cat] present values that got the OOV id 0
+  oov: np.ndarray           # int64 [F_cat + F_seq] present values (list elements) that got the OOV id 0
   lines: int                # data lines seen (the header excluded)
+  seq: np.ndarray = None    # int32 [n, F_seq, L] ids, left-padded with -1 (None without sequence fields)
 
 
 def scoring_spec(spec: InputSpec, has_label: bool, sep: str | None = None, header: bool | None = None) -> RowSpec:
@@ -105,9 +125,14 @@ def encode_text(spec: InputSpec, rspec: RowSpec, data: bytes, first_line: int, p
     cat[:, j] = encode(p.keys[:, j], vocab_keys)
     # Missing values (key 0 for strings, MISSING_INT for numbers) are not "unseen".
     oov[j] = int(np.sum((cat[:, j] == 0) & (p.keys[:, j] != 0) & (p.keys[:, j] != MISSING_INT)))
+  seq = None
+  if rspec.sequence:  # the preparation's own encoding of the kept (most recent) elements
+    seq = sequences.encode_lists(p.seq_keys, p.seq_kept, spec.seq_vocab)
+    kept = ~sequences.pad_mask(p.seq_kept, rspec.seq_max_len)
+    oov = np.concatenate([oov, np.sum((seq == 0) & kept, axis=(0, 2)).astype(np.int64)])
   header = 1 if rspec.header and first_line == 1 else 0
   return Encoded(line=p.line, cat=cat, dense=p.dense.astype(np.float32), oov=oov,
-                 lines=chunk.num_lines - header)
+                 lines=chunk.num_lines - header, seq=seq)
 
 
 def _file_counts(reason: str) -> str:
@@ -116,29 +141,61 @@ def _file_counts(reason: str) -> str:
                           (f' to {int(m[3]) - 1}' if m[3] else ''), reason)
 
 
-def _text(value, name: str, row: int) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return ''  # missing
-  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-    raise SchemaError(f'row {row} field {name!r}: expected a number, a string or null, got '
-                      f'{type(value).__name__}')
-  text = repr(value) if isinstance(value, float) else str(value)
+def _check_text(text: str, name: str, row: int) -> str:
   if any(c in text for c in _FORBIDDEN):
     raise SchemaError(f'row {row} field {name!r}: the value holds a control character '
                       '(newline, NUL or \\x1f)')
   return text
 
 
+def sequence_text(value, name: str, row: int, sep: str) -> str:
+  """The text of a sequence field given in a JSON row, as a CSV holds it (`12|45|78`).
+
+  A string is the list as the CSV writes it (its elements separated by `sep`), a JSON list
+  holds the elements (integers or non-empty strings without `sep`, oldest first), a single
+  integer is a list of one; null and [] are the empty list. Anything else raises SchemaError.
+  The text is then split, capped and checked by the preparation's parser (`rows.parse_chunk`).
+  """
+  if value is None:
+    return ''
+  if isinstance(value, (list, tuple)):
+    parts = []
+    for k, x in enumerate(value):
+      if isinstance(x, bool) or not isinstance(x, (int, str)):
+        raise SchemaError(f'row {row} field {name!r}: element {k} is {type(x).__name__} {x!r}, but the '
+                          'elements of a sequence field are ids (integers or strings)')
+      x = str(x)
+      if not x or sep in x:
+        raise SchemaError(f'row {row} field {name!r}: element {k} {x!r} is empty or holds the separator {sep!r}')
+      parts.append(x)
+    return _check_text(sep.join(parts), name, row)
+  if isinstance(value, bool) or not isinstance(value, (int, str)):
+    raise SchemaError(f'row {row} field {name!r}: a sequence field is a list of ids, a string of ids '
+                      f'separated by {sep!r}, or null; got {type(value).__name__}')
+  return _check_text(str(value), name, row)
+
+
+def _text(value, name: str, row: int) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return ''  # missing
+  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    raise SchemaError(f'row {row} field {name!r}: expected a number, a string or null, got '
+                      f'{type(value).__name__}')
+  return _check_text(repr(value) if isinstance(value, float) else str(value), name, row)
+
+
 def encode_rows(spec: InputSpec, rows) -> Encoded:
   """Encodes JSON-like rows ({column: value}); any problem raises SchemaError naming the row.
 
   Every feature column is required (null = missing); other columns of the input format (the
-  label, an id) may be given or left out; unknown keys are an error (a schema mismatch).
+  label, an id) may be given or left out; unknown keys are an error (a schema mismatch). A
+  sequence field is a JSON list of ids or the CSV's text of one (`sequence_text`).
   """
   if not isinstance(rows, list):
     raise SchemaError(f'expected a list of rows (JSON objects), got {type(rows).__name__}')
   columns, required = spec.columns, spec.features
   known = set(spec.row_spec.columns)
+  seq_cols, seq_sep = set(spec.row_spec.sequence), spec.row_spec.seq_sep
   lines = []
   for i, row in enumerate(rows):
     if not isinstance(row, dict):
@@ -152,13 +209,15 @@ def encode_rows(spec: InputSpec, rows) -> Encoded:
     if unknown:
       raise SchemaError(f'row {i} has unknown field{"s" if len(unknown) > 1 else ""} '
                         f'{", ".join(map(repr, unknown[:5]))}; the model reads {list(required)}')
-    lines.append(UNIT_SEP.join(_text(row.get(c), c, i) for c in columns))
+    lines.append(UNIT_SEP.join(sequence_text(row.get(c), c, i, seq_sep) if c in seq_cols else _text(row.get(c), c, i)
+                               for c in columns))
   rspec = scoring_spec(spec, has_label=False, sep=UNIT_SEP, header=False)
   rspec = dataclasses.replace(rspec, min_fields=0)
   data = ('\n'.join(lines) + '\n').encode() if lines else b''
   if not lines:
+    seq = np.zeros((0, len(spec.seq_vocab), spec.seq_len), np.int32) if spec.row_spec.sequence else None
     return Encoded(np.zeros(0, np.int64), np.zeros((0, len(spec.vocab)), np.int32),
-                   np.zeros((0, spec.num_dense), np.float32), np.zeros(len(spec.vocab), np.int64), 0)
+                   np.zeros((0, spec.num_dense), np.float32), np.zeros(len(spec.oov_names), np.int64), 0, seq)
   try:
     return encode_text(spec, rspec, data, 0, 'row', BadInput(strict=True))
   except BadInputError as e:  # 'row:<i>: reason (--strict ...)' -> one sentence

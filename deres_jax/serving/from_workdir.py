@@ -5,8 +5,9 @@ checkpoint (WORKDIR/best) when `eval.restore_best` kept one, else the newest reg
 checkpoint. Only the parameters are read (an Orbax partial restore), onto one device.
 
 The raw input format and the vocabularies come from the data the run trained on: the
-prepared directory's schema.json and vocab.npz (Criteo, Avazu, CSV), or, for the synthetic
-data, its CSV format with identity vocabularies (`features.synthetic_spec`).
+prepared directory's schema.json and vocab.npz (Criteo, Avazu, CSV, Amazon; the sequence
+fields' vocabularies too), or, for the synthetic data, its CSV format with identity
+vocabularies (`features.synthetic_spec`).
 """
 import dataclasses
 import json
@@ -65,7 +66,7 @@ def input_spec(data_config) -> tuple:
     schema = Schema(dense_names=tuple(f'I{k + 1}' for k in range(synthetic.NUM_DENSE)),
                     cat_names=tuple(f'C{f + 1}' for f in range(synthetic.NUM_CAT)), vocab_sizes=vocab)
     return schema, features.synthetic_spec(synthetic.NUM_DENSE, vocab)
-  if name in ('criteo', 'avazu', 'csv'):
+  if name in ('criteo', 'avazu', 'csv', 'amazon'):
     path = data_config.path
     if not prepared.is_complete(path):
       raise WorkdirError(f'the run trained on prepared data at config.data.path={path!r}, which is not '
@@ -74,15 +75,19 @@ def input_spec(data_config) -> tuple:
     vocab, _ = load_vocab(path)
     row_spec = RowSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta['spec'].items()})
     schema = Schema.from_json(meta['schema'])
-    return schema, features.InputSpec(row_spec, tuple(vocab[f][0] for f in schema.cat_names))
-  raise WorkdirError(f'config.data.name={name!r}: scoring raw rows supports synthetic, criteo, avazu '
-                     'and csv data')
+    seq_vocab = load_vocab(path, sequence=True) if schema.seq_names else {}  # a shared field: the scalar's keys
+    return schema, features.InputSpec(row_spec, tuple(vocab[f][0] for f in schema.cat_names),
+                                      tuple(seq_vocab[f][0] for f in schema.seq_names))
+  raise WorkdirError(f'config.data.name={name!r}: scoring raw rows supports synthetic, criteo, avazu, '
+                     'csv and amazon data')
 
 
 def _abstract_params(model, schema, device):
   dummy = {'label': np.zeros(2, np.float32), 'cat': np.zeros((2, len(schema.cat_names)), np.int32)}
   if schema.dense_names:
     dummy['dense'] = np.zeros((2, len(schema.dense_names)), np.float32)
+  if schema.seq_names:
+    dummy['seq'] = np.full((2, len(schema.seq_names), schema.seq_len), -1, np.int32)
   shapes = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.PRNGKey(0), dummy)['params']))
   sharding = jax.sharding.SingleDeviceSharding(device)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)

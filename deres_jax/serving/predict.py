@@ -1,7 +1,8 @@
 """Scoring a file of new rows (`launch/predict.py`): one probability per input row, in order.
 
 The input is text in the training data's own format (Criteo TSV, Avazu CSV, your CSV, or the
-synthetic quickstart's CSV), plain or gzipped, with or without the label column. It is read
+synthetic quickstart's CSV; history columns as `12|45|78`, Parquet as list columns), plain or
+gzipped, with or without the label column. It is read
 in chunks with the preparation's reader and checks (`features.encode_text`), so memory holds
 one chunk whatever the file size. Parquet files and CSV with quoted fields are read by pyarrow
 and fed to the same encoder (`table_input.py`).
@@ -74,7 +75,7 @@ def predict_file(scorer, input_path: str, output_path: str, strict: bool = False
     rspec = features.scoring_spec(spec, has_label)
     source = delimited.prefetch(delimited.read_chunks(input_path, chunk_bytes))
   bad = BadInput(strict)
-  oov = np.zeros(len(spec.vocab), np.int64)
+  oov = np.zeros(len(spec.oov_names), np.int64)
   rows = scored = 0
   tmp = f'{output_path}.tmp-{os.getpid()}'
   bar = None
@@ -113,7 +114,7 @@ def predict_file(scorer, input_path: str, output_path: str, strict: bool = False
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
-  unseen = {f: int(n) for f, n in zip(spec.row_spec.cat_names, oov) if n}
+  unseen = {f: int(n) for f, n in zip(spec.oov_names, oov) if n}  # sequence fields: unseen elements
   log(f'scored {scored:,} of {rows:,} rows -> {output_path}')
   log(bad.summary())
   if unseen:

@@ -5,7 +5,8 @@ reader, which splits on the separator and knows no quoting. Two more inputs are 
 pyarrow (a dependency already; no hand parser):
 
   * Parquet (`.parquet`, or `--input_format=parquet`): streamed by record batch, columns
-    picked by name, so their order in the file does not matter;
+    picked by name, so their order in the file does not matter; a list column (a sequence
+    field) is joined by its separator as preparation does (`csv_source.as_text`);
   * quoted CSV/TSV (`--input_format=csv`, or `auto` when the first 64 KiB of a text file hold
     a double quote): `pyarrow.csv.open_csv` with the model's separator and RFC 4180 quoting
     ("a,b" is one field, "" an escaped quote), every column read as a string, so numbers are
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from deres_jax.data import csv_source
 from deres_jax.serving import features
 
 FORMATS = ('auto', 'text', 'csv', 'parquet')
@@ -110,7 +112,8 @@ def chunks(spec: features.InputSpec, path: str, fmt: str, rows_per_batch: int = 
   def generate():
     line = first
     for batch in batches:
-      cols = [c.cast(pa.string()) for c in batch.columns]
+      # As preparation reads Parquet: a list column (a sequence field) joined by its separator.
+      cols = [csv_source.as_text(c, spec.row_spec.seq_sep) for c in batch.columns]
       for name, c in zip(batch.schema.names, cols):
         bad = pc.match_substring_regex(c, FORBIDDEN)
         if pc.any(bad).as_py():
