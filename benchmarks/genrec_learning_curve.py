@@ -56,7 +56,8 @@ def main():
     if not sep:
       raise SystemExit(f'--run takes LABEL=WORKDIR, got {item!r}')
     runs[label] = curve(workdir, args.metric)
-  print(f'| run | step | targets seen (M) | validation {args.metric} | validation {args.metric.replace("recall", "NDCG")} |')
+  ndcg = args.metric.replace('recall', 'NDCG')
+  print(f'| run | step | targets seen (M) | validation {args.metric} | validation {ndcg} |')
   print('|---|---:|---:|---:|---:|')
   for label, c in runs.items():
     for s, t, v, n in zip(c['steps'], c['targets'], c['value'], c['ndcg']):

@@ -5,8 +5,9 @@
   GET  /healthz  -> {"status": "ok", "model": ..., "step": ..., "requests": ..., "batches": ...}
 
 Rows are in the model's raw input format (`features.encode_rows`: every feature column,
-null = missing). A multi-scenario model (`scenario_scorer.py`) reads rows in its encoded
-schema with a `scenario` column, and the response also counts `unseen_scenarios` (rows of a
+null = missing). A multi-scenario model (`scenario_scorer.py`) reads rows with a `scenario`
+column, in raw values when its export saved vocabularies (a dataset read from CSV/Parquet),
+else in its encoded schema (ids), and the response also counts `unseen_scenarios` (rows of a
 scenario not seen in training, scored by the shared path). Errors are JSON
 {"error": "<one sentence>"}: 400 malformed JSON or payload, 413 a body over `max_body_bytes`
 or more than `max_rows` rows, 422 a row that does not fit the schema (a missing or unknown

@@ -64,6 +64,6 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   def write_files(tmp):
     bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
     bundle.save_params(tmp, r.params)
-    np.savez(os.path.join(tmp, 'vocab.npz'), **dict(zip(r.schema.cat_names, r.spec.vocab)))
+    bundle.save_vocab(tmp, r.schema.cat_names, r.spec.vocab)
   bundle.write(out, manifest, write_files)
   return manifest
