@@ -5,13 +5,15 @@
   python launch/predict.py --model=/tmp/quickstart_model --input=new.parquet --output=scores.csv
   python launch/predict.py --model=/tmp/tiger_model --input=histories.txt --output=recs.csv --k=10
   python launch/predict.py --model=/tmp/ms_model --input=rows.parquet --output=scores.csv
+  python launch/predict.py --workdir=/tmp/ms_mine --input=new_log.csv --output=scores.csv   # raw values
 
 The input is in the training data's raw format (the label column may be left out; history
 columns as `12|45|78`, or Parquet list columns). The saved vocabularies and preprocessing
 are applied; unseen categories get the OOV id and are counted; bad rows are counted and
 skipped (an empty probability in their line) or, with --strict, stop the run. A genrec model
 reads one history per row and writes the top --k items with scores; a multi-scenario model
-reads rows with a scenario column (serving/predict_families.py).
+reads rows with a scenario column: for a model trained on CSV/Parquet files, a file of the
+same format with raw values (serving/predict_families.py).
 docs/serving.md.
 """
 import sys
@@ -31,6 +33,8 @@ _FORMAT = flags.DEFINE_enum('input_format', 'auto', ['auto', 'text', 'csv', 'par
                             'auto: Parquet by the .parquet suffix, quoted CSV (pyarrow) when the text holds a '
                             'double quote, else the plain reader; or force one.')
 _K = flags.DEFINE_integer('k', 10, 'Generative retrieval: items per history.')
+_SCENARIO = flags.DEFINE_string('scenario', '', 'Multi-scenario: the scenario of every row, for a file without a '
+                                'scenario column (AliExpress: the country of the file).')
 _BATCH = flags.DEFINE_integer('batch_size', 4096, 'Rows per model call.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 flags.mark_flags_as_required(['input', 'output'])
@@ -67,7 +71,7 @@ def main(argv):
     if hasattr(scorer, 'recommend'):   # generative retrieval: histories -> top-k items
       predict_families.recommend_file(scorer, _INPUT.value, _OUTPUT.value, _K.value, strict=_STRICT.value)
     elif hasattr(scorer, 'scenario_names'):   # multi-scenario rows with a scenario column
-      predict_families.score_scenario_file(scorer, _INPUT.value, _OUTPUT.value)
+      predict_families.score_scenario_file(scorer, _INPUT.value, _OUTPUT.value, scenario=_SCENARIO.value)
     else:
       predict.predict_file(scorer, _INPUT.value, _OUTPUT.value, strict=_STRICT.value, has_label=has_label,
                            progress=_PROGRESS.value, input_format=_FORMAT.value)

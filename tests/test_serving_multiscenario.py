@@ -58,6 +58,9 @@ def _reference(r, split, n, scenario=None):
 def test_exported_multiscenario_scores_like_in_process(run):
   r, scorer, test = run['restored'], run['scorer'], run['test']
   assert run['manifest']['scenario_names'] == list(r.info['scenario_names'])
+  # The synthetic data's ids are its raw values: no vocabularies, rows give ids.
+  assert run['manifest']['vocabulary'] == 'ids' and not scorer.raw
+  assert not os.path.exists(os.path.join(run['model_dir'], 'vocab.npz'))
   probs, unseen, oov = scorer.score_rows(_rows(r.info, test, 100))
   np.testing.assert_allclose(probs, _reference(r, test, 100), rtol=0, atol=1e-6)
   assert unseen == 0 and oov.sum() == 0 and len(set(np.round(probs, 6))) > 20

@@ -9,15 +9,24 @@ plus two multi-label columns):
   'probs':    float32 [N, K]   optional: true probabilities of every label (synthetic data)
   'prob':     float32 [N]      optional: true probability of the target
 
+A dataset read from raw values (the CSV/Parquet formats of `samples.py`) keeps `vocab`, the raw
+value of every categorical id (id = 1 + position; '' is a missing value, a category like any
+other if training rows had it), and `raw_format`, how its files look; serving encodes new raw
+rows with them (`vocab_keys`, serving/multiscenario_export.py). Dense values are not transformed
+(the float of the text; empty or unparsable = NaN). The synthetic data's ids are its raw values:
+no `vocab`.
+
 The CTR train step trains on 'label' only, so every CTR piece (iterator, train step,
 checkpoints) carries over unchanged; 'labels' keeps the other targets for evaluation.
 CTCVR (click AND purchase over impressions) is the label `purchase` where purchase implies
 click (Ali-CCP, AliExpress, the synthetic data); CVR proper is P(purchase | click).
 """
 import dataclasses
+import os
 
 import numpy as np
 
+from deres_jax.data.delimited import key_of_string
 from deres_jax.data.schema import Schema, check_split
 
 
@@ -30,6 +39,29 @@ class MultiScenarioData:
   scenario_names: tuple = ()   # S names of the scenario ids, from the training rows
   source: str = ''
   notes: dict = dataclasses.field(default_factory=dict)  # bad rows skipped, unseen scenarios, ...
+  vocab: dict = dataclasses.field(default_factory=dict)  # field -> raw values in id order ({} = ids are raw)
+  raw_format: dict = dataclasses.field(default_factory=dict)  # the raw files' layout (samples.raw_format)
+
+
+def vocab_keys(vocab: dict) -> dict:
+  """{field: int64 keys in id order} of `MultiScenarioData.vocab`: the CTR vocabularies' keys
+  (`data/delimited.py key_of_string` of the UTF-8 text), so serving looks them up alike."""
+  return {f: np.asarray([key_of_string(v.encode('utf-8')) for v in values], np.int64)
+          for f, values in vocab.items()}
+
+
+VOCAB_FILE = 'vocab.npz'  # the workdir's copy of the raw-value vocabularies (written by training)
+
+
+def save_vocab(workdir: str, data: 'MultiScenarioData'):
+  """Writes `workdir`/vocab.npz ({field: keys}, `vocab_keys`) atomically; nothing without a vocab."""
+  if not data.vocab:
+    return
+  path = os.path.join(workdir, VOCAB_FILE)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    np.savez(f, **vocab_keys(data.vocab))
+  os.replace(tmp, path)
 
 
 def set_target(labels, label_names, target: str):

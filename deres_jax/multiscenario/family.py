@@ -14,6 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from deres_jax.config import ConfigError
 from deres_jax.data import iterator as iterator_lib
 from deres_jax.multiscenario import config as config_lib
+from deres_jax.multiscenario import data as data_lib
 from deres_jax.multiscenario import load as load_data
 from deres_jax.multiscenario import metrics as ms_metrics
 from deres_jax.multiscenario import models
@@ -55,7 +56,8 @@ def build_model(config, ds):
 
 def build(config, ds, workdir, mesh) -> family_lib.Task:
   """The multi-scenario task of one run."""
-  del workdir
+  if jax.process_index() == 0:   # the raw-value vocabularies, for export (serving on raw values)
+    data_lib.save_vocab(workdir, ds)
   model = build_model(config, ds)
   columns = {k: v for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
   dummy = {k: v[:2] for k, v in columns.items()}

@@ -1,8 +1,10 @@
 """Multi-scenario CSV files (Scenario-Wise Rec / torch-rechub layouts) read by a format spec.
 
 Each format names its label columns, scenario column and feature columns; the reader
-  * fits every vocabulary on the training rows only (id 0 = OOV / missing, ids by first
-    occurrence), dense values parse as floats (empty or unparsable = NaN, i.e. missing);
+  * fits every vocabulary on the training rows only (id 0 = OOV, ids by first occurrence; an
+    empty field is a value like any other), dense values parse as floats (empty or unparsable
+    = NaN, i.e. missing, no other transformation); the vocabularies are kept on the dataset
+    (`vocab`, with `raw_format`) for serving on raw values;
   * maps the scenario column through a vocabulary of the training rows' values: a value
     never seen in training gets id S (= num_scenarios) and is counted in `notes`, and the
     models give such rows the shared parameters only;
@@ -219,7 +221,15 @@ def load(fmt_name, files: dict, target: str = '', seed: int = 0, max_rows: int =
   source = f'{fmt_name}:{os.path.dirname(first if isinstance(first, str) else first[0][1])}'
   return check(MultiScenarioData(schema, splits, fmt.labels, target or fmt.target or fmt.labels[-1],
                                  scen_names, source,
-                                 {'bad_rows': bad, 'unseen_scenario_rows': unseen}))
+                                 {'bad_rows': bad, 'unseen_scenario_rows': unseen},
+                                 vocab={c: tuple(vocabs[c]) for c in fmt.categorical},
+                                 raw_format=raw_format(fmt)))
+
+
+def raw_format(fmt: CsvFormat) -> dict:
+  """How the raw files of `fmt` look, for serving (`launch/predict.py` reads new files alike)."""
+  return {'scenario_column': fmt.scenario, 'labels': list(fmt.labels), 'group': fmt.group,
+          'sep': fmt.sep, 'header': fmt.header, 'columns': list(fmt.columns)}
 
 
 COUNTRIES = ('NL', 'ES', 'FR', 'US', 'RU')  # AliExpress's five countries (scenarios)

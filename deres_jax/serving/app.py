@@ -6,13 +6,14 @@
 
 Rows are in the model's raw input format (`features.encode_rows`: every feature column,
 null = missing; a sequence field as a JSON list of ids or the CSV's `12|45|78` text). A
-multi-scenario model (`scenario_scorer.py`) reads rows in its encoded schema with a
-`scenario` column, and the response also counts `unseen_scenarios` (rows of a scenario not
-seen in training, scored by the shared path). Errors are JSON {"error": "<one sentence>"}:
-400 malformed JSON or payload, 413 a body over `max_body_bytes` or more than `max_rows` rows,
-422 a row that does not fit the schema (a missing or unknown field, a bad number, a sequence
-element that is not an id, an empty list element), 500 an unexpected failure of the model
-call (logged; the server goes on).
+multi-scenario model (`scenario_scorer.py`) reads rows with a `scenario` column, in raw values
+when its export saved vocabularies (a dataset read from CSV/Parquet), else in its encoded
+schema (ids), and the response also counts `unseen_scenarios` (rows of a scenario not seen in
+training, scored by the shared path). Errors are JSON {"error": "<one sentence>"}: 400
+malformed JSON or payload, 413 a body over `max_body_bytes` or more than `max_rows` rows, 422 a
+row that does not fit the schema (a missing or unknown field, a bad number, a sequence element
+that is not an id, an empty list element), 500 an unexpected failure of the model call
+(logged; the server goes on).
 
 Dynamic batching: each request is encoded in a worker thread, then queued; one batcher task
 takes the first waiting request, adds the requests that arrive within `max_wait_ms` up to

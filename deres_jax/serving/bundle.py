@@ -1,6 +1,7 @@
 """What every exported model directory shares (`export`, `genrec_export`, `multiscenario_export`).
 
   params.npz       the parameters, one array per leaf ('tokenizer/embedding', ...): `save_params`
+  vocab.npz        per categorical field, the keys of its raw values in id order: `save_vocab`
   manifest.json    written last by `write`; every manifest carries `versions()` (library and jax
                    versions, the export time)
 
@@ -57,6 +58,12 @@ def save_exported(path: str, exported):
 def save_params(directory: str, params):
   """Writes `directory`/params.npz: one array per parameter leaf (`flatten_params`)."""
   np.savez(os.path.join(directory, 'params.npz'), **flatten_params(params))
+
+
+def save_vocab(directory: str, names, keys):
+  """Writes `directory`/vocab.npz: per categorical field `names[j]` its int64 keys in id order
+  (id = 1 + position; `exported.load_vocab` reads it back)."""
+  np.savez(os.path.join(directory, 'vocab.npz'), **{n: np.asarray(k, np.int64) for n, k in zip(names, keys)})
 
 
 def write(out: str, manifest: dict, write_files):

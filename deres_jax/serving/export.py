@@ -73,7 +73,7 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   def write_files(tmp):
     bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
     bundle.save_params(tmp, r.params)
-    np.savez(os.path.join(tmp, 'vocab.npz'), **vocab)
+    bundle.save_vocab(tmp, list(vocab), list(vocab.values()))
   bundle.write(out, manifest, write_files)
   return manifest
 

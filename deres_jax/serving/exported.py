@@ -1,4 +1,5 @@
-"""`load(model_dir)`: an exported model as a `Scorer` (CTR) or a `Retriever` (genrec), without the training code.
+"""`load(model_dir)`: an exported model as a `Scorer` (CTR), a `ScenarioScorer` (multi-scenario) or a
+`Retriever` (genrec), without the training code.
 
 Reads what `export` wrote (manifest.json, vocab.npz, params.npz, model.jaxexport) and calls
 the deserialized StableHLO; nothing of deres_jax.models, deres_jax.train or deres_jax.config
@@ -60,6 +61,12 @@ def _params(model_dir: str):
     return jax.device_put(unflatten_params({k: z[k] for k in z.files}))
 
 
+def load_vocab(model_dir: str, names) -> tuple:
+  """Per categorical field `names[j]` the int64 keys in id order (`bundle.save_vocab` wrote them)."""
+  with np.load(os.path.join(model_dir, 'vocab.npz')) as z:
+    return tuple(z[f] for f in names)
+
+
 def _load_genrec(model_dir: str, manifest: dict, batch_size: int) -> Retriever:
   """A genrec model directory (serving/genrec_export.py) as a Retriever."""
   system = manifest['system']
@@ -88,7 +95,12 @@ def _load_multiscenario(model_dir: str, manifest: dict, batch_size: int) -> Scen
   if missing:
     raise ModelDirError(f'{model_dir!r} is an incomplete multi-scenario model directory (missing {", ".join(missing)})')
   call, params = jax.jit(_deserialize(os.path.join(model_dir, 'model.jaxexport')).call), _params(model_dir)
-  return ScenarioScorer(lambda batch: np.asarray(call(params, batch)), manifest, batch_size)
+  vocab = None   # an export without vocabularies (synthetic data, or made before they were saved): ids
+  if manifest.get('vocabulary') == 'raw':
+    if not os.path.isfile(os.path.join(model_dir, 'vocab.npz')):
+      raise ModelDirError(f'{model_dir!r} is an incomplete multi-scenario model directory (missing vocab.npz)')
+    vocab = load_vocab(model_dir, manifest['cat_names'])
+  return ScenarioScorer(lambda batch: np.asarray(call(params, batch)), manifest, batch_size, vocab)
 
 
 def load(model_dir: str, batch_size: int = 1024):
@@ -114,9 +126,9 @@ def load(model_dir: str, batch_size: int = 1024):
                         'write one with launch/export.py')
   exported = _deserialize(os.path.join(model_dir, 'model.jaxexport'))
   params = _params(model_dir)
-  with np.load(os.path.join(model_dir, 'vocab.npz')) as z:
-    vocab = tuple(z[f] for f in manifest['schema']['cat_names'])
-    seq_vocab = tuple(z[s['vocab']] for s in manifest.get('sequences', ()))  # a shared field: the scalar's keys
+  vocab = load_vocab(model_dir, manifest['schema']['cat_names'])
+  # A sequence field that shares a scalar field's vocabulary reads that field's keys.
+  seq_vocab = load_vocab(model_dir, [s['vocab'] for s in manifest.get('sequences', ())])
   spec = features.InputSpec.from_json(manifest['row_spec'], vocab, seq_vocab)
   call = jax.jit(exported.call)
   return Scorer(spec, lambda batch: np.asarray(call(params, batch)), batch_size, manifest)

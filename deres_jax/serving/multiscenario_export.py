@@ -3,12 +3,16 @@
   model.jaxexport  (params, {'cat': int32[b, F], 'dense': float32[b, D], 'scenario': int32[b]})
                    -> logits float32[b], jax.export StableHLO with a symbolic batch b
   params.npz       the parameters, one array per leaf
-  manifest.json    kind 'multiscenario', the encoded schema (field names, vocabulary sizes),
-                   the scenario names in id order, the model, step, versions, test metrics
+  vocab.npz        a dataset read from raw values (CSV/Parquet): per categorical field the keys
+                   of its raw values in id order ('<field>': int64 keys), as a CTR export's
+  manifest.json    kind 'multiscenario', the schema (field names, vocabulary sizes), the scenario
+                   names in id order, `vocabulary` ('raw': rows hold raw values, looked up in
+                   vocab.npz; 'ids': the synthetic data, whose ids are its raw values), the raw
+                   files' layout (`raw_format`), the model, step, versions, test metrics
 
-Rows are scored in the encoded schema with a `scenario` column (`scenario_scorer.py`); a
-scenario not seen in training gets the id S, the shared path of every model. The directory is
-written beside `out` and renamed into place when complete.
+Rows are scored with a `scenario` column (`scenario_scorer.py`); a scenario not seen in training
+gets the id S, the shared path of every model. The directory is written beside `out` and renamed
+into place when complete.
 """
 import dataclasses
 import os
@@ -21,6 +25,7 @@ from jax import export as jax_export
 
 from deres_jax import multiscenario
 from deres_jax.data import iterator as iterator_lib
+from deres_jax.multiscenario import data as ms_data
 from deres_jax.multiscenario import family as ms_family
 from deres_jax.serving import bundle
 from deres_jax.serving import from_workdir
@@ -38,6 +43,24 @@ class ScenarioRestored:
   step: int
   summary: dict
   variables: bool = False  # `params` are the Flax variables {'params', 'batch_stats'} (STAR 'batch')
+  vocab: tuple | None = None  # raw values: per categorical field the int64 keys in id order
+
+
+def _vocab(workdir: str, ds) -> tuple | None:
+  """The keys of the raw-value vocabularies (None: ids are the raw values), checked against the
+  copy training saved in the workdir (rebuilt from changed data files, ids would silently differ)."""
+  if not ds.vocab:
+    return None
+  keys = ms_data.vocab_keys(ds.vocab)
+  path = os.path.join(workdir, ms_data.VOCAB_FILE)
+  if os.path.isfile(path):
+    with np.load(path) as z:
+      changed = [f for f in ds.schema.cat_names if f not in z.files or not np.array_equal(z[f], keys[f])]
+    if changed:
+      raise from_workdir.WorkdirError(
+          f'the vocabularies of {changed[:5]} rebuilt from config.data differ from those the run trained with '
+          f'({path}): the data files changed since training; restore them to export this run')
+  return tuple(keys[f] for f in ds.schema.cat_names)
 
 
 def restore(workdir: str) -> ScenarioRestored:
@@ -46,6 +69,7 @@ def restore(workdir: str) -> ScenarioRestored:
   if config.get('family') != 'multiscenario':
     raise from_workdir.WorkdirError(f'{workdir!r} is not a multi-scenario run')
   ds = multiscenario.load(config.data)
+  vocab = _vocab(workdir, ds)
   # The model as the run built it (AdaSparse's annealing length is set from the run's steps).
   model = ms_family.build_model(config, ds)
   dummy = {k: v[:2] for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
@@ -61,15 +85,18 @@ def restore(workdir: str) -> ScenarioRestored:
   summary = from_workdir.read_summary(workdir)
   info = {'dense_names': list(ds.schema.dense_names), 'cat_names': list(ds.schema.cat_names),
           'vocab_sizes': [int(v) for v in ds.schema.vocab_sizes], 'scenario_names': list(ds.scenario_names),
-          'target': ds.target, 'dataset': ds.source}
-  return ScenarioRestored(config, info, model, params, step, summary, model_state is not None)
+          'target': ds.target, 'dataset': ds.source, 'vocabulary': 'raw' if ds.vocab else 'ids'}
+  if ds.vocab:
+    info['raw_format'] = dict(ds.raw_format)
+  return ScenarioRestored(config, info, model, params, step, summary, model_state is not None, vocab)
 
 
 def in_process(workdir: str, batch_size: int = 1024) -> ScenarioScorer:
   """The run's model as a ScenarioScorer, jit-compiled in process (no export)."""
   r = restore(workdir)
   fn = jax.jit(from_workdir.apply_fn(r.model, r.step, r.variables))
-  return ScenarioScorer(lambda batch: np.asarray(fn(r.params, batch)), dict(r.info, step=r.step), batch_size)
+  return ScenarioScorer(lambda batch: np.asarray(fn(r.params, batch)), dict(r.info, step=r.step), batch_size,
+                        r.vocab)
 
 
 def export(workdir: str, out: str, platforms=bundle.PLATFORMS, overwrite: bool = False) -> dict:
@@ -103,5 +130,7 @@ def export(workdir: str, out: str, platforms=bundle.PLATFORMS, overwrite: bool =
   def write_files(tmp):
     bundle.save_exported(os.path.join(tmp, 'model.jaxexport'), exported)
     bundle.save_params(tmp, r.params)
+    if r.vocab is not None:
+      bundle.save_vocab(tmp, r.info['cat_names'], r.vocab)
   bundle.write(out, manifest, write_files)
   return manifest

@@ -10,10 +10,16 @@ Output CSV `line,items,scores,unknown,truncated`: the k items and scores space-s
 first; a row whose history is not a list of integers keeps its line with empty fields and is
 counted (`--strict` stops instead).
 
-Multi-scenario (`score_scenario_file`): a CSV with a header or Parquet in the model's encoded
-schema with a `scenario` column (`scenario_scorer.py`; columns the model does not read, such as
-labels, are ignored). Output `line,probability`; rows of scenarios unseen in training are
-scored by the shared path and counted.
+Multi-scenario (`score_scenario_file`): a CSV or Parquet file; columns the model does not read,
+such as labels, are ignored. Output `line,probability`; rows of scenarios unseen in training are
+scored by the shared path and counted (`scenario_scorer.py`).
+  * an export with vocabularies (a dataset read from CSV/Parquet): a file of the training
+    files' format (`raw_format`: separator, header or column names), raw values, the scenario
+    in the format's scenario column (or a `scenario` column, or `scenario=` for a file of one
+    scenario, as AliExpress's per-country files). A CSV is read as text, as training read it
+    (quoted fields allowed; an empty field is the missing value).
+  * an export in ids (synthetic data): a CSV with a header or Parquet in the encoded schema with
+    a `scenario` column.
 
 Line numbers are the input's data row numbers from 1 (a text file's line numbers).
 """
@@ -28,10 +34,19 @@ from deres_jax.serving.features import SchemaError
 from deres_jax.serving.retriever import RequestError
 
 
-def _table_rows(path: str, columns, rows_per_batch: int = 4096):
-  """Yields lists of row dicts (only `columns` that the file has) of a CSV-with-header or Parquet file."""
+def _table_rows(path: str, columns, rows_per_batch: int = 4096, raw: dict | None = None):
+  """Yields lists of row dicts (only `columns` that the file has) of a CSV-with-header or Parquet file.
+
+  `raw`: a multi-scenario raw format (`samples.raw_format`): the CSV's separator and header (or
+  column names), every column read as text with '' kept (not null), as the training loader reads.
+  """
   if path.endswith('.parquet'):
     batches = pq.ParquetFile(path).iter_batches(rows_per_batch)
+  elif raw is not None:
+    read = pa_csv.ReadOptions(column_names=None if raw.get('header', True) else list(raw['columns']))
+    text = pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=False,
+                                 quoted_strings_can_be_null=False)
+    batches = pa_csv.open_csv(path, read, pa_csv.ParseOptions(delimiter=raw.get('sep', ',')), text)
   else:
     batches = pa_csv.open_csv(path, convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
   for batch in batches:
@@ -135,14 +150,16 @@ def recommend_file(retriever, input_path: str, output_path: str, k: int = 10, st
   return dict(stats, output=os.path.abspath(output_path))
 
 
-def score_scenario_file(scorer, input_path: str, output_path: str, log=print) -> dict:
+def score_scenario_file(scorer, input_path: str, output_path: str, log=print, scenario: str = '') -> dict:
   """Writes the probability of every row of a multi-scenario CSV/Parquet file (module docstring).
 
   Args:
-    scorer: a `ScenarioScorer` (`serving.load` of a multi-scenario export).
-    input_path: rows in the encoded schema with a `scenario` column (CSV with a header, or Parquet).
+    scorer: a `ScenarioScorer` (`serving.load` of a multi-scenario export, or `in_process`).
+    input_path: rows with a scenario column: raw values in the training files' format for an
+      export with vocabularies, else the encoded schema (CSV with a header, or Parquet).
     output_path: the CSV to write (`line,probability`).
     log: printer of the summary.
+    scenario: the scenario of every row, for a file without a scenario column ('' = read it).
   Returns:
     {'rows', 'unseen_scenarios', 'oov', 'output'}.
   Raises:
@@ -150,11 +167,15 @@ def score_scenario_file(scorer, input_path: str, output_path: str, log=print) ->
   """
   if not os.path.isfile(input_path):
     raise FileNotFoundError(f'the input file {input_path!r} does not exist')
-  columns = (*scorer.dense_names, *scorer.cat_names, 'scenario')
+  raw = (scorer.info.get('raw_format') or {}) if getattr(scorer, 'raw', False) else None
+  columns = (*scorer.dense_names, *scorer.cat_names, 'scenario', scorer.scenario_column)
   stats = {'rows': 0, 'unseen_scenarios': 0, 'oov': np.zeros(len(scorer.cat_names), np.int64)}
 
   def lines():
-    for rows in _table_rows(input_path, columns):
+    for rows in _table_rows(input_path, tuple(dict.fromkeys(columns)), raw=raw):
+      if scenario:
+        rows = [dict({k: v for k, v in r.items() if k not in ('scenario', scorer.scenario_column)}, scenario=scenario)
+                for r in rows]
       try:
         probs, unseen, oov = scorer.score_rows(rows)
       except SchemaError as e:   # 'row i ...' of the batch -> the file's row
@@ -164,6 +185,7 @@ def score_scenario_file(scorer, input_path: str, output_path: str, log=print) ->
       stats['unseen_scenarios'] += unseen
       stats['oov'] += oov
   _write(output_path, 'line,probability', lines())
+  what = 'values not in the vocabularies' if raw is not None else 'ids not in the vocabularies'
   log(f'scored {stats["rows"]:,} rows -> {output_path} ({stats["unseen_scenarios"]} of an unseen scenario, '
-      f'scored by the shared path; {int(stats["oov"].sum())} ids not in the vocabularies)')
+      f'scored by the shared path; {int(stats["oov"].sum())} {what})')
   return dict(stats, oov=stats['oov'].tolist(), output=os.path.abspath(output_path))
