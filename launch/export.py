@@ -17,7 +17,7 @@ from absl import logging
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to export.')
 _OUT = flags.DEFINE_string('out', None, 'Model directory to write.')
 _PLATFORMS = flags.DEFINE_list('platforms', ['cpu', 'cuda', 'tpu'], 'Platforms to lower for.')
-_BEAMS = flags.DEFINE_list('beam_sizes', None, 'Generative retrieval: the beam sizes (TIGER) or top-K '
+_BEAMS = flags.DEFINE_list('beam_sizes', None, 'Generative retrieval: the beam sizes (TIGER, COBRA) or top-K '
                            'sizes (SASRec) to export, one function each (default: the run\'s eval.beam_size).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
 flags.mark_flags_as_required(['workdir', 'out'])

@@ -123,3 +123,15 @@ def beam_vectors(model: Cobra, params, mem_bsd, enc_bs, tokens_bkt):
                        method=tiger.Tiger.decode_hidden)
   h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
   return model.apply({'params': params}, h, method=Cobra.dense).reshape(B, K, -1)
+
+
+def fuse_beams(model: Cobra, params, mem_bsd, enc_bs, beams, item_vec_nd, c, top_k: int):
+  """BeamFusion of a trie-constrained beam search: (items [B, top_k], scores [B, top_k]).
+
+  `beams` = (items, log-probs, tokens) of `beam.beam_search(_cached)`; `item_vec_nd` = `Cobra.items`;
+  `c` = config.cobra. The one ranking of evaluation (tasks.CobraTask) and of the export
+  (serving/genrec_export.py).
+  """
+  items_bk, logp_bk, tokens_bkt = beams
+  vec_bkd = beam_vectors(model, params, mem_bsd, enc_bs, tokens_bkt)
+  return beam_fusion(logp_bk, vec_bkd, items_bk, item_vec_nd, c.fusion_weight, c.cos_scale, top_k, c.candidates)

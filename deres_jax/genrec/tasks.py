@@ -298,20 +298,22 @@ class CobraTask(TigerTask):
     self.cobra = c
 
     def rank(params, enc):
+      """(items, scores) [B, beam_size]: BeamFusion of the beams (the export runs the same, genrec_export.py)."""
       mem = self.encode(params, enc)
-      items, logp, tokens = self._beams(params, mem, enc)
-      vec_bkd = cobra.beam_vectors(self.model, params, mem, enc, tokens)
-      item_nd = self.model.apply({'params': params}, self.content, method=cobra.Cobra.items)
-      return cobra.beam_fusion(logp, vec_bkd, items, item_nd, c.fusion_weight, c.cos_scale, self.beam_size,
-                               c.candidates)[0]
+      return cobra.fuse_beams(self.model, params, mem, enc, self._beams(params, mem, enc), self.item_vectors(params),
+                              c, self.beam_size)
     self._jit_rank = jax.jit(rank)
 
   def _make_model(self, config, data, **sizes):
     return cobra.Cobra(**sizes, **config.model, num_items=data.num_items, dense_dim=config.cobra.dense_dim,
                        item_vectors=config.cobra.item_vectors)
 
+  def item_vectors(self, params):
+    """The dense vectors [N+1, D] BeamFusion scores against (the learned table or the content tower's)."""
+    return self.model.apply({'params': params}, self.content, method=cobra.Cobra.items)
+
   def _rank(self, params, enc):
-    return self._jit_rank(params, enc)
+    return self._jit_rank(params, enc)[0]
 
   def init(self, rng):
     enc = jnp.zeros((1, self.model.max_enc_len), jnp.int32)

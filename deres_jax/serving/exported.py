@@ -68,17 +68,22 @@ def load_vocab(model_dir: str, names) -> tuple:
 
 
 def _load_genrec(model_dir: str, manifest: dict, batch_size: int) -> Retriever:
-  """A genrec model directory (serving/genrec_export.py) as a Retriever."""
+  """A genrec model directory (serving/genrec_export.py: TIGER, COBRA, SASRec) as a Retriever."""
   system = manifest['system']
   need = ['params.npz'] + [f'retriever_k{k}.jaxexport' for k in manifest['beam_sizes']]
   need += [] if system == 'sasrec' else ['trie.npz', 'items.npz']
+  need += ['item_vectors.npz'] if system == 'cobra' else []
   missing = [f for f in need if not os.path.isfile(os.path.join(model_dir, f))]
   if missing:
     raise ModelDirError(f'{model_dir!r} is an incomplete genrec model directory (missing {", ".join(missing)})')
   params, arrays, item_tokens = _params(model_dir), {}, None
   if system != 'sasrec':
     with np.load(os.path.join(model_dir, 'trie.npz')) as z:
-      arrays = jax.device_put({k: z[k] for k in z.files})
+      arrays = {k: z[k] for k in z.files}
+    if system == 'cobra':   # the dense item vectors BeamFusion scores against
+      with np.load(os.path.join(model_dir, 'item_vectors.npz')) as z:
+        arrays['item_vectors'] = z['item_vectors']
+    arrays = jax.device_put(arrays)
     with np.load(os.path.join(model_dir, 'items.npz')) as z:
       item_tokens = z['item_tokens']
 

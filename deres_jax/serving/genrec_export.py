@@ -1,26 +1,36 @@
-"""Exports a generative-retrieval run (TIGER, SASRec) for serving with `jax.export`.
+"""Exports a generative-retrieval run (TIGER, COBRA, SASRec) for serving with `jax.export`.
 
 The model directory (`launch/export.py --workdir=<genrec run>`) holds everything
 `serving.load` needs to recommend and nothing of the training code:
 
-  retriever_k<K>.jaxexport  per beam size K: (params, trie, inputs [b, S]) -> (items [b, K],
+  retriever_k<K>.jaxexport  per beam size K: (params, arrays, inputs [b, S]) -> (items [b, K],
                             scores [b, K]), serialized StableHLO with a symbolic batch b. For
                             TIGER it is the whole recommendation: the encoder, then the
                             KV-cached trie-constrained beam search (genrec/beam.py
                             `beam_search_cached`) inside one function, so every returned id is
-                            a catalogue item; for SASRec the full-catalogue scores of the last
-                            position and their top K (`lax.top_k`, item 0 excluded)
+                            a catalogue item; for COBRA the same beam search with K beams, then
+                            the dense vector of each beam and BeamFusion against the item
+                            vectors (genrec/cobra.py `fuse_beams`, the ranking of
+                            tasks.CobraTask: the beams' own items or every catalogue item, per
+                            `config.cobra.candidates`), in the same function; for SASRec the
+                            full-catalogue scores of the last position and their top K
+                            (`lax.top_k`, item 0 excluded)
   params.npz                the retriever's parameters, one array per leaf
-  trie.npz                  TIGER: the trie of valid token strings as CSR arrays (child_start,
-                            child_token, child_node, node_item), arguments of the function
-  items.npz                 TIGER: the SID <-> item table (`codes` [N+1, m+1], row 0 padding,
-                            `level_sizes`) and the token table the encoder reads (`item_tokens`
-                            [N+1, m], after SemanticBPE merges if any)
+  trie.npz                  TIGER, COBRA: the trie of valid token strings as CSR arrays
+                            (child_start, child_token, child_node, node_item), arguments of the
+                            function (`arrays`)
+  item_vectors.npz          COBRA: `item_vectors` [N+1, D], the dense vector of every item
+                            (`Cobra.items`: the learned table, or the content tower applied to
+                            the tokenizer's content features, computed once at export), also in
+                            `arrays`
+  items.npz                 TIGER, COBRA: the SID <-> item table (`codes` [N+1, m+1], row 0
+                            padding, `level_sizes`) and the token table the encoder reads
+                            (`item_tokens` [N+1, m], after SemanticBPE merges if any)
   manifest.json             kind 'genrec', system, catalogue size, history cap, beam sizes, the
-                            user-token layout, the tokenizer's statistics, versions, the
-                            training step and the test metrics at export
+                            user-token layout, COBRA's fusion settings (`cobra`), the
+                            tokenizer's statistics, versions, the training step and the test
+                            metrics at export
 
-COBRA (BeamFusion re-ranking with dense vectors) is not exported yet: a clear error says so.
 The directory is written beside `out` and renamed into place when complete.
 """
 import dataclasses
@@ -33,6 +43,7 @@ import numpy as np
 from jax import export as jax_export
 
 from deres_jax.genrec import beam
+from deres_jax.genrec import cobra
 from deres_jax.genrec import family as genrec_family
 from deres_jax.genrec import sasrec
 from deres_jax.genrec import tasks
@@ -48,7 +59,7 @@ FORMAT = 'deres_jax.serving.genrec/1'
 class GenrecRestored:
   """A genrec run's retriever task (tokenizer loaded, never refitted) and its best parameters."""
   config: ml_collections.ConfigDict
-  task: object          # tasks.TigerTask or tasks.SASRecTask
+  task: object          # tasks.TigerTask, tasks.CobraTask or tasks.SASRecTask
   params: dict
   step: int
   summary: dict
@@ -60,9 +71,6 @@ def restore(workdir: str) -> GenrecRestored:
   if config.get('family') != 'genrec':
     raise from_workdir.WorkdirError(f'{workdir!r} is not a generative-retrieval run (family '
                                     f'{config.get("family")!r})')
-  if config.system == 'cobra':
-    raise from_workdir.WorkdirError('COBRA runs are not exported yet (BeamFusion re-ranks with dense '
-                                    'vectors outside the beam search); TIGER and SASRec are')
   if config.system != 'sasrec' and not os.path.isfile(os.path.join(workdir, 'tokenizer', 'sids.npz')):
     raise from_workdir.WorkdirError(f'{workdir!r} has no finished tokenizer (tokenizer/sids.npz)')
   data = genrec_family.load(config)
@@ -76,7 +84,10 @@ def restore(workdir: str) -> GenrecRestored:
 
 
 def recommend_fn(task, k: int):
-  """(params, trie arrays, inputs [b, S]) -> (items [b, k], scores [b, k]) of a task (see module doc)."""
+  """(params, arrays, inputs [b, S]) -> (items [b, k], scores [b, k]) of a task (see module doc).
+
+  `arrays` = `_arrays(task, params)`: none for SASRec, the trie for TIGER, the trie and
+  `item_vectors` for COBRA."""
   if isinstance(task, tasks.SASRecTask):
     def top_k(params, arrays, hist_bl):
       del arrays
@@ -90,9 +101,11 @@ def recommend_fn(task, k: int):
   def search(params, arrays, enc_bs):
     mem = task.model.apply({'params': params}, enc_bs, method=tiger.Tiger.encode)
     # The jit-free body of the search: its batch size is the symbolic b of the export.
-    items, scores, _ = beam.beam_search_cached.__wrapped__(init, step, arrays, (params, mem, enc_bs),
-                                                           enc_bs.shape[0], k, children, depth)
-    return items, scores
+    beams = beam.beam_search_cached.__wrapped__(init, step, arrays, (params, mem, enc_bs), enc_bs.shape[0], k,
+                                                children, depth)
+    if isinstance(task, tasks.CobraTask):   # BeamFusion of the K beams, as CobraTask ranks them
+      return cobra.fuse_beams(task.model, params, mem, enc_bs, beams, arrays['item_vectors'], task.cobra, k)
+    return beams[0], beams[1]
   return search
 
 
@@ -104,11 +117,20 @@ def manifest_info(r: GenrecRestored) -> dict:
     info.update(first_user=int(task.layout.first_user), num_user_tokens=int(task.layout.num_user_tokens),
                 id_length=int(task.item_tok.shape[1]), trie_nodes=int(len(task.trie.node_item)),
                 user_token='adjacent')
+  if isinstance(task, tasks.CobraTask):
+    c = task.cobra
+    info['cobra'] = {'item_vectors': c.item_vectors, 'dense_dim': int(c.dense_dim), 'candidates': c.candidates,
+                     'fusion_weight': float(c.fusion_weight), 'cos_scale': float(c.cos_scale)}
   return info
 
 
-def _arrays(task) -> dict:
-  return {} if isinstance(task, tasks.SASRecTask) else task.trie_arrays
+def _arrays(task, params) -> dict:
+  """The arrays the exported function takes besides the parameters (see `recommend_fn`)."""
+  if isinstance(task, tasks.SASRecTask):
+    return {}
+  if isinstance(task, tasks.CobraTask):
+    return dict(task.trie_arrays, item_vectors=jax.device_get(task.item_vectors(params)))
+  return task.trie_arrays
 
 
 def input_width(task) -> int:
@@ -119,7 +141,7 @@ def in_process(workdir: str, beam_sizes=None, batch_size: int = 256) -> Retrieve
   """The retriever of a genrec run as a `Retriever`, jit-compiled in process (no export)."""
   r = restore(workdir)
   beam_sizes = tuple(beam_sizes or (r.config.eval.beam_size,))
-  arrays = _arrays(r.task)
+  arrays = _arrays(r.task, r.params)
   fns = {k: _bind(jax.jit(recommend_fn(r.task, k)), r.params, arrays) for k in beam_sizes}
   info = dict(manifest_info(r), step=r.step, workdir=os.path.abspath(workdir), beam_sizes=list(beam_sizes))
   return Retriever(fns, info, None if isinstance(r.task, tasks.SASRecTask) else r.task.item_tok, batch_size)
@@ -134,10 +156,10 @@ def export(workdir: str, out: str, platforms=bundle.PLATFORMS, beam_sizes=None,
   """Exports the retriever of the genrec run `workdir` to the directory `out`.
 
   Args:
-    workdir: a genrec training workdir (config.family 'genrec', TIGER or SASRec) with a checkpoint.
+    workdir: a genrec training workdir (config.family 'genrec': TIGER, COBRA or SASRec) with a checkpoint.
     out: the model directory to write.
     platforms: the platforms the StableHLO is lowered for.
-    beam_sizes: the beam sizes (TIGER) or top-K sizes (SASRec) to export, one function each;
+    beam_sizes: the beam sizes (TIGER, COBRA) or top-K sizes (SASRec) to export, one function each;
       None = the run's eval.beam_size. A request for k uses the smallest exported size >= k.
     overwrite: replace an existing `out`.
     restored: `restore(workdir)` if already done (tests reuse it).
@@ -153,10 +175,11 @@ def export(workdir: str, out: str, platforms=bundle.PLATFORMS, beam_sizes=None,
     raise ValueError(f'top-K sizes {beam_sizes} exceed the catalogue of {r.task.data.num_items} items')
   b, = jax_export.symbolic_shape('b')
   shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-  params, arrays = jax.tree.map(shape, r.params), jax.tree.map(shape, _arrays(r.task))
+  arrays = _arrays(r.task, r.params)
+  params, arrays_shape = jax.tree.map(shape, r.params), jax.tree.map(shape, arrays)
   inputs = jax.ShapeDtypeStruct((b, input_width(r.task)), np.int32)
   exported = {k: jax_export.export(jax.jit(recommend_fn(r.task, k)), platforms=tuple(platforms))(
-      params, arrays, inputs) for k in beam_sizes}
+      params, arrays_shape, inputs) for k in beam_sizes}
   test = r.summary.get('test', {})
   manifest = {
       'format': FORMAT, 'kind': 'genrec', **bundle.versions(),
@@ -173,6 +196,8 @@ def export(workdir: str, out: str, platforms=bundle.PLATFORMS, beam_sizes=None,
     bundle.save_params(tmp, r.params)
     if not isinstance(r.task, tasks.SASRecTask):
       np.savez(os.path.join(tmp, 'trie.npz'), **{k: np.asarray(v) for k, v in r.task.trie_arrays.items()})
+      if 'item_vectors' in arrays:
+        np.savez(os.path.join(tmp, 'item_vectors.npz'), item_vectors=np.asarray(arrays['item_vectors']))
       table = os.path.join(workdir, 'tokenizer', 'sids.npz')
       with np.load(table) as z:
         np.savez(os.path.join(tmp, 'items.npz'), codes=z['codes'], level_sizes=z['level_sizes'],

@@ -1,4 +1,4 @@
-"""The HTTP recommendation service of a generative-retrieval model (`launch/serve.py`, TIGER/SASRec).
+"""The HTTP recommendation service of a generative-retrieval model (`launch/serve.py`, TIGER/COBRA/SASRec).
 
   POST /recommend  {"history": [item ids, oldest first], "k": 10, "user": 7}   ("k", "user" optional)
                    -> {"items": [...], "scores": [...], "unknown": 0, "truncated": 0}

@@ -9,6 +9,10 @@ batch of model inputs to (items [b, K], scores [b, K]) for one static K:
           tokens of the last L history items (left-padded; genrec/tiger.py TokenLayout);
           output = the trie-constrained beam search with K beams (genrec/beam.py), scores =
           sum of the log-probabilities of each ID's tokens and eos, so every item is real;
+  COBRA   inputs = TIGER's; output = BeamFusion (genrec/cobra.py) of the K trie-constrained
+          beams: (1 - w) log softmax(beam log-probs) + w psi cos(beam's dense vector, item
+          vector), each item's best over the beams, over the beams' own items or every item
+          (the run's `cobra.candidates`, in info['cobra']), so every item is real;
   SASRec  inputs = the last L item ids [b, L], left-padded; output = the top K of the full
           catalogue's scores <H_L, M_i> (item 0, the padding, excluded).
 
@@ -32,7 +36,7 @@ class RequestError(ValueError):
 class Recommendation(NamedTuple):
   """The top-k of one history."""
   items: np.ndarray    # int64 [<= k], real item ids, best first
-  scores: np.ndarray   # float32 [<= k], descending (TIGER: log-probability; SASRec: dot product)
+  scores: np.ndarray   # float32 [<= k], descending (TIGER: log-probability; COBRA: BeamFusion; SASRec: dot)
   unknown: int         # history ids dropped as not in the catalogue
   truncated: int       # oldest history items dropped beyond max_len
 
@@ -53,10 +57,10 @@ class Retriever:
     """
     Args:
       fns: {K: inputs [b, S] int32 -> (items [b, K], scores [b, K])}, one per exported beam size.
-      info: 'system' ('tiger' | 'sasrec'), 'num_items' N, 'max_len' L, and for TIGER
+      info: 'system' ('tiger' | 'cobra' | 'sasrec'), 'num_items' N, 'max_len' L, and for TIGER and COBRA
         'first_user', 'num_user_tokens' and 'user_token' (the user token layout: 'adjacent', right
         before the first history item as `tiger.TokenLayout` builds it; 'first', exports before it).
-      item_tokens: TIGER's token table [N+1, m] (row 0 = padding); None for SASRec.
+      item_tokens: TIGER's (COBRA's) token table [N+1, m] (row 0 = padding); None for SASRec.
       batch_size: the most histories per call (larger inputs are split).
     """
     self.fns = {int(k): f for k, f in fns.items()}
@@ -161,7 +165,7 @@ class Retriever:
     Args:
       histories: a list of histories, each a list of item ids (oldest first).
       k: items per history (at most the largest exported K); an int, or one per history.
-      users: TIGER only: user ids [n] (hashed to the user tokens as at training); None = user 0.
+      users: TIGER and COBRA only: user ids [n] (hashed to the user tokens as at training); None = user 0.
     Returns:
       One `Recommendation` per history (fewer than k items only where fewer could be completed).
     Raises:
