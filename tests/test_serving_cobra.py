@@ -77,6 +77,11 @@ def test_exported_cobra_equals_in_process_beam_fusion(cobra_run):
   # A smaller k is the best k of the same fusion.
   for rec, full in zip(retriever.recommend(histories, k=3, users=users), got):
     np.testing.assert_array_equal(rec.items, full.items[:3])
+  # The in-process Retriever (predict.py --workdir=) ranks the same.
+  local = genrec_export.in_process(cobra_run['workdir'], batch_size=8)
+  for rec, full in zip(local.recommend(histories[:8], k=10, users=users[:8]), got):
+    np.testing.assert_array_equal(rec.items, full.items)
+    np.testing.assert_allclose(rec.scores, full.scores, rtol=0, atol=1e-5)
 
 
 def test_beam_candidates_export_equals_in_process(cobra_run, tmp_path):
@@ -88,6 +93,17 @@ def test_beam_candidates_export_equals_in_process(cobra_run, tmp_path):
   assert manifest['cobra']['candidates'] == 'beam'
   retriever = exported.load(model_dir, batch_size=8)
   histories = _histories(64, r.task.data.num_items, r.task.data.max_len, seed=5)
+  _check(retriever, r, histories, np.arange(64))
+
+
+def test_content_item_vectors_export_equals_in_process(tmp_path):
+  """item_vectors='content': the content tower's vectors, computed once at export, rank as in process."""
+  workdir = _train('beauty_cobra', str(tmp_path / 'run'), preset='tiny_content')
+  r = genrec_export.restore(workdir)
+  manifest = genrec_export.export(workdir, str(tmp_path / 'model'), platforms=('cpu',), beam_sizes=(10,), restored=r)
+  assert manifest['cobra']['item_vectors'] == 'content' and 'item_table' not in r.params
+  retriever = exported.load(str(tmp_path / 'model'), batch_size=8)
+  histories = _histories(64, r.task.data.num_items, r.task.data.max_len, seed=6)
   _check(retriever, r, histories, np.arange(64))
 
 

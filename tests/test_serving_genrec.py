@@ -27,8 +27,8 @@ from test_genrec_sasrec import genrec_config
 SLICE = os.path.join(os.path.dirname(__file__), 'data', 'genrec')
 
 
-def _train(name, workdir):
-  config = genrec_config(name)
+def _train(name, workdir, preset='tiny'):
+  config = genrec_config(name, preset)
   config.data.path = SLICE
   if name != 'beauty_sasrec':
     config.tokenizer.update(steps=10, restart_every=5, log_every=10)

@@ -5,7 +5,7 @@ Generative retrieval (`recommend_file`): one history per input row, oldest item 
   * text: each line holds the item ids separated by spaces or commas (a blank line is an
     empty history);
   * CSV with a header or Parquet: a `history` column (Parquet: a list of integers; CSV: the
-    ids in one field separated by spaces) and optionally `user` (TIGER's user token).
+    ids in one field separated by spaces) and optionally `user` (TIGER's or COBRA's user token).
 Output CSV `line,items,scores,unknown,truncated`: the k items and scores space-separated, best
 first; a row whose history is not a list of integers keeps its line with empty fields and is
 counted (`--strict` stops instead).
