@@ -10,6 +10,7 @@
       --train_files=train.csv --val_files=valid.csv --test_files=test.csv
   python launch/prepare_data.py avazu --manual_dir=~/avazu --data_dir=/data/avazu_time \
       --split=time:hour --fractions=0.8,0.1,0.1
+  # any of these with --tfds: also the TFDS ArrayRecord copy in DATA_DIR/tfds (sequence fields included)
   # score new rows with the vocabularies of an existing preparation (one split 'all'):
   python launch/prepare_data.py criteo --files=new.txt --score_with=/data/criteo_x4 --data_dir=/data/new
 
@@ -44,12 +45,21 @@ _KEEP_DENSE = flags.DEFINE_bool('keep_dense', False, 'Criteo: also keep raw I1..
 _STRICT = flags.DEFINE_bool('strict', False, 'Stop at the first bad row.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing DATA_DIR.')
 _TFDS = flags.DEFINE_bool('tfds', False, 'Also write the TFDS ArrayRecord copy to DATA_DIR/tfds '
-                          '(one record per row; slower than the preparation itself).')
+                          '(any dataset, sequence fields included; one record per row; slower '
+                          'than the preparation itself).')
 _CATEGORY = flags.DEFINE_enum('category', 'beauty', ['beauty', 'sports', 'toys'],
                               'amazon: which 5-core category (--manual_dir: the S3-Rec files, '
                               'default ../shared/data/amazon/s3rec).')
 _SCORE_WITH = flags.DEFINE_string('score_with', '', 'Reuse the vocabularies of this prepared '
                                   'directory; all rows go to one split "all".')
+
+
+def _write_tfds(name: str, out: str):
+  """--tfds: the TFDS ArrayRecord copy of the prepared directory `out`, in `out`/tfds."""
+  if _TFDS.value:
+    from deres_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
+    builder = tfds_builders.build(name, out, os.path.join(out, 'tfds'))
+    print(f'TFDS ArrayRecord copy: {builder.data_dir}')
 
 
 def main(argv):
@@ -70,6 +80,7 @@ def main(argv):
     except (FileExistsError, FileNotFoundError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    _write_tfds(name, out)
     print(f'Train with: python launch/train.py --config=configs/amazon_{_CATEGORY.value}.py '
           f'--workdir=/tmp/amazon_{_CATEGORY.value} --config.data.path={out}')
     return
@@ -123,13 +134,10 @@ def main(argv):
   except (bad_input.BadInputError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  if _TFDS.value and name != 'csv' and not _SCORE_WITH.value:
-    from deres_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top
-    builder = tfds_builders.build(name, out, os.path.join(out, 'tfds'))
-    print(f'TFDS ArrayRecord copy: {builder.data_dir}')
-  if _SCORE_WITH.value:
+  if _SCORE_WITH.value:  # one split 'all': no TFDS copy
     print(f'Scored rows (split "all", ids of {_SCORE_WITH.value}): {out}/all/*.npy')
     return
+  _write_tfds(name, out)
   # The config the user passed (with its ':arg' if any); criteo/avazu default to their own.
   config_file = flags.FLAGS['config'].config_filename if _CONFIG.value is not None else f'configs/{name}.py'
   print(f'Train with: python launch/train.py --config={config_file} '
