@@ -104,6 +104,7 @@ def test_tiger_learns_the_successor_rule(tmp_path):
   config.tokenizer.update(levels=2, codebook_size=6, num_user_tokens=8)
   config.model.update(width=32, num_heads=2, head_dim=16, mlp_dim=64, enc_depth=1, dec_depth=1, dropout=0.1)
   config.optim.update(learning_rate=5e-3, embed_learning_rate=5e-3)
+  config.data.bucket_items = 4   # length-bucketed batches in the loop (the tiny preset turns them off)
   config.train.update(batch_size=64, num_steps=300, log_every=100, progress=False)
   config.eval.update(every_steps=300, batch_size=64)
   config.ckpt.every_steps = 300

@@ -55,6 +55,7 @@ def get_config(arg='cpu'):
     config.tokenizer.update(levels=2, codebook_size=8, latent_dim=8, hidden=(32,), steps=20, batch_size=128,
                             restart_every=10, log_every=10, num_user_tokens=16)
     config.model.update(width=16, num_heads=2, head_dim=8, mlp_dim=32, enc_depth=1, dec_depth=1)
+    config.data.bucket_items = 0   # one encoder shape: one compilation of the train step (bucketing: its own tests)
     config.train.update(batch_size=32, num_steps=8, log_every=4)
     config.eval.update(every_steps=4, batch_size=64, beam_size=10)
     config.ckpt.every_steps = 4
