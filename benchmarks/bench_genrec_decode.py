@@ -55,7 +55,7 @@ def main():
                       head_dim=16, mlp_dim=256, enc_depth=2, dec_depth=2,
                       level_offsets=tuple(int(o) for o in layout.offsets), level_sizes=layout.level_sizes)
   enc = jnp.asarray(layout.encoder_input(rng.integers(0, 10 ** 5, args.batch),
-                                         rng.integers(0, len(codes), (args.batch, 20)), item_tok))
+                                         rng.integers(1, len(codes), (args.batch, 20)), item_tok))
   params = jax.jit(model.init)(jax.random.PRNGKey(0), enc[:1], jnp.zeros((1, 5), jnp.int32))['params']
   mem = jax.jit(lambda p, e: model.apply({'params': p}, e, method=tiger.Tiger.encode))(params, enc)
   state = (params, mem, enc)

@@ -81,7 +81,7 @@ def main():
   item_tok = layout.item_tokens(codes)
   target = rng.integers(1, 12102, args.batch)
   enc = jnp.asarray(layout.encoder_input(rng.integers(0, 10 ** 5, args.batch),
-                                         rng.integers(0, 12102, (args.batch, 20)), item_tok))
+                                         rng.integers(1, 12102, (args.batch, 20)), item_tok))
   dec_in, dec_out = (jnp.asarray(x) for x in layout.decoder_io(target, item_tok))
   batch = {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), enc[:1], dec_in[:1])['params']

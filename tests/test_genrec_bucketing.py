@@ -66,3 +66,44 @@ def test_bucketed_batches_hold_one_bucket_and_resume_exactly():
   np.testing.assert_array_equal(next(again)['x'], nxt[1])
   with pytest.raises(ValueError, match='buckets has 5 keys'):
     iterator.BatchIterator(split, bs, columns=None, buckets=buckets[:5])
+
+
+def test_every_process_cuts_a_multi_host_batch_to_the_same_width():
+  rng = np.random.default_rng(4)
+  layout = tiger.TokenLayout([4, 4, 3], num_user_tokens=5)
+  tok = layout.item_tokens(np.concatenate([np.full((1, 3), -1), rng.integers(0, [4, 4, 3], size=(30, 3))]))
+  n, L = 400, 12
+  lengths = rng.integers(1, L + 1, n)
+  hist = np.zeros((n, L), np.int64)
+  for r, k in enumerate(lengths):
+    hist[r, L - k:] = rng.integers(1, 31, k)
+  split = {'user': np.arange(n), 'hist': hist, 'target': rng.integers(1, 31, n)}
+  buckets = -(-lengths // 4)
+  its = [iterator.BatchIterator(split, 32, seed=7, columns=None, buckets=buckets, process_index=p, process_count=2)
+         for p in range(2)]
+  for _ in range(2 * its[0].batches_per_epoch):
+    widths = {layout.training_batch(next(it), tok, 4)['enc'].shape[1] for it in its}
+    assert len(widths) == 1                       # one global shape, or the hosts would diverge
+
+
+def test_first_layout_and_histories_with_gaps():
+  layout = tiger.TokenLayout([4, 4, 3], num_user_tokens=5, user_token='first')
+  tok = layout.item_tokens(np.array([[-1, -1, -1], [0, 3, 2], [3, 0, 0]]))
+  enc = layout.encoder_input(np.array([7]), np.array([[0, 2, 1]]), tok)
+  np.testing.assert_array_equal(enc[0], [layout.first_user + 2, 0, 0, 0, *tok[2], *tok[1]])  # the earlier layout
+  with pytest.raises(ValueError, match="user_token='adjacent'"):
+    layout.training_batch({'user': np.array([7]), 'hist': np.array([[0, 2, 1]]), 'target': np.array([1])}, tok, 4)
+  adjacent = tiger.TokenLayout([4, 4, 3], num_user_tokens=5)
+  enc = adjacent.encoder_input(np.array([7]), np.array([[2, 0, 1]]), tok)   # a gap: no item token overwritten
+  np.testing.assert_array_equal(enc[0], [adjacent.first_user + 2, *tok[2], 0, 0, 0, *tok[1]])
+
+
+def test_bucketing_with_the_first_layout_is_refused():
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax.genrec import config as genrec_config  # pylint: disable=g-import-not-at-top
+  c = genrec_config.base_config('tiger')
+  c.data.user_token = 'first'
+  with pytest.raises(config_lib.ConfigError, match="user_token='adjacent'"):
+    genrec_config.validate(c)
+  c.data.bucket_items = 0
+  genrec_config.validate(c)

@@ -18,7 +18,8 @@ class BatchIterator:
   `buckets`: an optional int key per row (e.g. a history-length bucket). Each epoch then drops
   its remainder at random, sorts the rest by key (random order inside a key), cuts it into
   batches and shuffles the batches: every batch holds one key, except where two keys meet, so a
-  padded model input can be cut to the batch's longest row (length bucketing). Still a fixed
+  padded model input can be cut to the batch's longest row (length bucketing); each batch then
+  also carries 'bucket', the global batch's largest key, the same on every process. Still a fixed
   function of (seed, epoch), so resumes stay exact.
   """
 
@@ -68,9 +69,13 @@ class BatchIterator:
     # Sorted gathers are cache friendlier (the batch is a set); sort the global batch, then
     # take this process's slice, so the processes' slices concatenate to the global batch.
     idx = np.sort(self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size])
+    bucket = None if self.buckets is None else int(self.buckets[idx].max())   # of the global batch
     idx = idx[self.local]
     self.position += 1
-    return {k: v[idx] for k, v in self.columns.items()}
+    batch = {k: v[idx] for k, v in self.columns.items()}
+    if bucket is not None:   # every process gets the global batch's largest key (one padded width)
+      batch['bucket'] = np.full(len(idx), bucket, np.int32)
+    return batch
 
 
 def eval_batches(split: dict, batch_size: int, process_index: int = 0, process_count: int = 1,

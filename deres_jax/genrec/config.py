@@ -54,6 +54,11 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   # many items and each batch's encoder input is cut to its longest history (left padding only; the
   # model's output does not change, tested); 0 = every batch padded to max_len items.
   c.data.bucket_items = 4
+  # Encoder input layout: 'adjacent' = [pad.., user, items] (the user token right before the history,
+  # as TIGER's right-padded T5 input; left padding can be cut) | 'first' = [user, pad.., items] (runs
+  # trained before data.bucket_items existed; a config.json without user_token reads as 'adjacent'
+  # when it has bucket_items, else 'first').
+  c.data.user_token = 'adjacent'
   # Item content features (tokenizer input)
   c.features = ml_collections.ConfigDict()
   c.features.source = 'attributes'  # 'attributes' (TF-IDF+SVD) | 'collaborative' (train-only PPMI+SVD) | 'npy' | 'a+b'
@@ -138,6 +143,7 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
 
 
 CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS, 'data.windows': ('prefix', 'subsequence'),
+                                            'data.user_token': ('adjacent', 'first'),
                                             'tokenizer.collision_order': ('popularity', 'id'),
                                             'model.position': ('relative', 'absolute'),
                                             'model.output': ('levels', 'full')})
@@ -199,6 +205,9 @@ def _validate(c):
     raise ValueError(f"config.cobra.candidates must be 'ann' or 'beam', got {c.cobra.candidates!r}.")
   if not 0 <= c.cobra.fusion_weight <= 1:
     raise ValueError(f'config.cobra.fusion_weight must be in [0, 1], got {c.cobra.fusion_weight}.')
+  if c.data.get('bucket_items', 0) and c.data.get('user_token', 'adjacent') != 'adjacent':
+    raise ValueError("config.data.bucket_items > 0 cuts left padding, which changes the model unless "
+                     "config.data.user_token='adjacent'; set data.bucket_items=0 for the 'first' layout.")
   if not 0 <= c.data.get('bucket_items', 0) <= c.data.max_len:
     raise ValueError(f'config.data.bucket_items must be in [0, data.max_len={c.data.max_len}], '
                      f'got {c.data.bucket_items}.')

@@ -34,7 +34,10 @@ PAD, BOS, EOS, FIRST_CODE = 0, 1, 2, 3
 class TokenLayout:
   """Maps SID tables and users to token ids (see the module docstring)."""
 
-  def __init__(self, level_sizes, num_user_tokens: int, num_merged: int = 0):
+  def __init__(self, level_sizes, num_user_tokens: int, num_merged: int = 0, user_token: str = 'adjacent'):
+    if user_token not in ('adjacent', 'first'):
+      raise ValueError(f"user_token must be 'adjacent' or 'first', got {user_token!r}.")
+    self.user_token = user_token   # 'adjacent': [pad.., u, items] | 'first': [u, pad.., items] (older runs)
     self.level_sizes = tuple(int(k) for k in level_sizes)
     self.offsets = FIRST_CODE + np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]).astype(np.int32)
     self.first_user = FIRST_CODE + int(sum(self.level_sizes))
@@ -62,7 +65,9 @@ class TokenLayout:
     m = item_tok.shape[1]
     user_tok = self.first_user + np.asarray(users) % self.num_user_tokens
     out = np.concatenate([np.zeros((B, 1), np.int32), item_tok[hist].reshape(B, -1)], 1).astype(np.int32)
-    out[np.arange(B), (L - (hist > 0).sum(1)) * m] = user_tok   # the slot before the first item
+    first = np.where((hist > 0).any(1), np.argmax(hist > 0, 1), L)   # the first history item's slot
+    slot = first * m if self.user_token == 'adjacent' else np.zeros(B, np.int64)
+    out[np.arange(B), slot] = user_tok   # the pad slot before the first item (or slot 0: 'first')
     return out
 
   @staticmethod
@@ -78,7 +83,12 @@ class TokenLayout:
     dec_in, dec_out = self.decoder_io(rows['target'], item_tok)
     enc = self.encoder_input(rows['user'], rows['hist'], item_tok)
     if bucket_items:
-      longest = int((rows['hist'] > 0).sum(1).max())
+      if self.user_token != 'adjacent':
+        raise ValueError("cutting left padding needs user_token='adjacent'")
+      # The global batch's bucket (BatchIterator's 'bucket' column) when given, so every process of a
+      # multi-host batch cuts to the same width; else this batch's longest history.
+      longest = (int(rows['bucket'].max()) * bucket_items if 'bucket' in rows
+                 else int((rows['hist'] > 0).sum(1).max()))
       enc = self.trim(enc, min(rows['hist'].shape[1], -(-longest // bucket_items) * bucket_items),
                       item_tok.shape[1])
     return {'enc': enc, 'dec_in': dec_in, 'dec_out': dec_out}
@@ -260,6 +270,8 @@ class Tiger(nn.Module):
     x, bias = self.embed(tok_bt), None
     if self.position == 'absolute':  # encoder positions count from the right: left padding cut
       table = getattr(self, f'{stack}_pos')   # by `TokenLayout.trim` moves no real token's position
+      if T > table.shape[0]:
+        raise ValueError(f'{stack} input of {T} tokens is longer than the {table.shape[0]} positions')
       x = x + (table[table.shape[0] - T:] if stack == 'enc' else table[:T])
     else:
       bias = getattr(self, f'{stack}_bias')(T, T)

@@ -250,7 +250,8 @@ def _save(ckpt, best_ckpt, step, state, meta, clock, pending):
     best_ckpt.keep_only_from(older_best[-1])
 
 class _Clock:
-  """Training time of this run without evaluation and without its first step (compilation)."""
+  """Training time of this run without evaluation and without its first step (compilation).
+  Later compilations (a new input shape, e.g. another length bucket) count as training time."""
 
   def __init__(self):
     self.start, self.excluded, self.compile_seconds = time.perf_counter(), 0.0, 0.0
