@@ -6,10 +6,9 @@ encoded columns, not through the ScenarioScorer under test.
 """
 import json
 import os
-import subprocess
-import sys
 
 import jax
+import fresh_process
 import numpy as np
 import pytest
 
@@ -36,6 +35,10 @@ def run(tmp_path_factory):
   test = multiscenario.load(c.data).splits['test']
   return {'model_dir': model_dir, 'manifest': manifest, 'restored': r, 'test': test,
           'scorer': exported.load(model_dir, batch_size=64)}
+
+
+# Modules a served model must not import.
+MS_TRAINING = ("deres_jax.train", "deres_jax.multiscenario", "deres_jax.models", "deres_jax.config", "flax")
 
 
 def _rows(info, split, n, scenario=None):
@@ -91,18 +94,12 @@ def test_load_imports_no_training_code(run, tmp_path):
   rows = _rows(run['restored'].info, run['test'], 5)
   (tmp_path / 'rows.json').write_text(json.dumps(rows))
   script = (
-      'import json, sys\n'
       'from deres_jax import serving\n'
       f'rows = json.load(open({str(tmp_path / "rows.json")!r}))\n'
       f'p, unseen, _ = serving.load({run["model_dir"]!r}).score_rows(rows)\n'
-      'print(json.dumps(p.tolist()))\n'
-      'bad = [m for m in sys.modules if m.startswith(("deres_jax.train", "deres_jax.multiscenario", "deres_jax.models",'
-      ' "deres_jax.config", "flax"))]\n'
-      'assert not bad, bad\n')
-  out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=180,
-                       env=dict(os.environ, XLA_FLAGS=os.environ.get('DERES_TEST_XLA_FLAGS', '')))
-  assert out.returncode == 0, out.stderr[-2000:]
-  np.testing.assert_allclose(json.loads(out.stdout.splitlines()[-1]), run['scorer'].score_rows(rows)[0], atol=1e-7)
+      'print(json.dumps(p.tolist()))\n')
+  got = fresh_process.run(script, MS_TRAINING)
+  np.testing.assert_allclose(got, run['scorer'].score_rows(rows)[0], atol=1e-7)
 
 
 def test_server_scores_scenario_rows_and_counts_unseen_scenarios(run):
