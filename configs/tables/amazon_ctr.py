@@ -18,7 +18,8 @@ TITLE = 'Amazon CTR with behaviour histories'
 BASELINE = 'DNN'
 
 EMBED, WIDTH, DEPTH, NS_TOKENS = 16, 32, 2, 8
-SHARED = dict(embed_dim=EMBED, width=WIDTH, depth=DEPTH, num_heads=2, head_hidden=(64,))
+# out_norm='none': the library's CTR default since issue 26 (configs/byo_csv.py, docs/quality.md).
+SHARED = dict(embed_dim=EMBED, width=WIDTH, depth=DEPTH, num_heads=2, head_hidden=(64,), out_norm='none')
 
 
 def base_config(data: str = 'beauty', data_path: str = ''):
@@ -43,7 +44,8 @@ def budget(c) -> str:
   return (f'up to {c.train.num_epochs:g} epochs of {c.train.batch_size} rows, validation every '
           f'{c.eval.every_epochs:g} epoch, early stop after {c.eval.patience} without gain, the '
           f'best-validation parameters tested; Adam {c.optim.learning_rate:g}, embedding L2 '
-          f'{c.optim.embed_l2:g}; embed_dim {EMBED}, Transformer width {WIDTH}, depth {DEPTH}')
+          f'{c.optim.embed_l2:g}; embed_dim {EMBED}, Transformer width {WIDTH}, depth {DEPTH}, '
+          f"out_norm 'none'")
 
 
 def zoo(name: str, **fields):
