@@ -3,6 +3,10 @@ and each model's analytic forward FLOPs checked against XLA's count.
 
   python benchmarks/bench_multiscenario.py                      # hidden (256, 128), batch 512
   python benchmarks/bench_multiscenario.py --hidden=64,32 --models=midpg,star
+  python benchmarks/bench_multiscenario.py --models=star,star:partition_norm=batch,midpg
+
+A model may carry field overrides, `name:field=value[;field=value]` (one row each; the default
+list adds STAR with the paper's per-domain batch statistics, `star:partition_norm=batch`).
 
 For every model of `deres_jax.multiscenario.models.MODELS` (default sizes, the given hidden
 widths) it compiles the trainer's own train step (`train.step.make_steps`) on one synthetic
@@ -28,10 +32,35 @@ from deres_jax.train import trainer
 from deres_jax.train.optim import make_optimizer
 
 
-def build(name, hidden, data, batch_size, mesh):
-  """Compiles the train step of model `name`; returns a dict describing it."""
+def parse_row(row: str):
+  """'star:partition_norm=batch;x=1' -> ('star', {'partition_norm': 'batch', 'x': 1})."""
+  name, _, rest = row.partition(':')
+  if name not in models.MODELS:
+    raise SystemExit(f'--models: unknown model {name!r} in {row!r}; choose from {sorted(models.MODELS)}')
+  fields = {}
+  for item in filter(None, rest.split(';')):
+    key, eq, value = item.partition('=')
+    if not eq:
+      raise SystemExit(f'--models: {item!r} in {row!r} is not field=value')
+    fields[key] = value
+    for cast in (int, float):
+      try:
+        fields[key] = cast(value)
+        break
+      except ValueError:
+        pass
+  return name, fields
+
+
+def build(row, hidden, data, batch_size, mesh):
+  """Compiles the train step of model row `row` ('name[:field=value;...]'); returns a dict describing it."""
+  name, fields = parse_row(row)
   c = base_config()
   c.model = models.model_config(name, hidden=hidden)
+  for key, value in fields.items():
+    if key not in c.model:
+      raise SystemExit(f'--models: model {name!r} has no field {key!r}')
+    c.model[key] = value
   model = models.build(c.model, data.schema)
   host = {k: v[:batch_size] for k, v in data.splits['train'].items() if k in iterator.TRAIN_COLUMNS}
   tx = make_optimizer(c.optim, 1000)
@@ -41,7 +70,8 @@ def build(name, hidden, data, batch_size, mesh):
   t = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
-  fwd = jax.jit(lambda p, b: model.apply({'params': p}, b)[0]).lower(
+  other = state.get('model_state', {})   # e.g. STAR's per-scenario 'batch_stats' (inference path)
+  fwd = jax.jit(lambda p, b: model.apply({'params': p, **other}, b)[0]).lower(
       state['params'], {k: jnp.asarray(v) for k, v in host.items()}).cost_analysis()
   fwd = fwd[0] if isinstance(fwd, (list, tuple)) else fwd
   return {'run': compiled, 'state': state, 'batch': batch, 'times': [], 'compile_s': compile_s,
@@ -52,7 +82,8 @@ def build(name, hidden, data, batch_size, mesh):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--models', default=','.join(models.MODELS), help='comma-separated model names')
+  p.add_argument('--models', default=','.join(list(models.MODELS) + ['star:partition_norm=batch']),
+                 help="comma-separated model names, each optionally 'name:field=value[;field=value]'")
   p.add_argument('--hidden', default='256,128', help='backbone widths of every model')
   p.add_argument('--batch', type=int, default=512)
   p.add_argument('--steps', type=int, default=20)
@@ -74,7 +105,7 @@ def main():
   dev = jax.devices()[0]
   print(f'device: {dev.device_kind} x{jax.device_count()} ({dev.platform}); batch {a.batch}, '
         f'hidden {hidden}, {a.steps} timed steps (median), 4 scenarios')
-  print(f"{'model':>14} {'step ms':>9} {'compile s':>10} {'FLOPs/ex analytic':>18} {'XLA':>9} "
+  print(f"{'model':>26} {'step ms':>9} {'compile s':>10} {'FLOPs/ex analytic':>18} {'XLA':>9} "
         f"{'ratio':>6} {'check':>6} {'params (dense)':>15}")
   bad = []
   for n, r in runs.items():
@@ -83,7 +114,7 @@ def main():
     ok = abs(ratio - 1) <= a.flops_tol
     bad += [] if ok else [n]
     dense = r['params']['total'] - r['params']['embedding']
-    print(f"{n:>14} {r['step_ms']:>9.2f} {r['compile_s']:>10.1f} {r['analytic_flops'] / 1e6:>17.3f}M "
+    print(f"{n:>26} {r['step_ms']:>9.2f} {r['compile_s']:>10.1f} {r['analytic_flops'] / 1e6:>17.3f}M "
           f"{r['xla_flops'] / 1e6:>8.3f}M {ratio:>6.2f} {'ok' if ok else 'OFF':>6} {dense:>15,}")
   if 'midpg' in runs and 'star' in runs:
     print(f"MI-DPG / STAR step-time ratio: {runs['midpg']['step_ms'] / runs['star']['step_ms']:.2f}")
