@@ -17,6 +17,12 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + os.environ['D
                            ' --xla_cpu_collective_timeout_seconds=300'
                            ' --xla_cpu_collective_call_terminate_timeout_seconds=300').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One BLAS thread per process: the xdist workers (and their subprocesses) already fill the cores,
+# and OpenBLAS's threads spin-wait for a busy core: measured on this 2-core machine under load,
+# a 638 x 638 `np.linalg.eigh` (the genrec attribute features) took 6.7 s with 2 threads and
+# 0.1 s with 1, so every tiny genrec run spent ~10-18 s there.
+for _var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+  os.environ.setdefault(_var, '1')
 
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -37,6 +43,11 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs',
 def pytest_configure(config):
   del config
   assert jax.device_count() == 8, f'expected 8 virtual CPU devices, got {jax.devices()}'
+  try:  # numpy may have loaded its BLAS before this file set the thread count (a plugin imported it)
+    import threadpoolctl  # pylint: disable=g-import-not-at-top
+    threadpoolctl.threadpool_limits(1)
+  except ImportError:
+    pass
 
 
 @pytest.fixture
