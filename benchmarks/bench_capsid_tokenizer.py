@@ -63,6 +63,15 @@ def main():
   table, stats = tasks.tokenizer_stage(c, data, a.workdir)
   print('TOKENIZER', json.dumps({k: stats[k] for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
         flush=True)
+  # Why SemanticBPE may find no candidate: cos(e_a, e_b) of the capsule centres of adjacent tokens in the IDs.
+  e = np.load(os.path.join(a.workdir, 'tokenizer', 'code_embeddings.npy'))                # [L, K, D]
+  e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+  codes = table.codes[1:, :e.shape[0]]
+  cos = np.concatenate([(e[l, codes[ok, l]] * e[l + 1, codes[ok, l + 1]]).sum(1) for l in range(e.shape[0] - 1)
+                        for ok in [(codes[:, l] >= 0) & (codes[:, l + 1] >= 0)]])
+  q = np.quantile(cos, [.5, .9, .99, 1]).round(3).tolist()
+  share = {f'share_above_{t}': float((cos > t).mean()) for t in (0.55, 0.9)}
+  print('BPE_COS', json.dumps({'pairs': len(cos), 'quantiles_50_90_99_max': q, **share}))
   layout = tiger.TokenLayout(table.level_sizes, c.tokenizer.num_user_tokens)
   item_tok = layout.item_tokens(table.codes)
   for order, keep in (('left', 0), ('rank', 0), ('left', 1)):
