@@ -1,7 +1,7 @@
 """CAPSID tokenizer diagnostics on Amazon Beauty: routing at initialisation and after a short fit.
 
   PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --steps=30 --stage2_steps=5 --workdir=/tmp/m31
-  PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --init_only --pose_init=2 --bias_scale=2
+  PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --init_only --pose_init=2 --vote_scale=4,4,16
 
 Prints the paper's tokenizer diagnostics (genrec/tokenizer_stats.py) and, after a fit, the
 SemanticBPE statistics (distinct first tokens before/after) under both encoding orders and with
@@ -34,15 +34,19 @@ def main():
   ap.add_argument('--workdir', default='/tmp/capsid_tokenizer')
   ap.add_argument('--init_only', action='store_true', help='route with the initial parameters only')
   ap.add_argument('--pose_init', type=float, default=None)
-  ap.add_argument('--bias_scale', type=float, default=None)
+  ap.add_argument('--vote_scale', default=None, help='s_l per layer, comma-separated (the last repeats)')
+  ap.add_argument('--no_centre', action='store_true', help='keep the random projection uncentred (the old init)')
   ap.add_argument('--kmeans_iters', type=int, default=None)
   a = ap.parse_args()
   c = load_file(os.path.join(os.path.dirname(__file__), '..', 'configs', 'genrec', 'beauty_capsid_bpe.py'), a.arg)
   c.tokenizer.update(steps=a.steps, stage2_steps=a.stage2_steps, log_every=10, batch_size=a.batch_size,
                      spread_anneal_steps=max(a.steps * 2 // 3, 1))
-  for k in ('pose_init', 'bias_scale', 'kmeans_iters'):
+  for k in ('pose_init', 'kmeans_iters'):
     if getattr(a, k) is not None:
       c.tokenizer[k] = getattr(a, k)
+  if a.vote_scale:
+    c.tokenizer.vote_scale = tuple(float(v) for v in a.vote_scale.split(','))
+  c.tokenizer.centre = not a.no_centre
   data = data_lib.load(c.data.path, c.data.dataset, c.data.max_len)
   t0 = time.time()
   if a.init_only:
@@ -50,7 +54,8 @@ def main():
     x = (x - x[1:].mean(0)) / max(float(x[1:].std()), 1e-8)   # as tasks.tokenizer_stage
     model = tasks.capsid_model(c.tokenizer, x.shape[1])
     p = capsid_fit.init_params(model, np.asarray(x[data_lib.training_items(data)], np.float32), c.seed,
-                               c.tokenizer.kmeans_iters, c.tokenizer.pose_init, c.tokenizer.bias_scale)
+                               c.tokenizer.kmeans_iters, c.tokenizer.pose_init, tuple(c.tokenizer.vote_scale),
+                               centre=c.tokenizer.centre)
     r = capsid_fit.route_items(model, p, x[1:])
     d = tokenizer_stats.diagnostics(r['tokens'], c.tokenizer.codebook_size, x[1:], r)
     print('INIT', json.dumps({k: d[k] for k in KEYS}), f'{time.time() - t0:.0f}s', flush=True)
@@ -58,6 +63,15 @@ def main():
   table, stats = tasks.tokenizer_stage(c, data, a.workdir)
   print('TOKENIZER', json.dumps({k: stats[k] for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
         flush=True)
+  # Why SemanticBPE may find no candidate: cos(e_a, e_b) of the capsule centres of adjacent tokens in the IDs.
+  e = np.load(os.path.join(a.workdir, 'tokenizer', 'code_embeddings.npy'))                # [L, K, D]
+  e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+  codes = table.codes[1:, :e.shape[0]]
+  cos = np.concatenate([(e[l, codes[ok, l]] * e[l + 1, codes[ok, l + 1]]).sum(1) for l in range(e.shape[0] - 1)
+                        for ok in [(codes[:, l] >= 0) & (codes[:, l + 1] >= 0)]])
+  q = np.quantile(cos, [.5, .9, .99, 1]).round(3).tolist()
+  share = {f'share_above_{t}': float((cos > t).mean()) for t in (0.55, 0.9)}
+  print('BPE_COS', json.dumps({'pairs': len(cos), 'quantiles_50_90_99_max': q, **share}))
   layout = tiger.TokenLayout(table.level_sizes, c.tokenizer.num_user_tokens)
   item_tok = layout.item_tokens(table.codes)
   for order, keep in (('left', 0), ('rank', 0), ('left', 1)):

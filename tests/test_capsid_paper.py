@@ -165,7 +165,7 @@ def _clusters(n=240, d=8, k=4, seed=0):
 def _cfg(**kw):
   base = dict(steps=20, stage2_steps=5, batch_size=120, learning_rate=1e-2, kmeans_iters=5, log_every=10,
               recon_weight=1.0, spread_weight=1.0, length_weight=0.1, spread_anneal_steps=20, pose_init=2.0,
-              bias_scale=2.0)
+              vote_scale=(4.0, 4.0, 16.0))
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
@@ -184,3 +184,35 @@ def test_stage_one_learns_clusters_and_stage_two_freezes_all_but_the_adapter():
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(p2[name])))
     assert same != name.startswith('adapter_'), name    # centres, poses, projection bit-identical
   assert not np.array_equal(np.asarray(params['adapter_b']), np.asarray(p2['adapter_b']))
+
+
+def test_init_centres_the_projection_and_ranks_capsules_as_nearest_centroid():
+  """capsid_fit.init_params: z = P(x) has mean 0 on the training rows, and at layer 1 (||r_0|| = 1 = n)
+  u_k . r_0 = s_1 (w + 1/2 - ||r_0 - mu_k||^2 / 2) exactly (no pose noise): the first agreement with o
+  along r_0 picks the nearest centroid mu_k = b_k n / s_1, whatever the scale."""
+  x, _ = _clusters()
+  model = capsid.CapsID(input_dim=8, hidden=(16,), latent_dim=4, max_levels=2, num_capsules=8, adapter_rank=2)
+  w, s = 2.0, 3.0
+  p = capsid_fit.init_params(model, x, 0, kmeans_iters=5, pose_init=w, vote_scale=(s,), pose_noise=0.0)
+  bound = model.bind({'params': p})
+  z = np.asarray(bound.enc[1](jax.nn.relu(bound.enc[0](jnp.asarray(x)))))
+  np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+  r0 = np.asarray(bound.encode(jnp.asarray(x)))
+  u = np.asarray(capsid.votes(jnp.asarray(r0), p['pose'][0], p['bias'][0]))          # [n, K, D]
+  mu = np.asarray(p['bias'][0]) / s
+  d2 = ((r0[:, None] - mu[None]) ** 2).sum(-1)
+  np.testing.assert_allclose(np.einsum('nkd,nd->nk', u, r0), s * (w + 0.5 - d2 / 2), rtol=1e-4, atol=1e-4)
+
+
+def test_confidence_needs_a_vote_norm_and_a_logit_gap():
+  """q = max_k c_k ||o|| >= tau needs ||o|| >= tau, i.e. |v| >= sqrt(0.5 tau / (1 - tau)) (1.51 for 0.82), and
+  max_k c_k >= tau over K capsules with one winner a gap g above K - 1 equal rivals needs
+  g >= ln((K - 1) tau / (1 - tau)) (7.05 for K = 256): the numbers init_params' docstring uses."""
+  tau, K = 0.82, 256
+  v = np.sqrt(0.5 * tau / (1 - tau))
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(capsid.squash(jnp.array([v, 0.0])))), tau, rtol=1e-5)
+  gap = np.log((K - 1) * tau / (1 - tau))
+  assert abs(gap - 7.05) < 0.01
+  for g, ok in ((gap + 1e-3, True), (gap - 1e-3, False)):
+    c = np.asarray(jax.nn.softmax(jnp.array([g] + [0.0] * (K - 1), jnp.float32)))
+    assert (c.max() >= tau) == ok

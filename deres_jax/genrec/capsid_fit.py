@@ -4,10 +4,10 @@ Stage 1 (the tokenizer alone, research/capsid.md §9.3): projection, capsule pos
 decoder by Adam on
   L_1 = lambda_r recon + lambda_s spread(m_t) + lambda_l E[L],  m_t = 0.2 + 0.7 min(1, t / anneal)
 (the margin annealed 0.2 -> 0.9 over `spread_anneal_steps`; the lambdas are not published).
-Initialisation (ours, `init_params`): from residual k-means centroids mu_lk of r_0 over the
-training items, b_lk = s mu_lk (the vote at r = 0: the capsule's centre) and poses
-W_lk = (w - s |mu_lk|^2 / 2) I + noise, so the first agreement step ranks capsules like
-nearest-centroid assignment.
+Initialisation (ours, `init_params`): a projection centred on the training items, then layer by
+layer k-means centroids mu_lk of the residual the model's own routing leaves, b_lk = (s_l/n) mu_lk
+(the vote at r = 0: the capsule's centre) and poses W_lk = (s_l/n)(w - |mu_lk|^2/(2n^2)) I + noise,
+so the agreement ranks capsules like nearest-centroid assignment with a per-layer precision s_l.
 Stage 2: capsule centres, poses, projection, decoder (and SemanticBPE's merge model) frozen
 (optax.set_to_zero: bit-identical); only the rank-8 routing adapter A_l B_l trains (and the merge
 gates' biases, semantic_bpe.fit_gates). The paper trains them with the generator's next-token
@@ -33,23 +33,57 @@ from deres_jax.genrec import rqkmeans
 
 
 def init_params(model: capsid.CapsID, x_train: np.ndarray, seed: int, kmeans_iters: int = 20,
-                pose_init: float = 1.0, bias_scale: float = 1.0, pose_noise: float = 0.05):
-  """Random MLP weights; votes that start as a nearest-centroid rule (module docstring).
+                pose_init: float = 2.0, vote_scale=(4.0, 4.0, 16.0), pose_noise: float = 0.05,
+                centre: bool = True):
+  """Random MLP weights, a centred projection, and votes that start as a nearest-centroid rule.
 
-  With mu_lk the residual k-means centroids of r_0 (training items only), b_lk = s mu_lk and
-  W_lk = (w - s |mu_lk|^2 / 2) I + noise give u_k . r = w + s (mu_k . r - |mu_k|^2 / 2): while o
-  points along r the agreement ranks capsules as nearest-centroid assignment does (w = pose_init,
-  s = bias_scale; our choice, the paper does not say how it initialises).
+  Ours (the paper does not say how it initialises); results/capsid_tokenizer_beauty.md measures why:
+  * centre: the last projection layer's bias is shifted so that z = P(x) has mean 0 over the
+    training items. A random ReLU MLP maps every item into a narrow cone (Beauty: mean pairwise
+    cosine of r_0 0.60, |mean r_0| 0.77), and the first agreement step, v = mean_k u_k, then
+    points along the common mean instead of along r: routing ignores the item.
+  * layer by layer (l = 1..L_max), with r the residual that layers < l leave on the training items
+    under this model's own soft routing, n = mean ||r||, mu_lk = k-means centroids of r and
+    s_l = vote_scale[l] (the last entry repeats):
+      b_lk = (s_l / n) mu_lk,   W_lk = (s_l / n) (w - |mu_lk|^2 / (2 n^2)) I + noise   (w = pose_init)
+    so for ||r|| = n, u_k . r/n = s_l (w + 1/2 - ||r - mu_lk||^2 / (2 n^2)): while o points along
+    r the agreement ranks capsules as nearest-centroid assignment does, with a precision set by
+    s_l alone, the same at every depth; w keeps the r-part of every vote positive (|v| ~ s_l w).
+  Why a per-layer scale: max_k c_k >= tau = 0.82 among K = 256 capsules needs a logit gap of
+  ln(255 * 0.82 / 0.18) = 7.1 over a flat field (1.5 over one close rival), and q = max c ||o|| >= 0.82
+  needs ||o|| >= 0.82, i.e. |v| >= 1.51 (squash with 0.5). Small scales (< 4) leave c near 1/K
+  (q <= 0.3, no confidence stop); a large scale at layers 1-2 makes most IDs stop at length 1-2 and
+  collide. The default (4, 4, 16): layers 1-2 route softly, confidence can fire from layer 3 on.
   """
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, model.input_dim)))['params']
   encode = jax.jit(lambda p, x: model.apply({'params': p}, x, method=capsid.CapsID.encode))
-  r0 = np.asarray(encode(params, jnp.asarray(x_train)))
-  books = rqkmeans.fit(r0, model.max_levels, model.num_capsules, kmeans_iters, seed)   # [L, K, D]
-  L, K, D = books.shape
-  noise = np.random.default_rng(seed).normal(0, pose_noise / np.sqrt(D), (L, K, D, D))
-  diag = pose_init - bias_scale * (books ** 2).sum(-1) / 2                             # [L, K]
-  pose = diag[..., None, None] * np.eye(D) + noise
-  return dict(params, bias=jnp.asarray(bias_scale * books, jnp.float32), pose=jnp.asarray(pose, jnp.float32))
+  if centre:
+    bound = model.bind({'params': params})
+    h = jnp.asarray(x_train)
+    for layer in bound.enc[:-1]:
+      h = jax.nn.relu(layer(h))
+    z = np.asarray(bound.enc[-1](h))
+    last = f'enc_{len(model.hidden)}'
+    params = dict(params, **{last: dict(params[last], bias=params[last]['bias'] - z.mean(0))})
+  r = encode(params, jnp.asarray(x_train))
+  L, K, D = model.max_levels, model.num_capsules, model.latent_dim
+  scales = list(vote_scale) + [vote_scale[-1]] * L
+  rng = np.random.default_rng(seed)
+  pose, bias = np.zeros((L, K, D, D), np.float32), np.zeros((L, K, D), np.float32)
+  for l in range(L):
+    mu, _ = rqkmeans.kmeans(np.asarray(r), K, kmeans_iters, seed + l)
+    n = max(float(np.linalg.norm(np.asarray(r), axis=1).mean()), 1e-6)
+    s = scales[l] / n
+    diag = s * (pose_init - (mu ** 2).sum(-1) / (2 * n ** 2))                          # [K]
+    pose[l] = diag[:, None, None] * np.eye(D) + rng.normal(0, pose_noise / np.sqrt(D), (K, D, D))
+    bias[l] = s * mu
+    # The residual this layer leaves (the soft rule of capsid.CapsID.tokenize; adapter B = 0 at init).
+    u = capsid.votes(r, jnp.asarray(pose[l]), jnp.asarray(bias[l]))
+    c, _, _ = capsid.route(u, model.iters, model.squash_k)
+    su = capsid.squash(u, model.squash_k)
+    r = r - (jnp.einsum('nk,nkd->nd', c, su) if model.residual == 'soft'
+             else jnp.take_along_axis(su, jnp.argmax(c, 1)[:, None, None], 1)[:, 0])
+  return dict(params, bias=jnp.asarray(bias), pose=jnp.asarray(pose))
 
 
 def margin_at(step, anneal_steps: int, start: float = 0.2, end: float = 0.9):
@@ -98,8 +132,8 @@ def fit(model: capsid.CapsID, x: np.ndarray, train_rows: np.ndarray, config, see
   """
   x_train = np.asarray(x[train_rows], np.float32)
   if params is None:
-    params = init_params(model, x_train, seed, config.kmeans_iters, config.get('pose_init', 1.0),
-                         config.get('bias_scale', 1.0))
+    params = init_params(model, x_train, seed, config.kmeans_iters, config.get('pose_init', 2.0),
+                         tuple(config.get('vote_scale', (4.0, 4.0, 16.0))), centre=config.get('centre', True))
   tx = optimizer(params, stage, config.learning_rate)
   opt_state = tx.init(params)
   steps = config.steps if stage == 1 else config.get('stage2_steps', 0)

@@ -96,8 +96,11 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.tokenizer.length_weight = 0.01  # lambda_l, weight of E[L] (open)
   c.tokenizer.spread_anneal_steps = 200  # spread margin 0.2 -> 0.9 over this many stage-1 steps (paper: annealed)
   c.tokenizer.length_kappa = 0.05  # temperature of the smooth stop rule inside E[L] (ours)
-  c.tokenizer.pose_init = 2.0     # w: poses start at (w - s |mu|^2 / 2) I (ours; capsid_fit.init_params)
-  c.tokenizer.bias_scale = 2.0    # s: biases start at s * (residual k-means centroid) (ours)
+  c.tokenizer.pose_init = 2.0     # w: poses start at (s_l/n)(w - |mu|^2/(2n^2)) I (ours; capsid_fit.init_params)
+  # s_l per layer (last repeats): the routing precision at init (ours). < 4 leaves c ~ 1/K (no confidence
+  # stop can fire); a large s at layers 1-2 ends most IDs at length 1-2 (collisions). Beauty: 13 % collision.
+  c.tokenizer.vote_scale = (4.0, 4.0, 16.0)
+  c.tokenizer.centre = True       # centre P(x) on the training items at init (a random ReLU MLP maps items into a cone)
   c.tokenizer.stage2_steps = 100  # stage 2: adapter only, centres/poses/projection frozen (open)
   c.tokenizer.collisions = 'extend'  # 'extend' (longer IDs first, then an extra token) | 'token' (open)
   # SemanticBPE over the item IDs (genrec/semantic_bpe.py; the paper's score, threshold and gate)
