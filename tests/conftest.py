@@ -21,8 +21,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # and OpenBLAS's threads spin-wait for a busy core: measured on this 2-core machine under load,
 # a 638 x 638 `np.linalg.eigh` (the genrec attribute features) took 6.7 s with 2 threads and
 # 0.1 s with 1, so every tiny genrec run spent ~10-18 s there.
-for _var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-  os.environ.setdefault(_var, '1')
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('MKL_NUM_THREADS', '1')
 
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
