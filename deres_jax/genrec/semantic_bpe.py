@@ -165,13 +165,17 @@ def learn(seqs, first_new: int, num_merges: int, embeddings=None, alpha: float =
     embeddings = item_mean_embeddings(seqs, vecs, first_new)
   emb = None if embeddings is None else [np.asarray(e, np.float64) for e in embeddings]
   rounds = max(int(num_merges if theta_rounds is None else theta_rounds), 1)
-  pairs, fh, cs, sc, th, r = [], [], [], [], [], 0
+  pairs, fh, cs, sc, th, r, cos_cache = [], [], [], [], [], 0, {}
+  all_counts = _pair_counts(seqs, weights, keep_prefix)   # kept up to date as merges change sequences
   while len(pairs) < num_merges:
-    counts = {p: c for p, c in _pair_counts(seqs, weights, keep_prefix).items() if c >= min_count}
+    counts = {p: c for p, c in all_counts.items() if c >= min_count}
     if not counts:
       break
     top = max(counts.values())
-    cos = {p: 1.0 if emb is None else _cos(emb[p[0]], emb[p[1]]) for p in counts}
+    for p in counts:   # a token's vector never changes once made: each pair's cosine is computed once
+      if p not in cos_cache:
+        cos_cache[p] = 1.0 if emb is None else _cos(emb[p[0]], emb[p[1]])
+    cos = {p: cos_cache[p] for p in counts}
     theta = threshold(r, rounds, theta_start, theta_end)
     if emb is not None and max(cos.values()) <= theta:
       # No candidate this round (Eq. S2): the threshold anneals. Empty rounds change nothing else, so go
@@ -189,9 +193,18 @@ def learn(seqs, first_new: int, num_merges: int, embeddings=None, alpha: float =
     for lst, val in zip((fh, cs, sc), cands[best]):
       lst.append(val)
     th.append(theta if emb is not None else -np.inf)
-    seqs = [_merge_one(s, best, new, keep_prefix) for s in seqs]
-    if item_vectors is not None:   # Eq. S3 for the merged token: the items whose ID now holds it
-      held = [i for i, s in enumerate(seqs) if new in s]
+    held = []                      # the items whose ID now holds the merged token
+    for i, s in enumerate(seqs):
+      if best[0] in s and best[1] in s:
+        merged = _merge_one(s, best, new, keep_prefix)
+        if len(merged) < len(s):
+          for sign, t in ((-1, s), (1, merged)):
+            for p, c in _pair_counts([t], weights[i:i + 1], keep_prefix).items():
+              all_counts[p] = all_counts.get(p, 0.0) + sign * c
+          seqs[i] = merged
+          held.append(i)
+    all_counts = {p: c for p, c in all_counts.items() if c > 1e-9}
+    if item_vectors is not None:   # Eq. S3 for the merged token
       emb.append(vecs[held].mean(0) if held else np.zeros(vecs.shape[1]))
     elif emb is not None:
       emb.append(emb[best[0]] + emb[best[1]])  # 'centre': a merged token's vector is the sum of its parts
