@@ -136,7 +136,11 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
     seqs = [r[r > 0] for r in item_tok[1:]]
     emb, vecs = None, None
     if c.get('embedding', 'item_mean') == 'item_mean':   # e_t: mean item vector of the items holding t
-      vecs = np.load(os.path.join(workdir, 'tokenizer', 'item_vectors.npy'))
+      vpath = os.path.join(workdir, 'tokenizer', 'item_vectors.npy')
+      if not os.path.exists(vpath):
+        raise FileNotFoundError(f"{vpath} is missing (a tokenizer fitted before bpe.embedding existed): "
+                                "refit the tokenizer or set bpe.embedding='centre'.")
+      vecs = np.load(vpath)
     elif c.embedding == 'centre':                        # e_t: the code's vector (CAPSID: capsule centre)
       books = np.load(os.path.join(workdir, 'tokenizer', 'code_embeddings.npy'))   # [levels, K, D]
       emb = np.zeros((layout.first_merged, books.shape[-1]), np.float32)
