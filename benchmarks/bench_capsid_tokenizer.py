@@ -4,8 +4,9 @@
   PYTHONPATH=. python benchmarks/bench_capsid_tokenizer.py --arg=cpu --init_only --pose_init=2 --vote_scale=4,4,16
 
 Prints the paper's tokenizer diagnostics (genrec/tokenizer_stats.py) and, after a fit, the
-SemanticBPE statistics (distinct first tokens before/after) under both encoding orders and with
-the first token kept. Numbers: results/capsid_tokenizer_beauty.md.
+cosines of adjacent tokens (BPE_COS) and the SemanticBPE statistics (merges, vocabulary, ID length,
+collisions, distinct first tokens before/after) with e_t = 'item_mean' under both encoding orders
+and with the first token kept, and with e_t = 'centre'. Numbers: results/capsid_tokenizer_beauty.md.
 """
 import argparse
 import json
@@ -17,6 +18,7 @@ import numpy as np
 from deres_jax.config import load_file
 from deres_jax.genrec import capsid_fit
 from deres_jax.genrec import data as data_lib
+from deres_jax.genrec import semantic_bpe
 from deres_jax.genrec import tasks
 from deres_jax.genrec import tiger
 from deres_jax.genrec import tokenizer_stats
@@ -63,24 +65,31 @@ def main():
   table, stats = tasks.tokenizer_stage(c, data, a.workdir)
   print('TOKENIZER', json.dumps({k: stats[k] for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
         flush=True)
-  # Why SemanticBPE may find no candidate: cos(e_a, e_b) of the capsule centres of adjacent tokens in the IDs.
+  # cos(e_a, e_b) of the adjacent tokens in the IDs under both choices of e (semantic_bpe.py, Eq. S3).
   e = np.load(os.path.join(a.workdir, 'tokenizer', 'code_embeddings.npy'))                # [L, K, D]
-  e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
   codes = table.codes[1:, :e.shape[0]]
-  cos = np.concatenate([(e[l, codes[ok, l]] * e[l + 1, codes[ok, l + 1]]).sum(1) for l in range(e.shape[0] - 1)
-                        for ok in [(codes[:, l] >= 0) & (codes[:, l + 1] >= 0)]])
-  q = np.quantile(cos, [.5, .9, .99, 1]).round(3).tolist()
-  share = {f'share_above_{t}': float((cos > t).mean()) for t in (0.55, 0.9)}
-  print('BPE_COS', json.dumps({'pairs': len(cos), 'quantiles_50_90_99_max': q, **share}))
   layout = tiger.TokenLayout(table.level_sizes, c.tokenizer.num_user_tokens)
   item_tok = layout.item_tokens(table.codes)
-  for order, keep in (('left', 0), ('rank', 0), ('left', 1)):
-    c.bpe.update(order=order, keep_prefix=keep)
-    path = os.path.join(a.workdir, 'tokenizer', 'bpe.npz')
+  vecs = np.load(os.path.join(a.workdir, 'tokenizer', 'item_vectors.npy'))
+  means = semantic_bpe.item_mean_embeddings([r[r > 0] for r in item_tok[1:]], vecs, layout.first_merged)
+  per_level = {'centre': e, 'item_mean': np.stack([means[layout.offsets[l]:layout.offsets[l] + e.shape[1]]
+                                                    for l in range(e.shape[0])])}
+  for name, v in per_level.items():
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    cos = np.concatenate([(v[l, codes[ok, l]] * v[l + 1, codes[ok, l + 1]]).sum(1) for l in range(e.shape[0] - 1)
+                          for ok in [(codes[:, l] >= 0) & (codes[:, l + 1] >= 0)]])
+    q = np.quantile(cos, [.5, .9, .99, 1]).round(3).tolist()
+    share = {f'share_above_{t}': float((cos > t).mean()) for t in (0.55, 0.9)}
+    print('BPE_COS', name, json.dumps({'pairs': len(cos), 'quantiles_50_90_99_max': q, **share}), flush=True)
+  path = os.path.join(a.workdir, 'tokenizer', 'bpe.npz')
+  for emb, order, keep in (('item_mean', 'left', 0), ('item_mean', 'rank', 0), ('item_mean', 'left', 1),
+                           ('centre', 'left', 0)):
+    c.bpe.update(order=order, keep_prefix=keep, embedding=emb)
     if os.path.exists(path) and order != 'rank':   # 'rank' re-encodes the merges learned for 'left'
       os.remove(path)
+    t1 = time.time()
     _, _, bstats = tasks.bpe_stage(c, data, a.workdir, layout, item_tok)
-    print('BPE', order, keep, json.dumps(bstats), flush=True)
+    print('BPE', emb, order, keep, json.dumps(bstats), f'{time.time() - t1:.0f}s', flush=True)
 
 
 if __name__ == '__main__':

@@ -132,3 +132,104 @@ def test_gates_train_their_biases_only_and_are_hard_at_inference():
   # A closed gate removes its merge from encoding.
   closed = semantic_bpe.Merges(6, m.pairs, active=np.zeros(len(m.pairs), bool))
   assert all(semantic_bpe.encode(s, closed) == list(s) for s in seqs)
+
+
+def _reference_annealed(seqs, first_new, num_merges, emb, rounds, alpha=0.6, start=0.9, end=0.55):
+  """Round by round, written independently: every round (with or without a merge) lowers theta."""
+  seqs, emb, out = [list(s) for s in seqs], [np.asarray(e, float) for e in emb], []
+  for r in range(10 * rounds + num_merges):
+    theta = start + (end - start) * min(r, rounds - 1) / max(rounds - 1, 1)
+    counts = {}
+    for s in seqs:
+      for p in zip(s, s[1:]):
+        counts[p] = counts.get(p, 0) + 1
+    counts = {p: c for p, c in counts.items() if c >= 2}
+    cos = lambda p: emb[p[0]] @ emb[p[1]] / (np.linalg.norm(emb[p[0]]) * np.linalg.norm(emb[p[1]]))
+    cands = [p for p in counts if cos(p) > theta]
+    if len(out) == num_merges or not counts or (not cands and r >= rounds - 1):
+      break
+    if not cands:
+      continue
+    top = max(counts.values())
+    best = max(cands, key=lambda p: (alpha * counts[p] / top + (1 - alpha) * cos(p), (-p[0], -p[1])))
+    out.append((best, theta))
+    emb.append(emb[best[0]] + emb[best[1]])
+    seqs = [semantic_bpe._merge_one(s, best, first_new + len(out) - 1) for s in seqs]
+  return out
+
+
+def test_threshold_anneals_over_rounds_instead_of_stopping():
+  # (0,1): cos 0.95, 2 items;  (2,3): cos 0.70, 10 items.  Rounds R = 3: theta 0.90, 0.725, 0.55.
+  emb = np.array([[1, 0], [0.95, np.sqrt(1 - 0.95 ** 2)], [1, 0], [0.7, np.sqrt(1 - 0.49)]])
+  seqs = [[0, 1]] * 2 + [[2, 3]] * 10
+  m = semantic_bpe.learn(seqs, 4, 5, emb, theta_rounds=3)
+  # Round 0 (0.90): only (0,1) passes, although (2,3) is 5x as frequent. Round 1 (0.725): nothing passes,
+  # the round is empty. Round 2 (0.55): (2,3) passes: merged in a later round, not dropped.
+  assert [tuple(p) for p in m.pairs] == [(0, 1), (2, 3)]
+  np.testing.assert_allclose(m.theta, [0.90, 0.55])
+  assert semantic_bpe.threshold(1, 3) == pytest.approx(0.725) and semantic_bpe.threshold(9, 3) == pytest.approx(0.55)
+  # Nothing passes 0.90 at the first round (the Beauty situation): learning goes on, it does not stop.
+  m = semantic_bpe.learn([[2, 3]] * 10, 4, 5, emb, theta_rounds=3)
+  assert [tuple(p) for p in m.pairs] == [(2, 3)] and m.theta[0] == pytest.approx(0.55)
+  # The skip over empty rounds equals the round-by-round anneal, on a random corpus.
+  rng = np.random.default_rng(5)
+  emb = rng.normal(size=(8, 3))
+  seqs = [list(rng.integers(0, 8, size=rng.integers(2, 6))) for _ in range(300)]
+  for rounds in (4, 20, 60):
+    m = semantic_bpe.learn(seqs, 8, 25, emb, theta_rounds=rounds)
+    ref = _reference_annealed(seqs, 8, 25, emb, rounds)
+    assert [tuple(p) for p in m.pairs] == [p for p, _ in ref] and len(ref) > 0
+    np.testing.assert_allclose(m.theta, [t for _, t in ref])
+    assert np.all(m.cos > m.theta) and np.all(np.diff(m.theta) <= 1e-12)   # theta only goes down
+
+
+def test_item_mean_embeddings_and_a_residual_tokenizer():
+  # e_t = mean of the unit item vectors over the items holding t (Eq. S3).
+  v = np.array([[3.0, 0], [0, 2], [1, 1]])
+  e = semantic_bpe.item_mean_embeddings([[0, 1], [0, 2], [1, 1]], v, 4)
+  np.testing.assert_allclose(e, [[0.5, 0.5], [np.sqrt(.5) / 2 + .5, np.sqrt(.5) / 2], [0, 1], [0, 0]])
+  # A two-level residual tokenizer: parents at angles, children = +-offsets around each parent. The
+  # child's code vector (the residual centre) is orthogonal or opposite to the parent's, so 'centre'
+  # merges nothing; the items holding a child lie at its parent: 'item_mean' cos ~ 1, it merges.
+  rng = np.random.default_rng(0)
+  parent = rng.integers(0, 4, 400)
+  child = rng.integers(0, 2, 400)
+  ang = parent * np.pi / 2 + (child - 0.5) * 0.3
+  items = np.stack([np.cos(ang), np.sin(ang)], 1)
+  seqs = [[int(p), 4 + 2 * int(p) + int(c)] for p, c in zip(parent, child)]   # child codes 4..11
+  centres = np.zeros((12, 2))
+  centres[:4] = [[np.cos(a), np.sin(a)] for a in np.arange(4) * np.pi / 2]
+  for p in range(4):
+    normal = np.array([-np.sin(p * np.pi / 2), np.cos(p * np.pi / 2)])
+    centres[4 + 2 * p] = -0.15 * normal - 0.01 * centres[p]     # residuals: +-orthogonal, slightly inward
+    centres[5 + 2 * p] = 0.15 * normal - 0.01 * centres[p]
+  assert len(semantic_bpe.learn(seqs, 12, 8, centres).pairs) == 0
+  m = semantic_bpe.learn(seqs, 12, 8, item_vectors=items)
+  assert len(m.pairs) == 8 and np.all(m.cos > 0.95)
+  assert {tuple(p) for p in m.pairs} == {(p, 4 + 2 * p + c) for p in range(4) for c in range(2)}
+  for s in seqs:                                          # one token per item, the round trip holds
+    assert len(semantic_bpe.encode(s, m)) == 1 and semantic_bpe.decode(semantic_bpe.encode(s, m), m) == s
+  with pytest.raises(ValueError, match='not both'):
+    semantic_bpe.learn(seqs, 12, 8, centres, item_vectors=items)
+  with pytest.raises(ValueError, match='rows for'):
+    semantic_bpe.learn(seqs, 12, 8, item_vectors=items[:5])
+
+
+def test_item_mean_of_a_merged_token_is_recomputed_and_left_order_keeps_prefixes():
+  ids = [list(x) for x in {tuple(s) for s in _catalogue(seed=4)}]
+  rng = np.random.default_rng(1)
+  vecs = rng.normal(size=(len(ids), 4)) + 3 * np.eye(4)[[s[0] % 4 for s in ids]]   # items cluster by first token
+  m = semantic_bpe.learn(ids, 36, 40, theta_start=0.9, theta_end=-1.0, item_vectors=vecs)
+  assert len(m.pairs) > 0 and np.all(m.cos > m.theta)
+  # A merge with a merged operand records the cosine of that token's own item mean (Eq. S3: the items
+  # holding it right after its merge), not the sum of its parts' vectors; base tokens: the base IDs.
+  i = next(j for j, p in enumerate(m.pairs) if p.max() >= 36)
+  unit, snap = vecs / np.linalg.norm(vecs, axis=1, keepdims=True), [[list(s) for s in ids]]
+  for j in range(i):
+    snap.append([semantic_bpe._merge_one(s, tuple(m.pairs[j]), 36 + j) for s in snap[-1]])
+  held = lambda t: snap[0 if t < 36 else t - 36 + 1]
+  ea, eb = (unit[[k for k, s in enumerate(held(t)) if t in s]].mean(0) for t in m.pairs[i])
+  assert m.cos[i] == pytest.approx(ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb))
+  firsts = {order: len({semantic_bpe.encode(s, m, order)[0] for s in ids}) for order in ('left', 'rank')}
+  assert firsts['left'] <= firsts['rank']
+  assert len({tuple(semantic_bpe.encode(s, m)) for s in ids}) == len(ids)    # still one string per item

@@ -5,8 +5,10 @@
 beauty_capsid.py plus SemanticBPE (genrec/semantic_bpe.py) as the paper defines it: 512 merges
 (the count is ours) scored alpha * freq_hat + (1 - alpha) * cos(e_a, e_b), alpha = 0.6, candidates
 only above a cosine threshold annealed 0.90 -> 0.55, merge gates (Gumbel in training, hard at
-inference), merges inside one item's ID, applied left to right (longest match).
-Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_keep1' (the first
+inference), merges inside one item's ID, applied left to right (longest match). theta anneals over
+the merge rounds (a round with no pair above it merges nothing); e_t = the mean r_0 of the items
+holding token t ('item_mean'; 'cpu_centre': the capsule centres, under which Beauty learns ~0 merges).
+Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_centre', 'cpu_keep1' (the first
 token never merged, so the trie's first level stays the base one); tokenizer ablations and
 sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
@@ -17,15 +19,18 @@ from deres_jax.config import load_file
 
 def get_config(arg='cpu'):
   preset, _, name = arg.partition('_')
-  bpe_only = name in ('freq', 'keep1')
+  bpe_only = name in ('freq', 'keep1', 'centre')
   config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py'),
                      preset if bpe_only or not name else arg)
   config.bpe.update(num_merges=16 if preset == 'tiny' else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
-                    order='left', corpus='sequences', min_count=2.0, keep_prefix=0)
+                    order='left', corpus='sequences', min_count=2.0, keep_prefix=0, theta_rounds=0,
+                    embedding='item_mean')
   if name == 'freq':
     config.bpe.update(alpha=1.0, theta_start=-1.0, theta_end=-1.0)
   elif name == 'keep1':
     config.bpe.keep_prefix = 1
+  elif name == 'centre':
+    config.bpe.embedding = 'centre'
   if preset == 'tiny':
     config.bpe.update(gate_steps=5, warmup_steps=2)
   return config

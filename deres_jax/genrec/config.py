@@ -108,7 +108,12 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.bpe.num_merges = 0            # subwords added to the vocabulary (0 = no BPE; open)
   c.bpe.alpha = 0.6               # score = alpha * normalised frequency + (1 - alpha) * cos(e_a, e_b) (paper: 0.6)
   c.bpe.theta_start = 0.90        # cosine threshold for a candidate pair at the first merge (paper: 0.90)
-  c.bpe.theta_end = 0.55          # ... annealed linearly to this at the last merge (paper: 0.55)
+  c.bpe.theta_end = 0.55          # ... annealed linearly to this over the merge rounds (paper: 0.55)
+  c.bpe.theta_rounds = 0          # R: rounds of the anneal (0 = num_merges); a round with no pair above theta
+                                  # merges nothing and theta goes on down (semantic_bpe.threshold, Eq. S2)
+  c.bpe.embedding = 'item_mean'   # e_t in cos(e_a, e_b) (the paper does not define it; semantic_bpe.py):
+                                  # 'item_mean' (mean unit item vector, CAPSID r_0, of the items holding t)
+                                  # | 'centre' (the code's vector: CAPSID's capsule centre squash(b))
   c.bpe.order = 'left'            # encoding: 'left' (left-to-right longest match: shared prefixes) | 'rank' (GPT-2)
   c.bpe.keep_prefix = 0           # leading tokens never merged (0: the paper; 1: the trie's first level kept)
   c.bpe.corpus = 'sequences'      # 'items' (each ID once) | 'sequences' (weighted by training-part counts; open)

@@ -53,6 +53,7 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
   x = data_lib.item_features(config, data)                # [N+1, d]
   x = (x - x[1:].mean(0)) / max(float(x[1:].std()), 1e-8)  # centred, unit overall scale
   train_rows = data_lib.training_items(data)              # codebooks see training items only
+  item_vecs = x[1:]   # the items as the tokenizer sees them (SemanticBPE 'item_mean'); CAPSID: r_0 below
   if c.name == 'rqkmeans':
     books = rqkmeans.fit(x, c.levels, c.codebook_size, c.kmeans_iters, config.seed, train_rows)
     codes, norms = rqkmeans.encode(x[1:], books)
@@ -81,6 +82,8 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
                  id_length_hist=np.bincount(final_len).tolist(), mean_id_length=float(final_len.mean()),
                  final_train=history[-1] if history else {})
     books = np.asarray(capsid.squash(params['bias'], c.squash_k))   # capsule centres (the votes at r = 0)
+    item_vecs = np.asarray(model.apply({'params': params}, jnp.asarray(x[1:], jnp.float32),
+                                       method=capsid.CapsID.encode))   # r_0 = P(x) / |P(x)|
     os.makedirs(directory, exist_ok=True)
     np.savez(os.path.join(directory, 'capsid_params.npz'),
              **{'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v)
@@ -98,8 +101,9 @@ def tokenizer_stage(config, data: data_lib.SequenceData, workdir: str) -> tuple:
     counts = data.train_count[1:] if c.get('collision_order', 'id') == 'popularity' else None
     table = sid.SidTable.from_codes(codes, [c.codebook_size] * c.levels, counts)
   stats['extra_token_vocab'] = table.level_sizes[-1]
-  # Token embeddings (per level and code) for SemanticBPE's compatibility term.
+  # Token embeddings (per level and code) and item vectors for SemanticBPE's compatibility term.
   os.makedirs(directory, exist_ok=True)
+  np.save(os.path.join(directory, 'item_vectors.npy'), np.asarray(item_vecs, np.float32))
   np.save(os.path.join(directory, 'code_embeddings.npy'), books if c.name != 'rqvae' else
           np.asarray(params['codebooks']))
   table.save(directory, stats)
@@ -125,32 +129,49 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
   fields = ('pairs', 'freq_hat', 'cos', 'score', 'active')
   if os.path.exists(path):
     with np.load(path) as z:
-      merges = semantic_bpe.Merges(int(z['first_new']), *(z[k] for k in fields), keep_prefix=int(z['keep_prefix']))
+      merges = semantic_bpe.Merges(int(z['first_new']), *(z[k] for k in fields), keep_prefix=int(z['keep_prefix']),
+                                   theta=z['theta'] if 'theta' in z else None)
   else:
     t0 = time.time()
-    books = np.load(os.path.join(workdir, 'tokenizer', 'code_embeddings.npy'))   # [levels, K, D]
-    emb = np.zeros((layout.first_merged, books.shape[-1]), np.float32)
-    for l in range(min(len(books), len(layout.level_sizes))):   # code k of level l -> its vector
-      emb[layout.offsets[l]:layout.offsets[l] + books.shape[1]] = books[l]
-    weights = None if c.corpus == 'items' else np.maximum(data.train_count[1:], 1)
     seqs = [r[r > 0] for r in item_tok[1:]]
+    emb, vecs = None, None
+    if c.get('embedding', 'item_mean') == 'item_mean':   # e_t: mean item vector of the items holding t
+      vpath = os.path.join(workdir, 'tokenizer', 'item_vectors.npy')
+      if not os.path.exists(vpath):
+        raise FileNotFoundError(f"{vpath} is missing (a tokenizer fitted before bpe.embedding existed): "
+                                "refit the tokenizer or set bpe.embedding='centre'.")
+      vecs = np.load(vpath)
+    elif c.embedding == 'centre':                        # e_t: the code's vector (CAPSID: capsule centre)
+      books = np.load(os.path.join(workdir, 'tokenizer', 'code_embeddings.npy'))   # [levels, K, D]
+      emb = np.zeros((layout.first_merged, books.shape[-1]), np.float32)
+      for l in range(min(len(books), len(layout.level_sizes))):   # code k of level l -> its vector
+        emb[layout.offsets[l]:layout.offsets[l] + books.shape[1]] = books[l]
+    else:
+      raise ValueError(f"bpe.embedding must be 'item_mean' or 'centre', got {c.embedding!r}.")
+    weights = None if c.corpus == 'items' else np.maximum(data.train_count[1:], 1)
     merges = semantic_bpe.learn(seqs, layout.first_merged, c.num_merges, emb, c.alpha, c.theta_start, c.theta_end,
-                                weights, c.min_count, c.keep_prefix)
+                                weights, c.min_count, c.keep_prefix, c.get('theta_rounds') or None, vecs)
     # The merge model is frozen from here; only the gates' biases train (stage 2).
     merges, _ = semantic_bpe.fit_gates(merges, c.gate_steps, c.alpha, c.theta_end, c.warmup_steps,
                                        c.gate_temperature, seed=config.seed)
     tmp = path + '.tmp.npz'   # atomic: a half-written file is never read back as finished
     np.savez(tmp, first_new=merges.first_new, keep_prefix=merges.keep_prefix,
-             **{k: getattr(merges, k) for k in fields})
+             **{k: getattr(merges, k) for k in fields + ('theta',)})
     os.replace(tmp, path)
     _log(f'semantic bpe: {len(merges.pairs)} merges ({int(merges.active.sum())} gates open) '
          f'in {time.time() - t0:.1f}s')
   merged = semantic_bpe.encode_table(item_tok, merges, c.order)
   lens, base = (merged[1:] > 0).sum(1), (item_tok[1:] > 0).sum(1)
+  collide = lambda t: float(1 - len({tuple(r[r > 0]) for r in t[1:]}) / max(len(t) - 1, 1))
+  theta = merges.theta[np.isfinite(merges.theta)]
   stats = {'merges': int(len(merges.pairs)), 'gates_open': int(merges.active.sum()), 'alpha': c.alpha,
-           'order': c.order, 'corpus': c.corpus, 'keep_prefix': c.keep_prefix,
+           'embedding': c.get('embedding', 'item_mean'), 'order': c.order, 'corpus': c.corpus,
+           'keep_prefix': c.keep_prefix, 'item_vocab_before': int(sum(layout.level_sizes)),
+           'item_vocab': int(sum(layout.level_sizes) + len(merges.pairs)),   # ID tokens (+ merged subwords)
+           'theta_of_merges_max_min': [float(theta.max()), float(theta.min())] if len(theta) else [],
            'tokens_per_item': float(lens.mean()), 'tokens_per_item_before': float(base.mean()),
            'tokens_per_item_hist': np.bincount(lens).tolist(),
+           'collision_rate': collide(merged), 'collision_rate_before': collide(item_tok),
            'distinct_first_tokens': int(len(np.unique(merged[1:, 0]))),
            'distinct_first_tokens_before': int(len(np.unique(item_tok[1:, 0])))}
   return merges, merged, stats
