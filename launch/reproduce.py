@@ -7,7 +7,9 @@
 Rerunning the same command resumes: finished rows are read back, not retrained. A table is
 either a config file of rows (`configs/tables/*.py`, run by `deres_jax.train.paper_table`)
 or a module with `run_table(data, seeds, workdir, out, **options)` and `OPTIONS` (the option
-flags it takes: --data_path, --preset, --max_minutes, --latency_rounds); every table trains
+flags it takes: --data_path, --preset, --max_minutes, --latency_rounds); `--max_minutes=-1`
+rewrites a table from the runs finished so far (PARTIAL in its first line, while another
+process may still be training the rest); every table trains
 through the one job runner (deres_jax/train/jobs.py). Its result file names this command, the
 budget and the seeds in its header.
 """
@@ -41,8 +43,9 @@ _OPTIONS = {
     'data_path': _DATA_PATH,
     'preset': flags.DEFINE_string('preset', 'cpu_short',
                                   'genrec: the budget preset (deres_jax/genrec/table.py PRESETS).'),
-    'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'genrec: start no new run after this many minutes '
-                                      '(0 = no limit; < 0 = only rewrite the table).'),
+    'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'Start no new run after this many minutes '
+                                      '(0 = no limit; < 0 = only rewrite the table from the finished '
+                                      'runs, marked PARTIAL).'),
     'latency_rounds': flags.DEFINE_integer('latency_rounds', 5, 'genrec: back-to-back decoding latency rounds '
                                            '(0 = off).'),
 }

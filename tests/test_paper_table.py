@@ -81,6 +81,26 @@ def test_table_resumes_after_a_kill_and_reports_a_failed_row(tmp_path):
   assert sorted(set(third.calls)) == [('hc', 0), ('hc', 1)]
 
 
+def test_max_minutes_writes_a_partial_table_that_names_what_is_done(tmp_path):
+  data = types.SimpleNamespace(source='toy', splits={k: {'label': np.zeros(10)}
+                                                     for k in ('train', 'val', 'test')})
+  out = str(tmp_path / 'toy.md')
+  kw = dict(data='synthetic', workdir=str(tmp_path / 'wd'), out=out, dataset=data)
+  paper_table.run_table(_table(), seeds=1, train_fn=Trainer(), **kw)   # seed 0 of every row
+  idle = Trainer()
+  rows = paper_table.run_table(_table(), seeds=2, train_fn=idle, max_minutes=-1, **kw)
+  assert idle.calls == []   # < 0: nothing trains, the table is rewritten from finished runs
+  by = {r['row']: r for r in rows}
+  assert by['deres']['status'] == 'partial' and by['deres']['seeds_done'] == 1
+  first = open(out).read().splitlines()[0]
+  assert first.startswith('<!-- produced by: ') and 'PARTIAL: rows with every seed: 0 of 4' in first
+  assert '| deres | 0.7100 ± 0.0000 |' in open(out).read() and '1 of 2 seeds (the rest not run yet)' in open(out).read()
+  # The next plain run trains the missing seeds.
+  rows = paper_table.run_table(_table(), seeds=2, train_fn=Trainer(), **kw)
+  assert {r['row']: r['status'] for r in rows}['deres'] == 'ok'
+  assert 'rows with every seed: 3 of 4' in open(out).read().splitlines()[0]   # 'broken' always fails
+
+
 def test_paired_gain_and_verdict():
   mean, half = paper_table.paired_gain([0.71, 0.72, 0.73], [0.70, 0.71, 0.72])
   assert abs(mean - 0.01) < 1e-12 and half < 1e-9

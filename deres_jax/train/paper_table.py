@@ -27,7 +27,7 @@ import numpy as np
 
 from deres_jax.train import jobs
 
-OPTIONS = ('data_path',)  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
+OPTIONS = ('data_path', 'max_minutes')  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
 
 # Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -60,7 +60,7 @@ def verdict(mean, half) -> str:
 
 
 def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: str = '',
-              command: str = '', train_fn=None, dataset=None) -> list:
+              command: str = '', train_fn=None, dataset=None, max_minutes: float = 0.0) -> list:
   """Trains (or reads back) every row × seed of `table` and writes `out` and its .csv twin.
 
   Args:
@@ -73,6 +73,9 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
     command: the command line written in the header.
     train_fn: `trainer.train_and_evaluate` or a stand-in with its signature (tests).
     dataset: a preloaded dataset (default: loaded once from the base config).
+    max_minutes: > 0: start no job after this many minutes; < 0: train nothing, only rewrite
+      the table from the runs finished so far. Either way a table with runs missing says
+      PARTIAL in its first line and which rows are done; rerunning the command goes on.
   Returns:
     The row dicts written to the CSV (failed rows included).
   """
@@ -106,14 +109,14 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
       cfg.seed = seed
       job_list.append(jobs.Job(f'{slug(name)}/seed{seed}', cfg, f'{name} seed {seed}'))
   results = jobs.run(job_list, workdir, train_fn, dataset=dataset, devices=jax.devices()[:1],
-                     describe=lambda s: f"test AUC {s['test_auc']:.4f}")
+                     describe=lambda s: f"test AUC {s['test_auc']:.4f}", max_minutes=max_minutes)
   runs = {name: [] for name in table.ROWS}
   errors = {}
   for job, r in zip(job_list, results):
     name = job.label.rsplit(' seed ', 1)[0]
     if r.summary is not None:
       runs[name].append(r.summary)
-    else:  # a failed row is reported, never dropped; the next run retries it
+    elif r.status == 'failed':  # a failed row is reported, never dropped; the next run retries it
       errors.setdefault(name, r.error)
   rows = _rows(table, runs, errors, seeds)
   _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
@@ -132,7 +135,7 @@ def _rows(table, runs, errors, seeds):
   rows = []
   for name, summaries in runs.items():
     row = {'row': name, 'seeds_done': len(summaries), 'seeds': seeds,
-           'status': 'ok' if len(summaries) == seeds else 'failed',
+           'status': ('ok' if len(summaries) == seeds else 'failed' if name in errors else 'partial'),
            'error': errors.get(name, '')}
     if summaries:
       aucs = [s['test_auc'] for s in summaries]
@@ -190,8 +193,11 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   flops = [r['flops_per_example'] for r in ok]
   band = (f'FLOPs/example from {min(flops):,} to {max(flops):,} ({max(flops) / min(flops):.2f}x)'
           if flops else '')
+  missing = [r['row'] for r in rows if r['status'] != 'ok']
+  partial = (f'   (PARTIAL: rows with every seed: {len(rows) - len(missing)} of {len(rows)}; the others '
+             'say how many seeds are done; rerunning the command goes on)') if missing else ''
   lines = [
-      f'<!-- produced by: {cmd} -->',
+      f'<!-- produced by: {cmd}{partial} -->',
       f'# {table.TITLE} ({data}, {seeds} seeds)', '',
       f'Command: `{cmd}`', '',
       f'Data: {dataset.source}, {len(dataset.splits["train"]["label"]):,} train / '
@@ -205,10 +211,12 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
       '|---|---|---|---|---|---|---|---|']
   for r in rows:
     if 'auc_mean' not in r:
-      lines.append(f"| {r['row']} | failed | failed | — | — | — | — | failed: {r['error']} |")
+      what = f"failed: {r['error']}" if r['status'] == 'failed' else 'not run yet'
+      lines.append(f"| {r['row']} | {what.split(':')[0]} | | — | — | — | — | {what} |")
       continue
-    status = 'ok' if r['status'] == 'ok' else (f"failed {r['seeds'] - r['seeds_done']} of "
-                                                  f"{r['seeds']} seeds: {r['error']}")
+    status = ('ok' if r['status'] == 'ok' else
+              f"{r['seeds_done']} of {r['seeds']} seeds (the rest not run yet)" if r['status'] == 'partial'
+              else f"failed {r['seeds'] - r['seeds_done']} of {r['seeds']} seeds: {r['error']}")
     lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
                  f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {_cell_gain(r)} | "
                  f"{r['dense_params']:,} | {r['flops_per_example']:,} | "
