@@ -95,10 +95,6 @@ def test_max_minutes_writes_a_partial_table_that_names_what_is_done(tmp_path):
   first = open(out).read().splitlines()[0]
   assert first.startswith('<!-- produced by: ') and 'PARTIAL: rows with every seed: 0 of 4' in first
   assert '| deres | 0.7100 ± 0.0000 |' in open(out).read() and '1 of 2 seeds (the rest not run yet)' in open(out).read()
-  # The next plain run trains the missing seeds.
-  rows = paper_table.run_table(_table(), seeds=2, train_fn=Trainer(), **kw)
-  assert {r['row']: r['status'] for r in rows}['deres'] == 'ok'
-  assert 'rows with every seed: 3 of 4' in open(out).read().splitlines()[0]   # 'broken' always fails
 
 
 def test_paired_gain_and_verdict():
