@@ -143,6 +143,7 @@ def _rows(table, runs, errors, seeds):
                  else 0.0, logloss_mean=float(np.mean([s['test_logloss'] for s in summaries])),
                  logloss_std=float(np.std([s['test_logloss'] for s in summaries], ddof=1))
                  if len(summaries) > 1 else 0.0,
+                 gauc=_mean_std([x['test_gauc'] for x in summaries if x.get('test_gauc') is not None]),
                  dense_params=summaries[0]['dense_params'],
                  flops_per_example=summaries[0]['flops_per_example'],
                  examples_per_second=float(np.mean([s['examples_per_second'] or 0 for s in summaries])))
@@ -204,20 +205,21 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
       f'{len(dataset.splits["val"]["label"]):,} val / {len(dataset.splits["test"]["label"]):,} '
       f'test rows. Budget: {table.budget(base)}. Seeds 0..{seeds - 1} (init and batch order; '
       f'the data is one draw). Machine: {os.cpu_count()} CPU cores, 1 device. {band}.', '',
-      f'Cells: test AUC and logloss, mean ± std over seeds; gain = AUC − {table.BASELINE} AUC, '
+      f'Cells: test AUC, GAUC (per-user AUC weighted by rows, train/metrics.py; n/a without a user '
+      f'field) and logloss, mean ± std over seeds; gain = AUC − {table.BASELINE} AUC, '
       'mean over paired seeds with a 95% t interval; examples/s = training throughput.', '',
-      f'| row | test AUC | test logloss | AUC gain vs {table.BASELINE} | dense params | '
+      f'| row | test AUC | test GAUC | test logloss | AUC gain vs {table.BASELINE} | dense params | '
       'FLOPs/example | train examples/s | status |',
-      '|---|---|---|---|---|---|---|---|']
+      '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     if 'auc_mean' not in r:
       what = f"failed: {r['error']}" if r['status'] == 'failed' else 'not run yet'
-      lines.append(f"| {r['row']} | {what.split(':')[0]} | | — | — | — | — | {what} |")
+      lines.append(f"| {r['row']} | {what.split(':')[0]} | | | — | — | — | — | {what} |")
       continue
     status = ('ok' if r['status'] == 'ok' else
               f"{r['seeds_done']} of {r['seeds']} seeds (the rest not run yet)" if r['status'] == 'partial'
               else f"failed {r['seeds'] - r['seeds_done']} of {r['seeds']} seeds: {r['error']}")
-    lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
+    lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {r['gauc']} | "
                  f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {_cell_gain(r)} | "
                  f"{r['dense_params']:,} | {r['flops_per_example']:,} | "
                  f"{r['examples_per_second']:,.0f} | {status} |")
@@ -235,7 +237,7 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, 'w') as f:
     f.write('\n'.join(lines))
-  keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'logloss_mean',
+  keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'gauc', 'logloss_mean',
           'logloss_std', 'gain_mean', 'gain_half', 'dense_params', 'flops_per_example',
           'examples_per_second', 'error']
   with open(os.path.splitext(out)[0] + '.csv', 'w', newline='') as f:
