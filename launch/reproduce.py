@@ -9,7 +9,8 @@ either a config file of rows (`configs/tables/*.py`, run by `deres_jax.train.pap
 or a module with `run_table(data, seeds, workdir, out, **options)` and `OPTIONS` (the option
 flags it takes: --data_path, --preset, --max_minutes, --latency_rounds); `--max_minutes=-1`
 rewrites a table from the runs finished so far (PARTIAL in its first line, while another
-process may still be training the rest); every table trains
+process may still be training the rest; the header names the command without --max_minutes,
+which finishes the table); every table trains
 through the one job runner (deres_jax/train/jobs.py). Its result file names this command, the
 budget and the seeds in its header.
 """
@@ -68,7 +69,8 @@ def main(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     table = config_lib.load_table(os.path.join(root, TABLES[name]))
     run_table = functools.partial(paper_table.run_table, table,
-                                  command=' '.join(['python', 'launch/reproduce.py'] + sys.argv[1:]))
+                                  command=' '.join(['python', 'launch/reproduce.py'] + [
+                                      a for a in sys.argv[1:] if not a.startswith('--max_minutes')]))
     accepted = paper_table.OPTIONS
   else:
     module = importlib.import_module(TABLES[name])
