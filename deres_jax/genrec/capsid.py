@@ -51,6 +51,15 @@ def votes(r_nd, w_kde, b_kd, adapter=None):
   return u
 
 
+def routed_vote(u_nkd, c_nk, k: float = 0.5, residual: str = 'soft'):
+  """What a layer subtracts from the residual [n, D]: sum_k c_k squash(u_k) ('soft', the paper) or the
+  winner's squash(u_s) ('hard', the ablation)."""
+  su = squash(u_nkd, k)
+  if residual == 'soft':
+    return jnp.einsum('nk,nkd->nd', c_nk, su)
+  return jnp.take_along_axis(su, jnp.argmax(c_nk, 1)[:, None, None], 1)[:, 0]
+
+
 def route(u_nkd, iters: int, k: float = 0.5):
   """Routing by agreement from zero logits (module docstring); returns (c [n, K], o [n, D], a [n, K])."""
   a = jnp.zeros(u_nkd.shape[:2], u_nkd.dtype)
@@ -98,11 +107,15 @@ class CapsID(nn.Module):
       self.adapter_a = self.param('adapter_a', nn.initializers.normal(0.1), (L, D, self.adapter_rank))
       self.adapter_b = self.param('adapter_b', nn.initializers.zeros, (L, self.adapter_rank, D))
 
-  def encode(self, x_nd):
-    """r_0 = P(x) / ||P(x)|| [n, D]."""
+  def project(self, x_nd):
+    """z = P(x) [n, D], the projection before normalisation."""
     for layer in self.enc[:-1]:
       x_nd = nn.relu(layer(x_nd))
-    z = self.enc[-1](x_nd)
+    return self.enc[-1](x_nd)
+
+  def encode(self, x_nd):
+    """r_0 = P(x) / ||P(x)|| [n, D]."""
+    z = self.project(x_nd)
     return z / jnp.sqrt((z ** 2).sum(-1, keepdims=True) + 1e-12)
 
   def decode(self, r_nd):
@@ -133,9 +146,7 @@ class CapsID(nn.Module):
       c, o, _ = route(u, self.iters, self.squash_k)
       tok = jnp.argmax(c, 1)
       conf = c.max(1) * jnp.linalg.norm(o, axis=1)
-      su = squash(u, self.squash_k)
-      q = (jnp.einsum('nk,nkd->nd', c, su) if self.residual == 'soft'
-           else jnp.take_along_axis(su, tok[:, None, None], 1)[:, 0])
+      q = routed_vote(u, c, self.squash_k, self.residual)
       r = r - q
       rn = jnp.sqrt((r ** 2).sum(1) + 1e-12)
       r_hat = r_hat + alive[:, None] * q

@@ -58,11 +58,7 @@ def init_params(model: capsid.CapsID, x_train: np.ndarray, seed: int, kmeans_ite
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, model.input_dim)))['params']
   encode = jax.jit(lambda p, x: model.apply({'params': p}, x, method=capsid.CapsID.encode))
   if centre:
-    bound = model.bind({'params': params})
-    h = jnp.asarray(x_train)
-    for layer in bound.enc[:-1]:
-      h = jax.nn.relu(layer(h))
-    z = np.asarray(bound.enc[-1](h))
+    z = np.asarray(model.apply({'params': params}, jnp.asarray(x_train), method=capsid.CapsID.project))
     last = f'enc_{len(model.hidden)}'
     params = dict(params, **{last: dict(params[last], bias=params[last]['bias'] - z.mean(0))})
   r = encode(params, jnp.asarray(x_train))
@@ -80,9 +76,7 @@ def init_params(model: capsid.CapsID, x_train: np.ndarray, seed: int, kmeans_ite
     # The residual this layer leaves (the soft rule of capsid.CapsID.tokenize; adapter B = 0 at init).
     u = capsid.votes(r, jnp.asarray(pose[l]), jnp.asarray(bias[l]))
     c, _, _ = capsid.route(u, model.iters, model.squash_k)
-    su = capsid.squash(u, model.squash_k)
-    r = r - (jnp.einsum('nk,nkd->nd', c, su) if model.residual == 'soft'
-             else jnp.take_along_axis(su, jnp.argmax(c, 1)[:, None, None], 1)[:, 0])
+    r = r - capsid.routed_vote(u, c, model.squash_k, model.residual)
   return dict(params, bias=jnp.asarray(bias), pose=jnp.asarray(pose))
 
 

@@ -162,7 +162,6 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
          f'in {time.time() - t0:.1f}s')
   merged = semantic_bpe.encode_table(item_tok, merges, c.order)
   lens, base = (merged[1:] > 0).sum(1), (item_tok[1:] > 0).sum(1)
-  collide = lambda t: float(1 - len({tuple(r[r > 0]) for r in t[1:]}) / max(len(t) - 1, 1))
   theta = merges.theta[np.isfinite(merges.theta)]
   stats = {'merges': int(len(merges.pairs)), 'gates_open': int(merges.active.sum()), 'alpha': c.alpha,
            'embedding': c.get('embedding', 'item_mean'), 'order': c.order, 'corpus': c.corpus,
@@ -171,7 +170,9 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
            'theta_of_merges_max_min': [float(theta.max()), float(theta.min())] if len(theta) else [],
            'tokens_per_item': float(lens.mean()), 'tokens_per_item_before': float(base.mean()),
            'tokens_per_item_hist': np.bincount(lens).tolist(),
-           'collision_rate': collide(merged), 'collision_rate_before': collide(item_tok),
+           # the tokenizer's definition (share of items whose ID equals another's), on the final IDs
+           'collision_rate': tokenizer_stats.collision_rate(merged[1:]),
+           'collision_rate_before': tokenizer_stats.collision_rate(item_tok[1:]),
            'distinct_first_tokens': int(len(np.unique(merged[1:, 0]))),
            'distinct_first_tokens_before': int(len(np.unique(item_tok[1:, 0])))}
   return merges, merged, stats
