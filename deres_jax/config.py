@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic'       # a key of deres_jax.data.DATASETS
   c.data.path = ''                # directory of prepared real data (real datasets only)
+  c.data.sequences = 'keep'       # 'drop': ignore the sequence fields ('seq'), a history-blind baseline
   c.data.seed = 0                 # synthetic: seed of the hidden label model and of the rows
   c.data.num_train = 200_000      # synthetic: rows per split
   c.data.num_val = 25_000

@@ -89,3 +89,24 @@ def test_amazon_sample_trains_din_end_to_end_on_8_devices(tmp_path):
   summary = trainer.train_and_evaluate(c, str(tmp_path / 'work'), dataset=ds)
   assert summary['steps'] == 3 and np.isfinite(summary['test_logloss'])
   assert summary['flops_per_example'] > 0
+
+
+def test_sequences_drop_gives_the_same_rows_without_histories(tmp_path):
+  from deres_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax.config import base_config  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'amz')
+  amazon_ctr.prepare('Beauty', out, source_dir=SAMPLE, max_len=4, log=lambda *_: None)
+  c = base_config()
+  c.data.name, c.data.path = 'amazon', out
+  kept = data_lib.load(c.data)
+  c.data.sequences = 'drop'
+  blind = data_lib.load(c.data)
+  assert kept.schema.seq_names and not blind.schema.seq_names and blind.schema.seq_len == 0
+  assert blind.schema.cat_names == kept.schema.cat_names
+  for name, split in blind.splits.items():
+    assert 'seq' not in split and 'seq' in kept.splits[name]
+    np.testing.assert_array_equal(split['cat'], kept.splits[name]['cat'])
+    np.testing.assert_array_equal(split['label'], kept.splits[name]['label'])
+  c.data.sequences = 'none'
+  with pytest.raises(ValueError, match="config.data.sequences='none': choose 'keep' or 'drop'"):
+    data_lib.load(c.data)

@@ -75,12 +75,24 @@ DATASETS = {
 }
 
 
+def drop_sequences(ds: Dataset) -> Dataset:
+  """The dataset without its sequence fields: a history-blind baseline on the same rows."""
+  schema = dataclasses.replace(ds.schema, seq_names=(), seq_vocab_sizes=(), seq_shared=(), seq_len=0)
+  splits = {k: {c: v for c, v in split.items() if c != 'seq'} for k, split in ds.splits.items()}
+  return Dataset(schema, splits, source=ds.source + ' (sequence fields dropped)')
+
+
 def load(data_config) -> Dataset:
   """Loads the dataset named by `data_config.name` and validates its splits."""
   name = data_config.name
   if name not in DATASETS:
     raise ValueError(f'config.data.name={name!r} is not a dataset; choose one of {sorted(DATASETS)}')
   ds = DATASETS[name](data_config)
+  sequences = data_config.get('sequences', 'keep')
+  if sequences not in ('keep', 'drop'):
+    raise ValueError(f"config.data.sequences={sequences!r}: choose 'keep' or 'drop'.")
+  if sequences == 'drop':
+    ds = drop_sequences(ds)
   for split_name, split in ds.splits.items():
     check_split(ds.schema, split, f'{name}/{split_name}')
   return ds
