@@ -35,10 +35,9 @@ def _model(name, **fields):
 
 
 def _random(tree, seed, scale=0.3):
-  leaves, treedef = jax.tree.flatten(tree)
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-  return jax.tree.unflatten(treedef, [np.asarray(jax.random.normal(k, x.shape)) * scale
-                                      for k, x in zip(keys, leaves)])
+  leaves, treedef = jax.tree.flatten(tree)   # NumPy draws: no kernel compiled per leaf shape
+  rng = np.random.default_rng(seed)
+  return jax.tree.unflatten(treedef, [(rng.normal(size=x.shape) * scale).astype(np.float32) for x in leaves])
 
 
 # ---------------------------------------------------------------- STAR: partitioned normalisation.
