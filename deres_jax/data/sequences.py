@@ -79,3 +79,21 @@ def encode_lists(keys, kept, vocabs):
   ids = np.stack([encode(keys[:, f].reshape(-1), v).reshape(len(keys), -1)
                   for f, v in enumerate(vocabs)], axis=1)
   return np.where(pad_mask(kept, keys.shape[2]), -1, ids).astype(np.int32)
+
+
+def split_texts(texts, sep: str, max_len: int):
+  """`split_lists` of list fields given as Python strings, one per row (`12|45|78`).
+
+  The texts are laid out as the lines of one chunk and split by `split_lists` itself, so a
+  list held as a Python string (the multi-scenario loader's CSV cells, a JSON row's value)
+  gets exactly the keys, cap and bad-list flags of the same text in a prepared file.
+  Returns (keys int64 [n, L], kept int32 [n], length int64 [n], empty_element bool [n]).
+  """
+  parts = [t.encode('utf-8') for t in texts]
+  if not parts:
+    return (np.zeros((0, max_len), np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64),
+            np.zeros(0, bool))
+  size = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+  end = np.cumsum(size + 1) - 1             # each text ends at its line's newline
+  chunk = delimited.Chunk(b'\n'.join(parts) + b'\n', 1, '\n')
+  return split_lists(chunk, end - size, end, sep, max_len)

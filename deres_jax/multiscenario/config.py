@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.sep = ','                # csv, format '': field separator
   c.data.header = True            # csv, format '': the first line names the columns
   c.data.columns = ()             # csv, format '' and header=False: the column names
+  c.data.sequence_columns = ()    # csv, format '': list columns ('12|45|78', oldest first): behaviour histories
+  c.data.seq_shared = ()          # csv: per list column, the categorical column whose ids it shares, or ''
+  c.data.seq_sep = '|'            # csv: separator of a list's elements (one character, not data.sep)
+  c.data.seq_max_len = 50         # csv: L, the most recent L elements of a list are kept
   c.data.train_file = ''          # csv: training file (or the one file split 8:1:1 by data.seed)
   c.data.val_file = ''            # csv: validation file ('' = split train_file)
   c.data.test_file = ''           # csv: test file

@@ -6,6 +6,7 @@ plus two multi-label columns):
   'label':    float32 [N]      the training target, `labels[:, label_names.index(target)]`
   'scenario': int32   [N]      scenario id in [0, S); S = a value never seen in training
   'dense', 'cat'               as in the CTR schema
+  'seq':      int32   [N, F_seq, L]  optional behaviour histories, as in the CTR schema (-1 = padding)
   'probs':    float32 [N, K]   optional: true probabilities of every label (synthetic data)
   'prob':     float32 [N]      optional: true probability of the target
 
@@ -41,6 +42,7 @@ class MultiScenarioData:
   notes: dict = dataclasses.field(default_factory=dict)  # bad rows skipped, unseen scenarios, ...
   vocab: dict = dataclasses.field(default_factory=dict)  # field -> raw values in id order ({} = ids are raw)
   raw_format: dict = dataclasses.field(default_factory=dict)  # the raw files' layout (samples.raw_format)
+  seq_vocab: dict = dataclasses.field(default_factory=dict)  # list column with its own vocabulary -> int64 keys
 
 
 def vocab_keys(vocab: dict) -> dict:
@@ -53,14 +55,20 @@ def vocab_keys(vocab: dict) -> dict:
 VOCAB_FILE = 'vocab.npz'  # the workdir's copy of the raw-value vocabularies (written by training)
 
 
+def all_vocab_keys(data: 'MultiScenarioData') -> dict:
+  """{field: int64 keys in id order} of the categorical fields (`vocab_keys`) and of the list
+  columns with a vocabulary of their own (`seq_vocab`)."""
+  return dict(vocab_keys(data.vocab), **{f: np.asarray(k, np.int64) for f, k in data.seq_vocab.items()})
+
+
 def save_vocab(workdir: str, data: 'MultiScenarioData'):
-  """Writes `workdir`/vocab.npz ({field: keys}, `vocab_keys`) atomically; nothing without a vocab."""
+  """Writes `workdir`/vocab.npz ({field: keys}, `all_vocab_keys`) atomically; nothing without a vocab."""
   if not data.vocab:
     return
   path = os.path.join(workdir, VOCAB_FILE)
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'wb') as f:
-    np.savez(f, **vocab_keys(data.vocab))
+    np.savez(f, **all_vocab_keys(data))
   os.replace(tmp, path)
 
 

@@ -20,6 +20,12 @@ Formats (`FORMATS`) follow the files in ../shared/data/multiscenario (README the
 Your own data: a `CsvFormat` built from the config's schema fields (`format_from_config`;
 separator, header or column names, Parquet by the file's suffix); the formats above are
 presets of the same fields.
+Behaviour sequences (`sequence`: list columns, `12|45|78` oldest first, or Parquet lists) are read
+as the CTR preparation reads them (`data/sequences.py`: the same split, keys and cap of the most
+recent `seq_max_len` elements, left-padded with -1 into 'seq' [N, F_seq, L]); a list with an
+empty element is a bad row. A list column named in `seq_shared` takes that categorical column's
+vocabulary (its ids and embedding rows); the others get one of their own, fitted on the kept
+elements of the training rows (ids by first occurrence, kept as keys in `seq_vocab`).
 Splits: given files (Ali-CCP train/val/test) or a seeded random 8:1:1 split of one file; with
 a `group` column (a session or user id, AliExpress `search_id`) the split draws groups, not
 rows, so one group never lies in two splits (rows of one session are near-duplicates).
@@ -32,8 +38,10 @@ import os
 
 import numpy as np
 
+from deres_jax.data import csv_source
+from deres_jax.data import sequences
 from deres_jax.data.schema import Schema
-from deres_jax.multiscenario.data import MultiScenarioData, check, set_target
+from deres_jax.multiscenario.data import MultiScenarioData, check, set_target, vocab_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +55,36 @@ class CsvFormat:
   sep: str = ','                # field separator
   header: bool = True           # first line names the columns (else `columns` does)
   columns: tuple = ()           # column names of a file without a header line
+  sequence: tuple = ()          # list columns ('12|45|78', oldest first): behaviour histories
+  seq_shared: tuple = ()        # per list column: the categorical column whose ids it shares, or ''
+  seq_sep: str = '|'            # separator of a list's elements
+  seq_max_len: int = 50         # L: the most recent L elements are kept
+
+  def check(self) -> 'CsvFormat':
+    """Raises ValueError (one sentence) for an impossible sequence schema; returns self."""
+    if not self.sequence:
+      if self.seq_shared:
+        raise ValueError('data.seq_shared is set but data.sequence_columns is empty.')
+      return self
+    both = set(self.sequence) & set(self.labels + self.categorical + self.dense + (self.scenario,))
+    if both:
+      raise ValueError(f'columns {sorted(both)} are both sequence columns and other fields.')
+    if len(self.seq_sep) != 1 or self.seq_sep in (self.sep, '\n', '\r'):
+      raise ValueError(f'data.seq_sep must be one character other than the field separator {self.sep!r}, '
+                       f'got {self.seq_sep!r}.')
+    if self.seq_max_len < 1:
+      raise ValueError(f'data.seq_max_len={self.seq_max_len} must be >= 1.')
+    if self.seq_shared and len(self.seq_shared) != len(self.sequence):
+      raise ValueError(f'data.seq_shared has {len(self.seq_shared)} entries, one per sequence column '
+                       f"({len(self.sequence)}) expected ('' = a vocabulary of its own).")
+    wrong = [c for c in self.seq_shared if c and c not in self.categorical]
+    if wrong:
+      raise ValueError(f'data.seq_shared names {wrong}, which are not categorical columns {list(self.categorical)}.')
+    return self
+
+  def shared_names(self) -> tuple:
+    """Per sequence column, the categorical column it shares ('' = its own vocabulary)."""
+    return tuple(self.seq_shared) or ('',) * len(self.sequence)
 
 
 _ALICCP_CAT = ('101', '121', '122', '124', '125', '126', '127', '128', '129', '205', '206',
@@ -82,7 +120,8 @@ def _read(path, fmt, scenario: str = '', max_rows: int = 0):
   if not fmt.scenario and not scenario:
     raise ValueError(f'{path}: this format has no scenario column; name the scenario of each file.')
   want = list(dict.fromkeys(list(fmt.labels) + ([fmt.scenario] if fmt.scenario else []) +
-                            list(fmt.categorical) + list(fmt.dense) + ([fmt.group] if fmt.group else [])))
+                            list(fmt.categorical) + list(fmt.dense) + ([fmt.group] if fmt.group else []) +
+                            list(fmt.sequence)))
   if str(path).endswith('.parquet'):
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     table = pq.read_table(path)
@@ -91,7 +130,10 @@ def _read(path, fmt, scenario: str = '', max_rows: int = 0):
     if missing:
       raise ValueError(f'{path} has no column(s) {missing}; its columns are {header}.')
     table = table.slice(0, max_rows) if max_rows else table
-    raw = {c: ['' if v is None else str(v) for v in table.column(c).to_pylist()] for c in want}
+    raw = {c: ['' if v is None else str(v) for v in table.column(c).to_pylist()] for c in want
+           if c not in fmt.sequence}
+    for c in fmt.sequence:  # a list<...> column joined by seq_sep, as the CTR preparation reads it
+      raw[c] = csv_source.as_text(table.column(c), fmt.seq_sep).to_pylist()
     for c in fmt.labels:  # 1.0 / True from a typed column count as 1
       raw[c] = [{'1.0': '1', '0.0': '0', 'True': '1', 'False': '0'}.get(v, v) for v in raw[c]]
     keep = [all(raw[c][i] in ('0', '1') for c in fmt.labels) for i in range(table.num_rows)]
@@ -117,9 +159,20 @@ def _read(path, fmt, scenario: str = '', max_rows: int = 0):
           continue
         for c in want:
           cols[c].append(row[idx[c]])
+  cols, bad_lists = _drop_bad_lists(cols, fmt)
   if not fmt.scenario:
     cols[SCENARIO] = [scenario] * len(cols[want[0]])
-  return cols, bad
+  return cols, bad + bad_lists
+
+
+def _drop_bad_lists(cols: dict, fmt: CsvFormat):
+  """(columns without the rows whose list has an empty element, rows dropped): bad rows."""
+  bad = np.zeros(len(next(iter(cols.values()))), bool)
+  for c in fmt.sequence:
+    bad |= sequences.split_texts(cols[c], fmt.seq_sep, fmt.seq_max_len)[3]
+  if not bad.any():
+    return cols, 0
+  return {c: [v for v, b in zip(vals, bad) if not b] for c, vals in cols.items()}, int(bad.sum())
 
 
 def format_from_config(data_config) -> CsvFormat:
@@ -140,7 +193,11 @@ def format_from_config(data_config) -> CsvFormat:
     raise ValueError('data.categorical_columns and data.dense_columns are both empty: no features.')
   return CsvFormat(labels, data_config.scenario_column, cats, tuple(data_config.dense_columns),
                    group=data_config.group_column, sep=data_config.sep, header=data_config.header,
-                   columns=tuple(data_config.columns))
+                   columns=tuple(data_config.columns),
+                   sequence=tuple(data_config.get('sequence_columns', ())),
+                   seq_shared=tuple(data_config.get('seq_shared', ())),
+                   seq_sep=data_config.get('seq_sep', '|'),
+                   seq_max_len=data_config.get('seq_max_len', 50)).check()
 
 
 def group_parts(groups, seed: int, parts: int):
@@ -197,6 +254,9 @@ def load(fmt_name, files: dict, target: str = '', seed: int = 0, max_rows: int =
   for c in fmt.categorical:
     for v in raw['train'][c]:
       vocabs[c].setdefault(v, len(vocabs[c]) + 1)
+  cat_keys = vocab_keys({c: tuple(vocabs[c]) for c in fmt.categorical})
+  seq_vocab = _sequence_vocab(fmt, raw['train'])
+  seq_keys = tuple(cat_keys[s] if s else seq_vocab[c] for c, s in zip(fmt.sequence, fmt.shared_names()))
   scen_names = tuple(sorted(set(raw['train'][scen_col]), key=lambda v: (len(v), v)))
   scen_vocab = {v: i for i, v in enumerate(scen_names)}
   num_s = len(scen_names)
@@ -212,24 +272,55 @@ def load(fmt_name, files: dict, target: str = '', seed: int = 0, max_rows: int =
       out['group'] = np.unique(np.asarray(cols[fmt.group]), return_inverse=True)[1].astype(np.int64)
     if fmt.dense:
       out['dense'] = np.asarray([[_float(v) for v in cols[c]] for c in fmt.dense], np.float32).T
+    if fmt.sequence:
+      out['seq'] = encode_sequences(fmt, cols, seq_keys)
     out['label'] = set_target(out['labels'], fmt.labels, target or fmt.target or fmt.labels[-1])
     splits[split] = out
   schema = Schema(dense_names=fmt.dense, cat_names=fmt.categorical,
                   vocab_sizes=tuple(len(vocabs[c]) + 1 for c in fmt.categorical),
-                  num_scenarios=num_s)
+                  num_scenarios=num_s, seq_names=fmt.sequence,
+                  seq_vocab_sizes=tuple(len(k) + 1 for k in seq_keys), seq_shared=fmt.shared_names(),
+                  seq_len=fmt.seq_max_len if fmt.sequence else 0)
   first = next(iter(files.values()))
   source = f'{fmt_name}:{os.path.dirname(first if isinstance(first, str) else first[0][1])}'
   return check(MultiScenarioData(schema, splits, fmt.labels, target or fmt.target or fmt.labels[-1],
                                  scen_names, source,
                                  {'bad_rows': bad, 'unseen_scenario_rows': unseen},
                                  vocab={c: tuple(vocabs[c]) for c in fmt.categorical},
-                                 raw_format=raw_format(fmt)))
+                                 raw_format=raw_format(fmt), seq_vocab=seq_vocab))
+
+
+def _sequence_vocab(fmt: CsvFormat, train: dict) -> dict:
+  """{list column with a vocabulary of its own: int64 keys in id order}: the kept elements of
+  the training rows, ids by first occurrence (1 + position; 0 = OOV)."""
+  out = {}
+  for c, shared in zip(fmt.sequence, fmt.shared_names()):
+    if not shared:
+      keys, kept, _, _ = sequences.split_texts(train[c], fmt.seq_sep, fmt.seq_max_len)
+      elements = sequences.elements(keys[:, None], kept[:, None])[0]
+      uniq, first = np.unique(elements, return_index=True)
+      out[c] = uniq[np.argsort(first, kind='stable')].astype(np.int64)
+  return out
+
+
+def encode_sequences(fmt, cols: dict, seq_keys) -> np.ndarray:
+  """int32 'seq' [n, F_seq, L] (-1 = padding) of the list columns' texts: `sequences.split_texts`
+  then `sequences.encode_lists` with per field the vocabulary keys `seq_keys` (the serving
+  scorer encodes raw rows with the same two functions)."""
+  parts = [sequences.split_texts(cols[c], fmt.seq_sep, fmt.seq_max_len) for c in fmt.sequence]
+  keys = np.stack([p[0] for p in parts], 1)
+  kept = np.stack([p[1] for p in parts], 1)
+  return sequences.encode_lists(keys, kept, seq_keys)
 
 
 def raw_format(fmt: CsvFormat) -> dict:
   """How the raw files of `fmt` look, for serving (`launch/predict.py` reads new files alike)."""
-  return {'scenario_column': fmt.scenario, 'labels': list(fmt.labels), 'group': fmt.group,
-          'sep': fmt.sep, 'header': fmt.header, 'columns': list(fmt.columns)}
+  out = {'scenario_column': fmt.scenario, 'labels': list(fmt.labels), 'group': fmt.group,
+         'sep': fmt.sep, 'header': fmt.header, 'columns': list(fmt.columns)}
+  if fmt.sequence:
+    out.update(sequence=list(fmt.sequence), seq_shared=list(fmt.shared_names()), seq_sep=fmt.seq_sep,
+               seq_max_len=fmt.seq_max_len)
+  return out
 
 
 COUNTRIES = ('NL', 'ES', 'FR', 'US', 'RU')  # AliExpress's five countries (scenarios)

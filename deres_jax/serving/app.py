@@ -248,8 +248,11 @@ def warm_up(scorer, max_batch: int):
   while True:
     n = min(size, max_batch, scorer.batch_size)
     if hasattr(scorer, 'scenario_names'):
-      scorer.logits({'cat': np.zeros((n, len(scorer.cat_names)), np.int32),
-                     'dense': np.zeros((n, len(scorer.dense_names)), np.float32), 'scenario': np.zeros(n, np.int32)})
+      batch = {'cat': np.zeros((n, len(scorer.cat_names)), np.int32),
+               'dense': np.zeros((n, len(scorer.dense_names)), np.float32), 'scenario': np.zeros(n, np.int32)}
+      if getattr(scorer, 'seq_names', ()):
+        batch['seq'] = np.full((n, len(scorer.seq_names), scorer.seq_len), -1, np.int32)
+      scorer.logits(batch)
     else:
       spec = scorer.spec
       seq = np.full((n, len(spec.seq_vocab), spec.seq_len), -1, np.int32) if spec.row_spec.sequence else None

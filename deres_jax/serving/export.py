@@ -65,7 +65,7 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
       'schema': r.schema.to_json(), 'row_spec': dataclasses.asdict(r.spec.row_spec),
       'input_columns': list(r.spec.columns), 'features': list(r.spec.features),
       'metrics': {k: r.summary[k] for k in METRICS if k in r.summary},
-      'sequences': sequence_manifest(r.schema, r.spec.row_spec),
+      'sequences': sequence_manifest(r.schema, r.spec.row_spec.seq_sep),
   }
   vocab = dict(zip(r.schema.cat_names, r.spec.vocab))
   vocab.update({s['vocab']: keys for s, keys in zip(manifest['sequences'], r.spec.seq_vocab) if not s['shares']})
@@ -78,12 +78,13 @@ def export(workdir: str, out: str, platforms=PLATFORMS, overwrite: bool = False)
   return manifest
 
 
-def sequence_manifest(schema, row_spec) -> list:
+def sequence_manifest(schema, seq_sep: str) -> list:
   """Per sequence field: name, cap (the most recent `max_len` ids), separator, padding, vocabulary.
 
   'shares' names the categorical field whose ids it shares ('' = a vocabulary of its own);
-  'vocab' is its entry in vocab.npz (the shared field's, or its own name).
+  'vocab' is its entry in vocab.npz (the shared field's, or its own name). The multi-scenario
+  export (multiscenario_export.py) describes its sequence fields with it too.
   """
-  return [{'name': f, 'max_len': schema.seq_len, 'sep': row_spec.seq_sep, 'padding': 'left', 'pad_id': -1,
+  return [{'name': f, 'max_len': schema.seq_len, 'sep': seq_sep, 'padding': 'left', 'pad_id': -1,
            'shares': shared, 'vocab': shared or f}
           for f, shared in zip(schema.seq_names, schema.seq_shared or ('',) * len(schema.seq_names))]

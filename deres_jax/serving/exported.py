@@ -100,12 +100,14 @@ def _load_multiscenario(model_dir: str, manifest: dict, batch_size: int) -> Scen
   if missing:
     raise ModelDirError(f'{model_dir!r} is an incomplete multi-scenario model directory (missing {", ".join(missing)})')
   call, params = jax.jit(_deserialize(os.path.join(model_dir, 'model.jaxexport')).call), _params(model_dir)
-  vocab = None   # an export without vocabularies (synthetic data, or made before they were saved): ids
+  vocab, seq_vocab = None, None   # an export without vocabularies (synthetic data, or made before they were saved): ids
   if manifest.get('vocabulary') == 'raw':
     if not os.path.isfile(os.path.join(model_dir, 'vocab.npz')):
       raise ModelDirError(f'{model_dir!r} is an incomplete multi-scenario model directory (missing vocab.npz)')
     vocab = load_vocab(model_dir, manifest['cat_names'])
-  return ScenarioScorer(lambda batch: np.asarray(call(params, batch)), manifest, batch_size, vocab)
+    # A sequence field that shares a categorical field's vocabulary reads that field's keys.
+    seq_vocab = load_vocab(model_dir, [s['vocab'] for s in manifest.get('sequences', ())])
+  return ScenarioScorer(lambda batch: np.asarray(call(params, batch)), manifest, batch_size, vocab, seq_vocab)
 
 
 def load(model_dir: str, batch_size: int = 1024):

@@ -18,6 +18,8 @@ scored by the shared path and counted (`scenario_scorer.py`).
     in the format's scenario column (or a `scenario` column, or `scenario=` for a file of one
     scenario, as AliExpress's per-country files). A CSV is read as text, as training read it
     (quoted fields allowed; an empty field is the missing value).
+    Sequence fields (behaviour histories) are read as training read them: the list text
+    (`12|45|78`) of a CSV, a list column of a Parquet file.
   * an export in ids (synthetic data): a CSV with a header or Parquet in the encoded schema with
     a `scenario` column.
 
@@ -168,8 +170,9 @@ def score_scenario_file(scorer, input_path: str, output_path: str, log=print, sc
   if not os.path.isfile(input_path):
     raise FileNotFoundError(f'the input file {input_path!r} does not exist')
   raw = (scorer.info.get('raw_format') or {}) if getattr(scorer, 'raw', False) else None
-  columns = (*scorer.dense_names, *scorer.cat_names, 'scenario', scorer.scenario_column)
-  stats = {'rows': 0, 'unseen_scenarios': 0, 'oov': np.zeros(len(scorer.cat_names), np.int64)}
+  seq_names = tuple(getattr(scorer, 'seq_names', ()))   # histories: the training file's list text
+  columns = (*scorer.dense_names, *scorer.cat_names, *seq_names, 'scenario', scorer.scenario_column)
+  stats = {'rows': 0, 'unseen_scenarios': 0, 'oov': np.zeros(len(scorer.cat_names) + len(seq_names), np.int64)}
 
   def lines():
     for rows in _table_rows(input_path, tuple(dict.fromkeys(columns)), raw=raw):

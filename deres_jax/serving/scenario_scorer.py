@@ -17,6 +17,14 @@ scenario. How a categorical value is read depends on the export (`info['vocabula
          values; an id outside [1, V) gets the OOV id 0 and is counted; null is missing) and
          every dense field a number or null.
 
+Sequence fields (behaviour histories, `info['sequences']`, only with 'raw'): a JSON list of the
+raw element values (ids or strings, oldest first), the training file's text of the list
+(`12|45|78`), or null / [] for an empty history; checked by `features.sequence_text`, split, capped
+to the most recent `seq_len` elements and encoded by the functions that encoded the training rows
+(`data/sequences.py split_texts`, `encode_lists`): 'seq' int32 [n, F_seq, L], left-padded with
+-1. An element no vocabulary holds gets the OOV id 0 and is counted per field, after the
+categorical fields; a list with an empty element raises SchemaError naming the row.
+
 `scenario` is the name of the scenario as the training data named it (`scenario_names`, e.g.
 's0' or 'book'; a row may also give the integer id). A scenario the model was not trained on
 gets the id S, which every multi-scenario model treats as unseen: no scenario-specific
@@ -32,16 +40,18 @@ import numbers
 
 import numpy as np
 
+from deres_jax.data import sequences
 from deres_jax.data.delimited import key_of_string
 from deres_jax.data.vocab import encode as vocab_encode
-from deres_jax.serving.features import SchemaError
+from deres_jax.serving.features import SchemaError, sequence_text
 
 
 class ScenarioScorer:
   """Scores multi-scenario rows; `info` holds the schema, scenario names, step, metrics."""
 
-  def __init__(self, logits_fn, info: dict, batch_size: int = 1024, vocab=None):
-    self._logits_fn = logits_fn   # {'cat': int32 [b, F], 'dense': float32 [b, D], 'scenario': int32 [b]} -> [b]
+  def __init__(self, logits_fn, info: dict, batch_size: int = 1024, vocab=None, seq_vocab=None):
+    # {'cat': int32 [b, F], 'dense': float32 [b, D], 'scenario': int32 [b], 'seq': int32 [b, F_seq, L]} -> [b]
+    self._logits_fn = logits_fn
     self.info, self.batch_size = dict(info), int(batch_size)
     self.dense_names, self.cat_names = tuple(info['dense_names']), tuple(info['cat_names'])
     self.vocab_sizes = np.asarray(info['vocab_sizes'], np.int64)
@@ -51,6 +61,14 @@ class ScenarioScorer:
     self.vocab = None if vocab is None else tuple(np.asarray(v, np.int64) for v in vocab)
     if self.vocab is not None and len(self.vocab) != len(self.cat_names):
       raise ValueError(f'{len(self.vocab)} vocabularies for {len(self.cat_names)} categorical fields')
+    # Sequence fields: per field its keys in id order (a shared field: the categorical field's).
+    self.seq_names = tuple(s['name'] for s in info.get('sequences', ()))
+    self.seq_len = int(info.get('seq_len', 0)) if self.seq_names else 0
+    self.seq_sep = info['sequences'][0]['sep'] if self.seq_names else '|'
+    if self.seq_names and (self.vocab is None or seq_vocab is None or len(seq_vocab) != len(self.seq_names)):
+      raise ValueError(f'the sequence fields {list(self.seq_names)} need their raw-value vocabularies '
+                       '(one key array per field, vocab.npz); this model has none for them')
+    self.seq_vocab = tuple(np.asarray(v, np.int64) for v in seq_vocab) if self.seq_names else ()
     raw = (self.info.get('raw_format') or {}) if self.vocab is not None else {}
     self.scenario_column = raw.get('scenario_column') or 'scenario'
     self._other = set(raw.get('labels', ())) | ({raw['group']} if raw.get('group') else set())
@@ -64,11 +82,12 @@ class ScenarioScorer:
     """(batch of numpy columns, OOV ids per field [F], unseen-scenario rows) of JSON-like rows."""
     if not isinstance(rows, list):
       raise SchemaError(f'expected a list of rows (JSON objects), got {type(rows).__name__}')
-    fields = (*self.dense_names, *self.cat_names)
+    fields = (*self.dense_names, *self.cat_names, *self.seq_names)
     known = set(fields) | {'scenario', self.scenario_column} | self._other
     n, S = len(rows), len(self.scenario_names)
     cat = np.zeros((n, len(self.cat_names)), np.int64)
     texts = [[''] * n for _ in self.cat_names]
+    lists = [[''] * n for _ in self.seq_names]
     dense = np.full((n, len(self.dense_names)), np.nan, np.float32)
     scenario = np.full(n, S, np.int32)
     for i, row in enumerate(rows):
@@ -96,13 +115,33 @@ class ScenarioScorer:
           if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
             raise SchemaError(f'row {i} field {c!r}: expected an integer id or null, got {v!r}')
           cat[i, j] = -1 if v is None else (v if abs(v) < 2 ** 62 else -2)   # -1 missing; -2 any id beyond int64
+      for j, c in enumerate(self.seq_names):
+        lists[j][i] = sequence_text(row[c], c, i, self.seq_sep)
       scenario[i] = self._scenario(row, i)
     if self.raw:
       cat, oov = self._lookup(texts, n)
     else:
       oov = ((cat != -1) & ((cat < 1) | (cat >= self.vocab_sizes))).sum(0)   # null = missing, not unseen
       cat = np.where((cat >= 1) & (cat < self.vocab_sizes), cat, 0).astype(np.int32)
-    return {'cat': cat, 'dense': dense, 'scenario': scenario}, oov, int((scenario == S).sum())
+    batch = {'cat': cat, 'dense': dense, 'scenario': scenario}
+    if self.seq_names:
+      batch['seq'], seq_oov = self._lists(lists, n)
+      oov = np.concatenate([oov, seq_oov])
+    return batch, oov, int((scenario == S).sum())
+
+  def _lists(self, lists, n: int) -> tuple:
+    """(int32 'seq' [n, F_seq, L], OOV elements per sequence field [F_seq]) of the lists' texts."""
+    keys = np.zeros((n, len(self.seq_names), self.seq_len), np.int64)
+    kept = np.zeros((n, len(self.seq_names)), np.int32)
+    for j, c in enumerate(self.seq_names):   # the training rows' split, cap and keys
+      keys[:, j], kept[:, j], _, empty = sequences.split_texts(lists[j], self.seq_sep, self.seq_len)
+      if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise SchemaError(f'row {i} field {c!r}: the list {lists[j][i][:60]!r} has an empty element '
+                          f'(separator {self.seq_sep!r} doubled, leading or trailing)')
+    seq = sequences.encode_lists(keys, kept, self.seq_vocab)
+    real = ~sequences.pad_mask(kept, self.seq_len)
+    return seq, np.sum((seq == 0) & real, axis=(0, 2)).astype(np.int64)
 
   def _scenario(self, row: dict, i: int) -> int:
     """The scenario id of a row (S: not seen in training)."""

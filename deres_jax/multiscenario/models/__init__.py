@@ -38,8 +38,9 @@ MODELS = {
     'adasparse': AdaSparse,          # AdaSparse: scenario-adaptive neuron pruning
 }
 
-# Set by the code, not the config (sizes from the schema; MI-DPG's scenario prior from the rows).
-NOT_CONFIG = ('vocab_sizes', 'num_dense', 'num_scenarios', 'dtype', 'parent', 'name',
+# Set by the code, not the config (sizes and sequence sharing from the schema; MI-DPG's scenario
+# prior from the rows).
+NOT_CONFIG = ('vocab_sizes', 'num_dense', 'num_scenarios', 'seq_share', 'dtype', 'parent', 'name',
               'scenario_prior')
 
 
@@ -81,13 +82,20 @@ def check(model_cfg) -> None:
 
 def build(model_cfg, schema=None, dtype=None, vocab_sizes=None, num_dense=None,
           num_scenarios=None):
-  """The Flax module named by `model_cfg.name` for a schema (or explicit sizes)."""
+  """The Flax module named by `model_cfg.name` for a schema (or explicit sizes).
+
+  Sequence fields of the schema (`seq_names`) follow the categorical ones in `vocab_sizes` and
+  set `seq_share`, as the CTR zoo's `models.build` does: every model sees each history as one
+  more field, its pooled view (multiscenario/models/inputs.py).
+  """
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items() if k != 'name'}
   if dtype is not None:
     kwargs['dtype'] = dtype
   if schema is not None:
-    vocab_sizes, num_dense = tuple(schema.vocab_sizes), len(schema.dense_names)
-    num_scenarios = schema.num_scenarios
+    vocab_sizes = tuple(schema.vocab_sizes) + tuple(getattr(schema, 'seq_vocab_sizes', ()))
+    num_dense, num_scenarios = len(schema.dense_names), schema.num_scenarios
+    if getattr(schema, 'seq_names', ()):
+      kwargs['seq_share'] = schema.seq_share_index()
   return get_class(model_cfg.name)(vocab_sizes=tuple(vocab_sizes), num_dense=num_dense,
                                    num_scenarios=num_scenarios, **kwargs)
 

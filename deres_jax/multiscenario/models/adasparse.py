@@ -36,9 +36,10 @@ from deres_jax.multiscenario.models import inputs
 
 
 class AdaSparse(nn.Module):
-  vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
+  vocab_sizes: tuple            # rows per categorical field, then per sequence field (OOV row 0 included)
   num_dense: int                # dense fields
   num_scenarios: int            # S
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared categorical field or -1
   embed_dim: int = 16           # E: per-field embedding size
   backbone: str = 'mlp'         # 'mlp' | 'deres': the DeRes Transformer over the field tokens first
   hidden: tuple = (256, 128)    # backbone MLP widths (then a logit layer)
@@ -69,7 +70,7 @@ class AdaSparse(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     x, aux = inputs.features(self.vocab_sizes, self.num_dense, self.embed_dim, self.dtype, batch,
-                             self.backbone)
+                             self.backbone, self.seq_share)
     ids, known = inputs.scenario_ids(batch, self.num_scenarios)
     e_s = inputs.ScenarioEmbed(self.num_scenarios, self.scenario_dim, name='scenario_embed')(ids, known)
     alpha = self.alpha(batch.get('step', 0))

@@ -1,7 +1,11 @@
 """What every multi-scenario model reads: flat field embeddings and checked scenario ids.
 
 Features go through the CTR library's `FeatureTokenizer` (one token per field, width E),
-flattened to x [B, F*E], so every model here sees the same inputs as the CTR DNN.
+flattened to x [B, F*E], so every model here sees the same inputs as the CTR DNN. Behaviour
+sequences (`seq_share` non-empty: the batch's 'seq' [B, F_seq, L], -1 = padding) are fields
+too: each is its pooled view, the masked mean of its element embeddings, looked up in the same
+table (a history sharing `item_id` reads its rows; models/tokenizer.py). F counts them, so
+every model's per-field sizes (gates, attention over fields, FLOPs) include them.
 Scenario ids outside [0, S) (a scenario never seen in training is id S by the data
 convention) are never used as an index: `scenario_ids` clips them and returns a `known`
 mask, and every model multiplies its scenario-specific contribution by that mask, so an
@@ -23,8 +27,12 @@ SCENARIO = 'scenario'
 BACKBONES = ('mlp', 'deres')
 
 
-def features(vocab_sizes, num_dense, embed_dim, dtype, batch, backbone: str = 'mlp'):
+def features(vocab_sizes, num_dense, embed_dim, dtype, batch, backbone: str = 'mlp', seq_share=()):
   """(x [B, F*E], aux) from the shared CTR tokenizer; call inside a compact module.
+
+  F = num_dense + len(vocab_sizes): the categorical fields, then one pooled field per
+  sequence field (the last len(seq_share) entries of vocab_sizes; seq_share[f] is the
+  categorical field whose rows sequence f shares, or -1).
 
   backbone='mlp': x is the flat field embeddings and the model's MLP layers are the whole
   backbone. 'deres': the field tokens first pass through the library's DeRes Transformer
@@ -34,10 +42,13 @@ def features(vocab_sizes, num_dense, embed_dim, dtype, batch, backbone: str = 'm
   """
   if backbone not in BACKBONES:
     raise ValueError(f'backbone={backbone!r} is not one of {list(BACKBONES)}.')
-  emb, aux = FeatureTokenizer(vocab_sizes, num_dense, embed_dim, embed_dim, 'field',
-                              dtype=dtype, name='tokenizer')(batch)          # [B, T, E]
+  if len(seq_share) > len(vocab_sizes):
+    raise ValueError(f'seq_share names {len(seq_share)} sequence fields but vocab_sizes has only '
+                     f'{len(vocab_sizes)} entries (categorical, then sequence fields)')
+  emb, aux = FeatureTokenizer(tuple(vocab_sizes), num_dense, embed_dim, embed_dim, 'field', dtype=dtype,
+                              seq_share=tuple(seq_share), name='tokenizer')(batch)  # [B, T, E]
   if backbone == 'deres':
-    spec = CTRTransformer(tuple(vocab_sizes), num_dense, embed_dim=embed_dim, depth=2,
+    spec = CTRTransformer(tuple(vocab_sizes), num_dense, tuple(seq_share), embed_dim=embed_dim, depth=2,
                           width=embed_dim, num_heads=2, connector='deres', block_size=2,
                           dtype=dtype, parent=None)  # unbound: only its backbone is built here
     # Built here from the CTR Transformer's fields (calling its methods on an unbound module

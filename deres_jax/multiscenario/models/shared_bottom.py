@@ -15,9 +15,10 @@ from deres_jax.multiscenario.models.towers import MLP, ScenarioTowers
 
 
 class SharedBottom(nn.Module):
-  vocab_sizes: tuple            # categorical rows per field (OOV row 0 included)
+  vocab_sizes: tuple            # rows per categorical field, then per sequence field (OOV row 0 included)
   num_dense: int                # dense fields
   num_scenarios: int            # S
+  seq_share: tuple = ()         # filled from the data: per sequence field, its shared categorical field or -1
   embed_dim: int = 16           # E: per-field embedding size
   backbone: str = 'mlp'         # 'mlp' | 'deres': the DeRes Transformer over the field tokens first
   hidden: tuple = (256, 128)    # shared bottom MLP widths
@@ -31,7 +32,7 @@ class SharedBottom(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     x, aux = inputs.features(self.vocab_sizes, self.num_dense, self.embed_dim, self.dtype, batch,
-                             self.backbone)
+                             self.backbone, self.seq_share)
     ids, known = inputs.scenario_ids(batch, self.num_scenarios)
     h = MLP(tuple(self.hidden), dtype=self.dtype, name='bottom')(x)
     route = inputs.one_hot(ids, known, self.num_scenarios)
