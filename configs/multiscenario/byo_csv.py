@@ -32,6 +32,9 @@ def get_config():
                                                    # none; 'user_id' would make every test user cold)
   config.data.sep = ','
   config.data.header = True                        # else data.columns names the columns
+  config.data.sequence_columns = ()                # list columns ('12|45|78', oldest first): behaviour histories
+  config.data.seq_shared = ()                      # per list column: the categorical column whose ids it shares, or ''
+  config.data.seq_max_len = 50                     # keep the most recent 50 elements of each list
   config.data.shared_path_fraction = 0.05          # 5 % of training rows train the unseen-scenario path
   # Model: MI-DPG on a small MLP.
   config.model = models.model_config('midpg', hidden=(64, 32))

@@ -79,7 +79,7 @@ class ScenarioScorer:
     return self.vocab is not None
 
   def encode(self, rows) -> tuple:
-    """(batch of numpy columns, OOV ids per field [F], unseen-scenario rows) of JSON-like rows."""
+    """(batch of numpy columns, OOV values per field [F_cat + F_seq], unseen-scenario rows) of JSON-like rows."""
     if not isinstance(rows, list):
       raise SchemaError(f'expected a list of rows (JSON objects), got {type(rows).__name__}')
     fields = (*self.dense_names, *self.cat_names, *self.seq_names)
