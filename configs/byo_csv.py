@@ -35,6 +35,7 @@ def get_config():
   # keep their scale: on the real-data diagnosis (results/quality_amazon_flat.md, 5 seeds)
   # 0.7819 against 0.7750 for RankMixer groups with a final RMSNorm, DNN 0.7824.
   config.model.tokenizer = 'autosplit'
+  config.zoo_tokenizer = 'autosplit'             # and for any model --config.model.name switches to
   config.model.out_norm = 'none'
   config.model.num_tokens = 8
   config.model.depth = 2

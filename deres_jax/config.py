@@ -118,6 +118,11 @@ def base_config() -> ml_collections.ConfigDict:
   # from `models.model_config(name, **fields)`; on the command line,
   # --config.model.name=<other> switches the section to that model's fields first.
   c.model = models.model_config('transformer')
+  # The tokens of every zoo model with a `tokenizer` field, kept when --config.model.name switches
+  # the model ('' = each model's own default, its paper's: RankMixer groups, OneTrans Auto-Split).
+  # configs/byo_csv.py sets 'autosplit' (docs/quality.md, issue 26: +0.011 to
+  # +0.020 test AUC for RankMixer, HiFormer, UniMixer on real data).
+  c.zoo_tokenizer = ''
 
   # Optimizer.
   c.optim = optim_section()
@@ -213,7 +218,8 @@ LOOP_CHOICES = {
 }
 
 
-CHOICES = dict(LOOP_CHOICES, **{'eval.monitor': ('auc', 'logloss')})
+CHOICES = dict(LOOP_CHOICES, **{'eval.monitor': ('auc', 'logloss'),
+                                 'zoo_tokenizer': ('', 'field', 'group', 'autosplit')})
 
 
 def validate(config, num_devices: int | None = None):
@@ -321,8 +327,9 @@ def split_model_flags(argv):
 def apply_model_overrides(config, pairs):
   """Applies [(field, text)] model overrides: name first (switching the section), then fields.
 
-  Raises ConfigError with one sentence for an unknown model, a field the chosen model does
-  not have, or a value that does not parse.
+  A switch keeps `config.zoo_tokenizer` (if set) as the new model's tokenizer when the model
+  has one; a --config.model.tokenizer flag still wins. Raises ConfigError with one sentence for
+  an unknown model, a field the chosen model does not have, or a value that does not parse.
   """
   names = [text for key, text in pairs if key == 'name']
   with config.unlocked():
@@ -331,6 +338,9 @@ def apply_model_overrides(config, pairs):
         config.model = models.switch(config.model, names[-1])
       except models.UnknownModelError as e:
         raise ConfigError(str(e)) from None
+      tokens = config.get('zoo_tokenizer', '')
+      if tokens and tokens in models.choices(names[-1]).get('tokenizer', ()):
+        config.model.tokenizer = tokens
     name = config.model.name
     known = models.fields(name)
     for key, text in pairs:

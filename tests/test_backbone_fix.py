@@ -183,3 +183,25 @@ def test_first_order_path_is_logistic_regression_when_the_head_is_zero(name):
   np.testing.assert_allclose(model.apply({'params': params}, batch)[0], want, rtol=1e-5, atol=1e-5)
   assert np.abs(np.asarray(want)).max() > 0.1
   assert model.flops_per_example()['first_order'] > 0
+
+
+def test_zoo_tokenizer_survives_a_model_switch():
+  """configs/byo_csv.py's Auto-Split tokens reach any zoo model --config.model.name picks."""
+  import os  # pylint: disable=g-import-not-at-top
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def switched(name, *pairs, file='byo_csv.py', **top):
+    c = config_lib.load_file(os.path.join(root, 'configs', file))
+    with c.unlocked():
+      c.update(top)
+    return config_lib.validate(config_lib.apply_model_overrides(c, [('name', name), *pairs]))
+
+  for name in ('rankmixer', 'hiformer', 'unimixer', 'tokenmixer_large', 'onetrans'):
+    assert switched(name).model.tokenizer == 'autosplit', name
+  assert 'tokenizer' not in switched('dnn').model
+  assert switched('rankmixer', ('tokenizer', 'group')).model.tokenizer == 'group'   # a flag wins
+  assert switched('rankmixer', file='quickstart.py').model.tokenizer == 'group'    # '' = the paper's
+  assert switched('rankmixer', zoo_tokenizer='').model.tokenizer == 'group'
+  with pytest.raises(config_lib.ConfigError, match='zoo_tokenizer'):
+    switched('rankmixer', zoo_tokenizer='groups')
