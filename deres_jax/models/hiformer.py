@@ -85,6 +85,7 @@ class HiFormer(nn.Module):
   tokenizer: str = 'group'      # 'group' (RankMixer groups), 'field' (a token each), 'autosplit'
   num_tokens: int = 8           # T when tokenizer is 'group' or 'autosplit'
   dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|) before embedding; or 'none'
+  embed_cross: int = 0          # DCNv2 cross layers on the concatenated embeddings before tokens (docs/quality.md)
   # Backbone.
   depth: int = 2                # L: HiFormer blocks (heterogeneous attention + FFN each)
   width: int = 32               # D: token width
@@ -118,7 +119,7 @@ class HiFormer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, seq_share=self.seq_share, **_naming(name))
+                            self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

@@ -82,6 +82,7 @@ class RankMixer(nn.Module):
   tokenizer: str = 'group'      # 'group': concat-split-project (Eq. 1); 'field'; 'autosplit'
   num_tokens: int = 8           # T when tokenizer is 'group' or 'autosplit' (paper: 16)
   dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|) before embedding; or 'none'
+  embed_cross: int = 0          # DCNv2 cross layers on the concatenated embeddings before tokens (docs/quality.md)
   # Backbone.
   depth: int = 2                # L: RankMixer blocks (token mixing + per-token FFN each; paper: 2)
   width: int = 32               # D: token width; T must divide it (paper: 768)
@@ -113,7 +114,7 @@ class RankMixer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, seq_share=self.seq_share, **_naming(name))
+                            self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

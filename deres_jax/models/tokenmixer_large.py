@@ -76,6 +76,7 @@ class TokenMixerLarge(nn.Module):
   tokenizer: str = 'group'      # 'group': RankMixer's concat-split-project; 'field'; 'autosplit'
   num_tokens: int = 8           # T incl. the global token: T - 1 group tokens ('field': T = F + 1)
   dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|) before embedding; or 'none'
+  embed_cross: int = 0          # DCNv2 cross layers on the concatenated embeddings before tokens (docs/quality.md)
   # Backbone.
   depth: int = 4                # L: blocks (Mixing-and-Reverting + per-token SwiGLU each)
   width: int = 32               # D: token width; H must divide it
@@ -113,7 +114,7 @@ class TokenMixerLarge(nn.Module):
     # The group tokens only: the global token is added by the model (Eq. 1).
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens - 1, self.dense_transform,
-                            self.table_pad, self.dtype, seq_share=self.seq_share, **_naming(name))
+                            self.table_pad, self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(

@@ -159,6 +159,7 @@ class UniMixer(nn.Module):
   tokenizer: str = 'group'      # 'group' (RankMixer groups), 'field' (a token each), 'autosplit'
   num_tokens: int = 8           # T when tokenizer is 'group' or 'autosplit'
   dense_transform: str = 'log1p'  # dense x -> sign(x) log(1+|x|) before embedding; or 'none'
+  embed_cross: int = 0          # DCNv2 cross layers on the concatenated embeddings before tokens (docs/quality.md)
   # Backbone.
   depth: int = 2                # L: UniMixer blocks (UniMixing + per-token SwiGLU each)
   width: int = 32               # D: token width
@@ -197,7 +198,7 @@ class UniMixer(nn.Module):
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens, self.dense_transform, self.table_pad,
-                            self.dtype, seq_share=self.seq_share, **_naming(name))
+                            self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
 
   def mixer_kwargs(self, temperature) -> dict:
     return dict(num_heads=self.num_heads, sinkhorn_iters=self.sinkhorn_iters,
