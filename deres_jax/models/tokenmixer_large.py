@@ -114,7 +114,8 @@ class TokenMixerLarge(nn.Module):
     # The group tokens only: the global token is added by the model (Eq. 1).
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
                             self.tokenizer, self.num_tokens - 1, self.dense_transform,
-                            self.table_pad, self.dtype, cross_layers=self.embed_cross, seq_share=self.seq_share, **_naming(name))
+                            self.table_pad, self.dtype, cross_layers=self.embed_cross,
+                            seq_share=self.seq_share, **_naming(name))
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(
