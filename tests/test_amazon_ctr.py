@@ -110,3 +110,15 @@ def test_sequences_drop_gives_the_same_rows_without_histories(tmp_path):
   c.data.sequences = 'none'
   with pytest.raises(ValueError, match="config.data.sequences='none': choose 'keep' or 'drop'"):
     data_lib.load(c.data)
+  # A dataset loaded once (paper tables share one across rows) follows each run's own setting.
+  from deres_jax import models  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  c.model = models.model_config('dnn', embed_dim=4, hidden=(8,))
+  c.train.batch_size, c.train.num_steps, c.train.log_every, c.train.progress = 16, 2, 1, False
+  c.eval.batch_size, c.eval.every_steps, c.ckpt.every_steps = 512, 2, 0
+  runs = {}
+  for mode in ('keep', 'drop'):
+    c.data.sequences = mode
+    runs[mode] = trainer.train_and_evaluate(c, str(tmp_path / mode), dataset=kept)
+  assert runs['drop']['dataset'].endswith('(sequence fields dropped)')
+  assert runs['drop']['num_params'] < runs['keep']['num_params']   # two fewer pooled fields in the MLP

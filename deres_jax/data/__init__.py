@@ -82,17 +82,21 @@ def drop_sequences(ds: Dataset) -> Dataset:
   return Dataset(schema, splits, source=ds.source + ' (sequence fields dropped)')
 
 
+def apply_options(ds: Dataset, data_config) -> Dataset:
+  """The dataset as `data_config` asks for it (`sequences='drop'`): applied by `load` and by the
+  CTR task to a dataset loaded once and shared by runs whose data sections differ (paper tables)."""
+  sequences = data_config.get('sequences', 'keep')
+  if sequences not in ('keep', 'drop'):
+    raise ValueError(f"config.data.sequences={sequences!r}: choose 'keep' or 'drop'.")
+  return drop_sequences(ds) if sequences == 'drop' and ds.schema.seq_names else ds
+
+
 def load(data_config) -> Dataset:
   """Loads the dataset named by `data_config.name` and validates its splits."""
   name = data_config.name
   if name not in DATASETS:
     raise ValueError(f'config.data.name={name!r} is not a dataset; choose one of {sorted(DATASETS)}')
-  ds = DATASETS[name](data_config)
-  sequences = data_config.get('sequences', 'keep')
-  if sequences not in ('keep', 'drop'):
-    raise ValueError(f"config.data.sequences={sequences!r}: choose 'keep' or 'drop'.")
-  if sequences == 'drop':
-    ds = drop_sequences(ds)
+  ds = apply_options(DATASETS[name](data_config), data_config)
   for split_name, split in ds.splits.items():
     check_split(ds.schema, split, f'{name}/{split_name}')
   return ds

@@ -83,6 +83,7 @@ def oracle_metrics(split):
 def build(config, ds, workdir, mesh) -> family_lib.Task:
   """The CTR task of one run: model, loss, exact validation/test metrics, summary fields."""
   del workdir
+  ds = data_lib.apply_options(ds, config.data)   # a preloaded dataset shared by differing rows
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, ds.schema, dtype=dtype)
   train_split = ds.splits['train']
