@@ -122,3 +122,6 @@ def test_sequences_drop_gives_the_same_rows_without_histories(tmp_path):
     runs[mode] = trainer.train_and_evaluate(c, str(tmp_path / mode), dataset=kept)
   assert runs['drop']['dataset'].endswith('(sequence fields dropped)')
   assert runs['drop']['num_params'] < runs['keep']['num_params']   # two fewer pooled fields in the MLP
+  from deres_jax.serving import from_workdir  # pylint: disable=g-import-not-at-top
+  with pytest.raises(from_workdir.WorkdirError, match="sequences='drop'"):
+    from_workdir.input_spec(c.data)   # serving such a run says so, not a shape error

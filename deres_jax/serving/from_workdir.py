@@ -75,6 +75,10 @@ def input_spec(data_config) -> tuple:
     vocab, _ = load_vocab(path)
     row_spec = RowSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta['spec'].items()})
     schema = Schema.from_json(meta['schema'])
+    if schema.seq_names and data_config.get('sequences', 'keep') == 'drop':
+      raise WorkdirError("the run was trained with config.data.sequences='drop' (a history-blind "
+                         'baseline of a table): scoring raw rows of it is not supported; train '
+                         'without that option to export and serve')
     seq_vocab = load_vocab(path, sequence=True) if schema.seq_names else {}  # a shared field: the scalar's keys
     return schema, features.InputSpec(row_spec, tuple(vocab[f][0] for f in schema.cat_names),
                                       tuple(seq_vocab[f][0] for f in schema.seq_names))
