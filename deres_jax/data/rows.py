@@ -80,21 +80,8 @@ class RowSpec:
       missing = [c for c in self.sequence if c not in known]
       if missing:
         raise ValueError(f'sequence columns {missing} are not among the file columns {list(self.columns)}')
-      both = set(self.sequence) & set(used)
-      if both:
-        raise ValueError(f'columns {sorted(both)} are both sequence and scalar fields')
-      if len(self.seq_sep) != 1 or self.seq_sep in (self.sep, '\n', '\r'):
-        raise ValueError(f'the sequence separator must be one character other than the field '
-                         f'separator {self.sep!r}, got {self.seq_sep!r}')
-      if self.seq_max_len < 1:
-        raise ValueError(f'seq_max_len={self.seq_max_len} must be >= 1')
-      if self.seq_shared and len(self.seq_shared) != len(self.sequence):
-        raise ValueError(f'seq_shared has {len(self.seq_shared)} entries, one per sequence column '
-                         f'({len(self.sequence)}) expected (\'\' = a vocabulary of its own)')
-      cats = self.cat_names
-      wrong = [s for s in self.seq_shared if s and s not in cats]
-      if wrong:
-        raise ValueError(f'seq_shared names {wrong}, which are not categorical fields {list(cats)}')
+      sequences.check_schema(self.sequence, used, self.cat_names, self.sep, self.seq_sep, self.seq_max_len,
+                             self.seq_shared)
     return self
 
   @property

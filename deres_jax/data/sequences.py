@@ -97,3 +97,26 @@ def split_texts(texts, sep: str, max_len: int):
   end = np.cumsum(size + 1) - 1             # each text ends at its line's newline
   chunk = delimited.Chunk(b'\n'.join(parts) + b'\n', 1, '\n')
   return split_lists(chunk, end - size, end, sep, max_len)
+
+
+def check_schema(sequence, scalar, categorical, sep: str, seq_sep: str, seq_max_len: int, seq_shared,
+                 prefix: str = '', noun: str = 'fields'):
+  """Raises ValueError (one sentence) for an impossible sequence schema.
+
+  sequence: the list columns; scalar: every other column used; categorical: the columns a list
+  may share its vocabulary with (`seq_shared`, '' = its own); `prefix` names the config fields.
+  """
+  both = set(sequence) & set(scalar)
+  if both:
+    raise ValueError(f'columns {sorted(both)} are both sequence columns and other fields')
+  if len(seq_sep) != 1 or seq_sep in (sep, '\n', '\r'):
+    raise ValueError(f'{prefix}seq_sep must be one character other than the field separator '
+                     f'{sep!r}, got {seq_sep!r}')
+  if seq_max_len < 1:
+    raise ValueError(f'{prefix}seq_max_len={seq_max_len} must be >= 1')
+  if seq_shared and len(seq_shared) != len(sequence):
+    raise ValueError(f'{prefix}seq_shared has {len(seq_shared)} entries, one per sequence column '
+                     f"({len(sequence)}) expected ('' = a vocabulary of its own)")
+  wrong = [c for c in seq_shared if c and c not in categorical]
+  if wrong:
+    raise ValueError(f'{prefix}seq_shared names {wrong}, which are not categorical {noun} {list(categorical)}')

@@ -66,20 +66,9 @@ class CsvFormat:
       if self.seq_shared:
         raise ValueError('data.seq_shared is set but data.sequence_columns is empty.')
       return self
-    both = set(self.sequence) & set(self.labels + self.categorical + self.dense + (self.scenario,))
-    if both:
-      raise ValueError(f'columns {sorted(both)} are both sequence columns and other fields.')
-    if len(self.seq_sep) != 1 or self.seq_sep in (self.sep, '\n', '\r'):
-      raise ValueError(f'data.seq_sep must be one character other than the field separator {self.sep!r}, '
-                       f'got {self.seq_sep!r}.')
-    if self.seq_max_len < 1:
-      raise ValueError(f'data.seq_max_len={self.seq_max_len} must be >= 1.')
-    if self.seq_shared and len(self.seq_shared) != len(self.sequence):
-      raise ValueError(f'data.seq_shared has {len(self.seq_shared)} entries, one per sequence column '
-                       f"({len(self.sequence)}) expected ('' = a vocabulary of its own).")
-    wrong = [c for c in self.seq_shared if c and c not in self.categorical]
-    if wrong:
-      raise ValueError(f'data.seq_shared names {wrong}, which are not categorical columns {list(self.categorical)}.')
+    sequences.check_schema(self.sequence, self.labels + self.categorical + self.dense + (self.scenario,),
+                           self.categorical, self.sep, self.seq_sep, self.seq_max_len, self.seq_shared,
+                           prefix='data.', noun='columns')
     return self
 
   def shared_names(self) -> tuple:
