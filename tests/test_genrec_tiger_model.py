@@ -131,7 +131,8 @@ def test_exclude_history_drops_history_items_from_scores_and_lists():
 
 
 @pytest.mark.parametrize('position, output, lengths', [('relative', 'levels', 'fixed'),
-                                                      ('absolute', 'full', 'variable')])
+                                                      ('absolute', 'full', 'variable'),
+                                                      ('relative', 'positions', 'variable')])
 def test_kv_cached_beam_search_equals_the_uncached_one(position, output, lengths):
   from deres_jax.genrec import beam  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
@@ -141,8 +142,8 @@ def test_kv_cached_beam_search_equals_the_uncached_one(position, output, lengths
     short = [[a, -1, -1] for a in range(4)] + [[a, b, -1] for a in range(4) for b in range(2)]
     codes = np.concatenate([np.array(short), codes[:13]])
   item_tok = layout.item_tokens(np.concatenate([np.full((1, 3), -1), codes]))
-  extra = {} if output == 'full' else dict(level_offsets=tuple(int(o) for o in layout.offsets),
-                                           level_sizes=layout.level_sizes)
+  extra = {'full': {}, 'positions': dict(position_tokens=tiger.position_tokens(item_tok)),
+           'levels': dict(level_offsets=tuple(int(o) for o in layout.offsets), level_sizes=layout.level_sizes)}[output]
   model = tiger.Tiger(vocab_size=layout.vocab_size, max_enc_len=10, max_dec_len=4, width=16, num_heads=2,
                       head_dim=8, mlp_dim=32, enc_depth=1, dec_depth=2, dropout=0.0, position=position,
                       output=output, **extra)
@@ -158,6 +159,32 @@ def test_kv_cached_beam_search_equals_the_uncached_one(position, output, lengths
   np.testing.assert_array_equal(tokens_c, tokens)
   np.testing.assert_allclose(scores_c, scores, rtol=1e-5, atol=1e-5)
   assert (np.asarray(items) > 0).all()
+
+
+def test_position_tokens_generalise_the_level_mask():
+  """'positions' = 'levels' on a fixed-length catalogue using every code; variable lengths get eos
+  exactly where some ID ends, and a merged (BPE) token is valid only where it occurs."""
+  layout = tiger.TokenLayout([3, 2], num_user_tokens=2)
+  fixed = np.array([[-1, -1]] + [[a, b] for a in range(3) for b in range(2)])
+  item_tok = layout.item_tokens(fixed)
+  np.testing.assert_array_equal(tiger.token_mask(tiger.position_tokens(item_tok), layout.vocab_size),
+                                tiger.level_mask(layout.offsets, layout.level_sizes, layout.vocab_size))
+  var = np.array([[-1, -1], [0, -1], [1, 1], [2, 0]])   # lengths 1, 2, 2
+  toks = tiger.position_tokens(layout.item_tokens(var))
+  assert toks == ((3, 4, 5), (tiger.EOS, 6, 7), (tiger.EOS,))
+  merged = np.array([[0, 0], [3, 6], [8, 0], [5, 7]])   # token 8: a merged subword, first position only
+  assert tiger.position_tokens(merged) == ((3, 5, 8), (tiger.EOS, 6, 7), (tiger.EOS,))
+  # The model masks what the catalogue never has at a position; training and decoding agree.
+  model = tiger.Tiger(vocab_size=9, max_enc_len=4, max_dec_len=3, width=8, num_heads=1, head_dim=8, mlp_dim=8,
+                      enc_depth=1, dec_depth=1, dropout=0.0, output='positions', position_tokens=toks)
+  enc, dec = jnp.ones((1, 4), jnp.int32) * 3, jnp.asarray([[tiger.BOS, 3, 6]])
+  params = model.init(jax.random.PRNGKey(0), enc, dec)['params']
+  logits = np.asarray(model.apply({'params': params}, enc, dec))[0]
+  mask = tiger.token_mask(toks, 9)
+  assert (logits[~mask] == -1e9).all() and (logits[mask] > -1e8).all()
+  with pytest.raises(ValueError, match='decoder positions'):
+    tiger.Tiger(vocab_size=9, max_enc_len=4, max_dec_len=3, output='positions',
+                position_tokens=toks[:2]).init(jax.random.PRNGKey(0), enc, dec)
 
 
 def test_cached_beam_search_skips_the_decoder_once_every_beam_has_ended():

@@ -55,8 +55,10 @@ def get_config(arg='cpu'):
                           squash_k=0.5, residual='soft', fixed_length=0, adapter_rank=8, recon_weight=1.0,
                           spread_weight=1.0, length_weight=0.01, collisions='extend', optimizer='adam',
                           learning_rate=1e-4, pose_init=2.0, vote_scale=(4.0, 4.0, 16.0), centre=True)
-  # Variable-length IDs: one softmax over the whole vocabulary at each step (no per-level output).
-  config.model.output = 'full'
+  # Variable-length IDs: at each decoder position a softmax over the tokens the catalogue's IDs have
+  # there (eos where an ID ends): TIGER's per-level output generalised. 'full' (one softmax over the
+  # whole vocabulary) costs TIGER 0.0243 -> 0.0175 R@10 at the table's cpu_short budget (docs/genrec.md).
+  config.model.output = 'positions'
   if preset == 'cpu':
     # Routing costs 6 layers x 3 iterations over 256 capsules with 32x32 poses: 300 + 50 steps fit 2 cores.
     config.tokenizer.update(steps=300, stage2_steps=50, spread_anneal_steps=200, log_every=100)

@@ -14,7 +14,7 @@ from deres_jax.genrec import tiger
 SYSTEMS = ('sasrec', 'tiger', 'cobra')
 # Model fields filled from the data (catalogue, history and token sizes) or internal.
 NOT_CONFIG = ('num_items', 'max_len', 'vocab_size', 'max_enc_len', 'max_dec_len', 'level_offsets', 'level_sizes',
-              'parent', 'name')
+              'position_tokens', 'parent', 'name')
 MONITORS = ('recall@10', 'ndcg@10', 'recall@5', 'ndcg@5')
 
 
@@ -154,7 +154,7 @@ CHOICES = dict(ctr_config.LOOP_CHOICES, **{'eval.monitor': MONITORS, 'data.windo
                                             'data.user_token': ('adjacent', 'first'),
                                             'tokenizer.collision_order': ('popularity', 'id'),
                                             'model.position': ('relative', 'absolute'),
-                                            'model.output': ('levels', 'full')})
+                                            'model.output': ('levels', 'positions', 'full')})
 
 
 def validate(c, num_devices: int | None = None):

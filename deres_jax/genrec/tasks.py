@@ -233,9 +233,11 @@ class TigerTask:
     sizes = {}
     if config.model.get('output') == 'levels':  # softmax over each position's own codes
       if config.bpe.num_merges or (self.item_tok[1:] == tiger.PAD).any():
-        raise ValueError("config.model.output='levels' needs fixed-length IDs; set config.model.output='full' "
-                         'for variable-length IDs (CAPSID, SemanticBPE).')
+        raise ValueError("config.model.output='levels' needs fixed-length IDs; set config.model.output="
+                         "'positions' (or 'full') for variable-length IDs (CAPSID, SemanticBPE).")
       sizes = dict(level_offsets=tuple(int(o) for o in self.layout.offsets), level_sizes=self.layout.level_sizes)
+    elif config.model.get('output') == 'positions':  # softmax over the tokens the catalogue has at each position
+      sizes = dict(position_tokens=tiger.position_tokens(self.item_tok))
     self.model = self._make_model(config, data, vocab_size=self.layout.vocab_size, max_enc_len=1 + data.max_len * m,
                                   max_dec_len=m + 1, **sizes)
     rows, hist, target = data_lib.sliding_windows(data, config.data.get('windows', 'prefix'))

@@ -18,7 +18,12 @@ encoder, causal ones in the decoder's self-attention, none in cross-attention, o
 stack shared by its layers as in T5; or learned absolute position embeddings ('absolute', the
 earlier choice). Output (`output`): one softmax over the whole vocabulary ('full'), or over the
 codes valid at each decoder position ('levels': position l scores only level l's codes, the
-last only eos; GRID's per-level heads up to the shared projection), which needs fixed-length IDs.
+last only eos; GRID's per-level heads up to the shared projection), which needs fixed-length IDs;
+or ('positions') over the tokens that occur at position l in the catalogue's IDs, and eos where
+an ID ends there: the same restriction for variable-length and SemanticBPE-merged IDs (CAPSID),
+equal to 'levels' on a fixed-length catalogue that uses every code (tested). On Beauty's
+`cpu_short` table budget, TIGER over RQ-VAE IDs reaches R@10 0.0243 with 'levels' and 0.0175
+with 'full' (docs/genrec.md), so a variable-length tokenizer on 'full' starts handicapped.
 """
 import flax.linen as nn
 import jax
@@ -211,6 +216,29 @@ class Block(nn.Module):
     return self._mlp(x_n1d, False), (k, v)
 
 
+def position_tokens(item_tok: np.ndarray) -> tuple:
+  """Per decoder position l (0..m), the sorted token ids that occur at position l of an ID in
+  item_tok [N+1, m] (row 0 = padding; PAD after each ID), and eos where an ID of length l ends."""
+  tok = np.asarray(item_tok)[1:]
+  m = tok.shape[1]
+  length = (tok != PAD).sum(1)
+  out = []
+  for l in range(m + 1):
+    valid = set(np.unique(tok[:, l][tok[:, l] != PAD]).tolist()) if l < m else set()
+    if (length == l).any():
+      valid.add(EOS)
+    out.append(tuple(sorted(int(t) for t in valid)))
+  return tuple(out)
+
+
+def token_mask(tokens_per_position, vocab_size: int) -> np.ndarray:
+  """[m+1, V] booleans from `position_tokens`."""
+  mask = np.zeros((len(tokens_per_position), vocab_size), bool)
+  for l, toks in enumerate(tokens_per_position):
+    mask[l, list(toks)] = True
+  return mask
+
+
 def level_mask(level_offsets, level_sizes, vocab_size: int) -> np.ndarray:
   """[m+1, V] booleans: decoder position l may emit level l's codes (l < m), the last only eos."""
   m = len(level_sizes)
@@ -236,11 +264,12 @@ class Tiger(nn.Module):
   position: str = 'relative'  # 'relative' (T5 bias, TIGER/GRID) | 'absolute' (learned embeddings)
   rel_buckets: int = 32     # T5 relative-position buckets (T5: 32)
   rel_max_distance: int = 128  # distance beyond which positions share the last bucket (T5: 128)
-  output: str = 'levels'    # 'levels' (softmax over the codes valid at each position; fixed-length IDs) | 'full'
+  output: str = 'levels'    # 'levels' (each position's own codes; fixed-length IDs) | 'positions' | 'full'
   level_offsets: tuple = ()  # from the tokenizer: first token id of each ID position ('levels')
   level_sizes: tuple = ()   # from the tokenizer: codes per ID position ('levels')
+  position_tokens: tuple = ()  # from the catalogue: token ids valid at each position ('positions')
 
-  CHOICES = {'position': ('relative', 'absolute'), 'output': ('levels', 'full')}
+  CHOICES = {'position': ('relative', 'absolute'), 'output': ('levels', 'positions', 'full')}
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0))
@@ -254,8 +283,13 @@ class Tiger(nn.Module):
     if self.output == 'levels':
       if not self.level_sizes:
         raise ValueError("model.output='levels' needs the tokenizer's level sizes (fixed-length IDs); "
-                         "use output='full' for variable-length IDs (CAPSID, SemanticBPE).")
+                         "use output='positions' for variable-length IDs (CAPSID, SemanticBPE).")
       self.out_mask = level_mask(self.level_offsets, self.level_sizes, self.vocab_size)
+    elif self.output == 'positions':
+      if len(self.position_tokens) != self.max_dec_len:
+        raise ValueError(f"model.output='positions' needs the catalogue's tokens of each of the "
+                         f'{self.max_dec_len} decoder positions, got {len(self.position_tokens)}.')
+      self.out_mask = token_mask(self.position_tokens, self.vocab_size)
     kw = dict(num_heads=self.num_heads, head_dim=self.head_dim, width=self.width, mlp_dim=self.mlp_dim,
               dropout=self.dropout)
     self.enc_blocks = [Block(**kw) for _ in range(self.enc_depth)]
@@ -295,14 +329,14 @@ class Tiger(nn.Module):
     return self.dec_ln(x)
 
   def decode(self, mem_bsd, enc_bs, dec_bt, train: bool = False):
-    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal); with output='levels' the
+    """Next-token logits [B, T, V] for decoder inputs [B, T] (causal); with output 'levels' or 'positions' the
     tokens not valid at a position get the lowest logit (their probability is 0)."""
     return self.logits(self.decode_hidden(mem_bsd, enc_bs, dec_bt, train))
 
   def logits(self, hidden_btd):
-    """Token logits [B, T, V] of decoder states [B, T, d] (output='levels': invalid tokens -1e9)."""
+    """Token logits [B, T, V] of decoder states [B, T, d] (tokens not valid at a position: -1e9)."""
     logits = self.head(hidden_btd)
-    if self.output == 'levels':  # finite, so beam-score sums stay finite
+    if self.output != 'full':  # finite, so beam-score sums stay finite
       logits = jnp.where(self.out_mask[:hidden_btd.shape[1]], logits, -1e9)
     return logits
 
@@ -334,7 +368,7 @@ class Tiger(nn.Module):
       x, layer_cache = blk.step(x, layer_cache, t, kv, cross_mask, bias_row)
       new_cache.append(layer_cache)
     logits = self.head(self.dec_ln(x))[:, 0]
-    if self.output == 'levels':
+    if self.output != 'full':
       logits = jnp.where(self.out_mask[t], logits, -1e9)
     return logits, new_cache
 
