@@ -108,3 +108,8 @@ def test_amazon_multi_category_csv(tmp_path):
   d = load_data(c.data)
   assert d.target == 'ctr' and set(d.scenario_names) == {'Beauty', 'Toys_and_Games'}
   assert sum(len(s['label']) for s in d.splits.values()) == len(rows)
+
+
+def test_holm_adjustment():
+  """Holm: the i-th smallest p times (m - i + 1), made monotone; nan ignored."""
+  np.testing.assert_allclose(table.holm([0.01, 0.04, float('nan'), 0.03]), [0.03, 0.06, np.nan, 0.06])

@@ -18,6 +18,7 @@ Data (`--data`): `synthetic` (deres_jax/multiscenario/synthetic.py, purchase = C
 read by configs/multiscenario/amazon.py; `--data_path` is the CSV).
 """
 import csv
+import json
 import os
 
 import jax
@@ -122,10 +123,10 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'shor
   job_list = [jobs.Job(f'{n}/seed{k}', configs[n, k], f'{n} seed {k}') for k in range(seeds) for n in names]
   runs = {n: {} for n in names}      # model -> {seed: summary}
   failed = {}
-  cmd = (f'python launch/reproduce.py --table=multiscenario --data={data} --seeds={seeds} '
-         f'--preset={preset} ' + (f'--data_path={data_path} ' if data == 'amazon' else '') +
-         f'--workdir={workdir} --out={out}')
-  ctx = dict(data=data, seeds=seeds, preset=preset, cmd=cmd, out=out, total=len(job_list),
+  cmd = (f'python launch/reproduce.py --table=multiscenario --data={data} ' +
+         (f'--data_path={data_path} ' if data == 'amazon' else '') +
+         f'--seeds={seeds} --preset={preset} --workdir={workdir} --out={out}')
+  ctx = dict(data=data, seeds=seeds, preset=preset, cmd=cmd, out=out, total=len(job_list), workdir=workdir,
              config=configs[names[0], 0])
 
   def record(result):
@@ -183,30 +184,55 @@ def paired(runs, a: str, b: str, metric=lambda s: s['test']['wauc']):
   return float(d.mean()), sd, len(d), p
 
 
+def holm(pvalues):
+  """Holm's step-down adjustment of `pvalues` (family-wise error over the comparisons); nan stays nan."""
+  p = np.asarray(pvalues, np.float64)
+  ok = np.flatnonzero(np.isfinite(p))
+  out = np.full(len(p), np.nan)
+  running = 0.0
+  for rank, i in enumerate(ok[np.argsort(p[ok])]):
+    running = max(running, min(1.0, (len(ok) - rank) * p[i]))
+    out[i] = running
+  return out
+
+
 def _verdict(runs, rows):
   """The paired comparison lines and one sentence on "MI-DPG beats the baselines"."""
-  lines = ['| baseline | MI-DPG − baseline wAUC (mean ± sd) | seeds | paired t-test p | resolved (p < 0.05) |',
-           '|---|---|---|---|---|']
-  better, worse, open_ = [], [], []
-  for name in runs:
-    if name == 'midpg' or not runs[name]:
-      continue
-    mean, sd, n, p = paired(runs, 'midpg', name)
-    if n == 0:
-      continue
-    resolved = np.isfinite(p) and p < 0.05
-    (better if resolved and mean > 0 else worse if resolved else open_).append(name)
-    lines.append(f'| {name} | {mean:+.4f} ± {sd:.4f} | {n} | {p:.3f} | '
-                 f"{('yes: MI-DPG better' if mean > 0 else 'yes: MI-DPG worse') if resolved else 'no'} |")
   if not runs.get('midpg'):
     return ['No MI-DPG run has finished yet.']
+  lines = ['| baseline | MI-DPG − baseline wAUC (mean ± sd) | seeds | paired t-test p | Holm p (all baselines) | '
+           'resolved (p < 0.05) |', '|---|---|---|---|---|---|']
+  tests = {n: paired(runs, 'midpg', n) for n in runs if n != 'midpg' and runs[n]}
+  tests = {n: t for n, t in tests.items() if t[2]}
+  adjusted = dict(zip(tests, holm([t[3] for t in tests.values()])))
+  better, worse, open_ = [], [], []
+  for name, (mean, sd, n, p) in tests.items():
+    resolved = np.isfinite(p) and p < 0.05
+    (better if resolved and mean > 0 else worse if resolved else open_).append(name)
+    lines.append(f'| {name} | {mean:+.4f} ± {sd:.4f} | {n} | {p:.3f} | {adjusted[name]:.3f} | '
+                 f"{('yes: MI-DPG better' if mean > 0 else 'yes: MI-DPG worse') if resolved else 'no'} |")
+  held = [n for n, q in adjusted.items() if q < 0.05]
   best = max(rows, key=lambda r: r['wauc_mean'])['model']
   said = (f'MI-DPG is resolved better than {len(better)} baseline(s) ({", ".join(better) or "none"}), '
           f'resolved worse than {len(worse)} ({", ".join(worse) or "none"}) and not resolved against '
-          f'{len(open_)} ({", ".join(open_) or "none"}); the best mean wAUC is {best}\'s. ')
+          f'{len(open_)} ({", ".join(open_) or "none"}); after Holm\'s correction for the {len(tests)} comparisons '
+          f'{len(held)} difference(s) stay resolved ({", ".join(held) or "none"}); the best mean wAUC is {best}\'s. ')
   said += ('"MI-DPG beats the baselines" holds on this data.' if better and not worse and not open_ else
            '"MI-DPG beats the baselines" does NOT hold on this data.')
   return lines + ['', '**Verdict** (computed from the rows above, the same recipe for every model): ' + said]
+
+
+def _wall_minutes(workdir, runs) -> float:
+  """Wall minutes of the finished runs, as the job runner recorded them (WORKDIR/<run>/job.json)."""
+  total = 0.0
+  for name, by_seed in runs.items():
+    for k in by_seed:
+      try:
+        with open(os.path.join(workdir, name, f'seed{k}', 'job.json')) as f:
+          total += json.load(f).get('seconds') or 0.0
+      except (OSError, ValueError):
+        pass
+  return total / 60
 
 
 def _write(runs, dataset, ctx, failed):
@@ -231,7 +257,10 @@ def _write(runs, dataset, ctx, failed):
             f'{p["num_steps"]} steps, Adam lr 1e-3, last-step parameters')
   source = ('`deres_jax/multiscenario/synthetic.py`, data seed 0, target purchase (CTCVR)' if data == 'synthetic'
             else f'`{cfg.data.train_file}` (configs/multiscenario/amazon.py: Amazon 2014 5-core, one scenario per '
-            'category, click = a real next interaction vs one uniformly sampled unseen item; split 8:1:1 by user)')
+            'category, click = a real next interaction vs one uniformly sampled unseen item; split 8:1:1 by user; '
+            'built by `python benchmarks/make_amazon_flat_csv.py --categories=Beauty,Sports_and_Outdoors,'
+            'Toys_and_Games --user_fraction=0.17 --source=/work/shared/data/amazon/s3rec '
+            f'--out={cfg.data.train_file}`)')
   status = (f'PARTIAL ({done}/{ctx["total"]} runs finished; rows with fewer than {seeds} seeds say so in the '
             '"seeds" column): ' if done < ctx['total'] else '')
   lines = [
@@ -242,7 +271,9 @@ def _write(runs, dataset, ctx, failed):
       f'{", ".join(f"{s}={n}" for s, n in zip(scen, counts))}; test rows {len(test["label"])} (positives per '
       f'scenario {", ".join(map(str, pos))}). Budget (preset `{preset}`, every model alike): embed_dim '
       f'{cfg.model.embed_dim}, MLP widths {tuple(cfg.model.hidden)}, batch {cfg.train.batch_size}, {budget}; '
-      '1 CPU device. Cells: test AUC mean ± std over seeds (a seed changes init and batch order, not the data). '
+      f'1 CPU device; {_wall_minutes(ctx["workdir"], runs):.1f} min of wall time for the {done} runs '
+      '(job runner, one after another, including compilation and validation). Cells: test AUC mean ± std '
+      'over seeds (a seed changes init and batch order, not the data). '
       'wAUC = sample-weighted mean of the per-scenario AUCs. Params: shared / scenario-specific / embedding.', '',
       '| model | seeds | ' + ' | '.join(f'AUC {s}' for s in scen) +
       ' | overall AUC | logloss | wAUC | params shared | params specific | params embedding | best epoch | '
