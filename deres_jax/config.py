@@ -23,7 +23,7 @@ def optim_section() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'adam'                 # dense parameters: 'adam' | 'adamw' | 'adagrad' | 'sgd' | 'rmsprop'
   c.learning_rate = 1e-3
-  c.weight_decay = 0.0            # adamw only
+  c.weight_decay = 0.0            # adamw: decoupled decay; adam: L2 in the gradient (torch.optim.Adam's); else unused
   c.schedule = 'constant'         # 'constant' | 'cosine' (decay to 0 over train.num_steps) | 'rsqrt' (T5/TIGER)
   c.warmup_steps = 0              # linear warm-up from 0 over this many steps
   c.hold_steps = 0                # rsqrt: the rate stays constant until this step, then lr * sqrt(hold / step)

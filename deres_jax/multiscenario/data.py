@@ -130,13 +130,14 @@ def apply_task(data: MultiScenarioData, task: str) -> MultiScenarioData:
     if task == 'cvr':
       split = {k: v[split['labels'][:, click] > 0] for k, v in split.items()}
     labels = split['labels']
-    col = {'ctr': labels[:, click], 'cvr': labels[:, conv],
-           'ctcvr': labels[:, click] * labels[:, conv]}[task]
+    # Only the task's column: with no conversion label (conv None) labels[:, None] would broadcast.
+    col = (labels[:, click] if task == 'ctr' else labels[:, conv] if task == 'cvr' else
+           labels[:, click] * labels[:, conv])
     split = dict(split, label=col.astype(np.float32))
     if 'probs' in split:  # the synthetic data: probs = (p_click, p_click * p_cvr)
       p = split['probs']
-      split['prob'] = {'ctr': p[:, click], 'ctcvr': p[:, conv],
-                       'cvr': p[:, conv] / np.maximum(p[:, click], 1e-12)}[task].astype(np.float32)
+      split['prob'] = (p[:, click] if task == 'ctr' else p[:, conv] if task == 'ctcvr' else
+                       p[:, conv] / np.maximum(p[:, click], 1e-12)).astype(np.float32)
     splits[name] = split
   notes = dict(data.notes, task=task, rows={k: len(v['label']) for k, v in splits.items()})
   return check(dataclasses.replace(data, splits=splits, target=task, notes=notes))

@@ -34,6 +34,9 @@ def _schedule(lr, cfg, num_steps):
 
 def _make(name, lr, weight_decay):
   if name == 'adam':
+    if weight_decay:  # torch.optim.Adam's weight_decay: L2 added to the gradient before Adam's
+      # moments (coupled; the Scenario-Wise Rec protocol's Adam(lr, weight_decay=1e-5)); 'adamw' decouples it
+      return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
     return optax.adam(lr)
   if name == 'adamw':
     return optax.adamw(lr, weight_decay=weight_decay)
