@@ -103,7 +103,35 @@ def test_bucketing_with_the_first_layout_is_refused():
   from deres_jax.genrec import config as genrec_config  # pylint: disable=g-import-not-at-top
   c = genrec_config.base_config('tiger')
   c.data.user_token = 'first'
-  with pytest.raises(config_lib.ConfigError, match="user_token='adjacent'"):
+  c.data.compact_ids = False
+  with pytest.raises(config_lib.ConfigError, match="bucket_items > 0 cuts left padding"):
     genrec_config.validate(c)
   c.data.bucket_items = 0
   genrec_config.validate(c)
+  c.data.compact_ids = True
+  with pytest.raises(config_lib.ConfigError, match="compact_ids=True puts the user token"):
+    genrec_config.validate(c)
+
+
+def test_compact_ids_put_variable_length_ids_back_to_back():
+  """Encoder input of variable-length IDs: real tokens back to back after the user token, left
+  padding only; fixed-length IDs give the same input either way; serving builds the same."""
+  from deres_jax.serving import retriever  # pylint: disable=g-import-not-at-top
+  codes = np.array([[-1, -1, -1], [0, -1, -1], [1, 2, -1], [3, 0, 1]])   # lengths 1, 2, 3
+  blocks = tiger.TokenLayout([4, 4, 3], num_user_tokens=5)
+  compact = tiger.TokenLayout([4, 4, 3], num_user_tokens=5, compact=True)
+  tok = blocks.item_tokens(codes)
+  users, hist = np.array([7, 8]), np.array([[0, 2, 1], [3, 1, 2]])
+  enc = compact.encoder_input(users, hist, tok)
+  u = compact.first_user
+  np.testing.assert_array_equal(enc[0], [0] * 6 + [u + 2, *tok[2][:2], tok[1][0]])
+  np.testing.assert_array_equal(enc[1], [0] * 3 + [u + 3, *tok[3], tok[1][0], *tok[2][:2]])
+  padded = blocks.encoder_input(users, hist, tok)
+  np.testing.assert_array_equal(np.sort(enc, 1), np.sort(padded, 1))   # the same tokens, moved
+  fixed = blocks.item_tokens(np.array([[-1, -1, -1], [0, 1, 2], [3, 3, 0]]))
+  np.testing.assert_array_equal(compact.encoder_input(users, np.array([[0, 0, 1], [2, 1, 2]]), fixed),
+                                blocks.encoder_input(users, np.array([[0, 0, 1], [2, 1, 2]]), fixed))
+  info = {'system': 'tiger', 'num_items': 3, 'max_len': 3, 'first_user': u, 'num_user_tokens': 5,
+          'user_token': 'adjacent', 'compact_ids': True}
+  served = retriever.Retriever({1: None}, info, tok).inputs([np.array([2, 1]), np.array([3, 1, 2])], users)
+  np.testing.assert_array_equal(served, enc)

@@ -59,6 +59,11 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   # trained before data.bucket_items existed; a config.json without user_token reads as 'adjacent'
   # when it has bucket_items, else 'first').
   c.data.user_token = 'adjacent'
+  # Variable-length IDs (CAPSID, SemanticBPE) in the encoder input: True = each history item's real
+  # tokens back to back, padding only on the left ([pad.., u, a1 a2, b1 b2 b3, ..]); False = every
+  # item in a block of the longest ID's width, PAD-filled (the layout before this field; a
+  # config.json without it reads as False). Fixed-length IDs (TIGER, COBRA) are the same either way.
+  c.data.compact_ids = True
   # Item content features (tokenizer input)
   c.features = ml_collections.ConfigDict()
   c.features.source = 'attributes'  # 'attributes' (TF-IDF+SVD) | 'collaborative' (train-only PPMI+SVD) | 'npy' | 'a+b'
@@ -213,6 +218,9 @@ def _validate(c):
     raise ValueError(f"config.cobra.candidates must be 'ann' or 'beam', got {c.cobra.candidates!r}.")
   if not 0 <= c.cobra.fusion_weight <= 1:
     raise ValueError(f'config.cobra.fusion_weight must be in [0, 1], got {c.cobra.fusion_weight}.')
+  if c.data.get('compact_ids', False) and c.data.get('user_token', 'adjacent') != 'adjacent':
+    raise ValueError("config.data.compact_ids=True puts the user token right before the history tokens; it "
+                     "needs config.data.user_token='adjacent' (or set data.compact_ids=False).")
   if c.data.get('bucket_items', 0) and c.data.get('user_token', 'adjacent') != 'adjacent':
     raise ValueError("config.data.bucket_items > 0 cuts left padding, which changes the model unless "
                      "config.data.user_token='adjacent'; set data.bucket_items=0 for the 'first' layout.")

@@ -221,13 +221,15 @@ class TigerTask:
   def __init__(self, config, data, table: sid.SidTable, workdir: str):
     # Runs before data.user_token: 'adjacent' since data.bucket_items came in (the same change), else 'first'.
     user_token = config.data.get('user_token', 'adjacent' if 'bucket_items' in config.data else 'first')
-    self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, user_token=user_token)
+    compact = bool(config.data.get('compact_ids', False))   # runs before the field: blocks of the ID width
+    self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, user_token=user_token,
+                                    compact=compact)
     self.item_tok = self.layout.item_tokens(table.codes)   # [N+1, m], PAD after variable-length IDs
     self.bpe_stats = None
     if config.bpe.num_merges:  # SemanticBPE: the retriever reads and writes the merged tokens
       merges, self.item_tok, self.bpe_stats = bpe_stage(config, data, workdir, self.layout, self.item_tok)
       self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, len(merges.pairs),
-                                      user_token=user_token)
+                                      user_token=user_token, compact=compact)
     self.mean_tokens_per_item = float((self.item_tok[1:] > 0).sum(1).mean())
     m = self.item_tok.shape[1]
     sizes = {}

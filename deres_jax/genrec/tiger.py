@@ -9,7 +9,8 @@ Output (teacher forcing): bos, s_1..s_m of the next item, and the loss is
 sum_t -log p(y_t | y_<t, x) over y = (s_1, .., s_m, eos). Token ids:
   0 pad, 1 bos, 2 eos, 3 + offset_l + c for code c at ID position l, then the user tokens,
   then SemanticBPE subwords (if any). Variable-length IDs (CAPSID) are PAD-filled after eos,
-  and the loss skips PAD targets.
+  and the loss skips PAD targets; in the encoder input their tokens sit back to back
+  (`compact`, data.compact_ids), so relative distances count real tokens only.
 Architecture defaults are TIGER's (4+4 layers, width 128, 6 heads of 64, MLP 1024, ReLU,
 dropout 0.1) on pre-LN blocks. Positions (`position`): T5's relative position bias (Raffel et
 al. 2020, Sec. 2.1; TIGER is built on T5X, and GRID uses the same): a learned scalar per head
@@ -36,13 +37,24 @@ import optax
 PAD, BOS, EOS, FIRST_CODE = 0, 1, 2, 3
 
 
+def compact_left(tokens: np.ndarray) -> np.ndarray:
+  """[B, S] tokens with every PAD moved to the left, the other tokens kept in order (stable). An
+  encoder input whose only PADs are left padding is unchanged (fixed-length IDs)."""
+  order = np.argsort(tokens != PAD, axis=1, kind='stable')
+  return np.take_along_axis(tokens, order, axis=1)
+
+
 class TokenLayout:
   """Maps SID tables and users to token ids (see the module docstring)."""
 
-  def __init__(self, level_sizes, num_user_tokens: int, num_merged: int = 0, user_token: str = 'adjacent'):
+  def __init__(self, level_sizes, num_user_tokens: int, num_merged: int = 0, user_token: str = 'adjacent',
+               compact: bool = False):
     if user_token not in ('adjacent', 'first'):
       raise ValueError(f"user_token must be 'adjacent' or 'first', got {user_token!r}.")
+    if compact and user_token != 'adjacent':
+      raise ValueError("compact ID tokens (data.compact_ids) need user_token='adjacent'.")
     self.user_token = user_token   # 'adjacent': [pad.., u, items] | 'first': [u, pad.., items] (older runs)
+    self.compact = compact         # variable-length IDs back to back (the PAD inside blocks moved left)
     self.level_sizes = tuple(int(k) for k in level_sizes)
     self.offsets = FIRST_CODE + np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]).astype(np.int32)
     self.first_user = FIRST_CODE + int(sum(self.level_sizes))
@@ -73,7 +85,7 @@ class TokenLayout:
     first = np.where((hist > 0).any(1), np.argmax(hist > 0, 1), L)   # the first history item's slot
     slot = first * m if self.user_token == 'adjacent' else np.zeros(B, np.int64)
     out[np.arange(B), slot] = user_tok   # the pad slot before the first item (or slot 0: 'first')
-    return out
+    return compact_left(out) if self.compact else out
 
   @staticmethod
   def trim(enc: np.ndarray, hist_len: int, tokens_per_item: int) -> np.ndarray:

@@ -116,7 +116,7 @@ def manifest_info(r: GenrecRestored) -> dict:
   if not isinstance(task, tasks.SASRecTask):
     info.update(first_user=int(task.layout.first_user), num_user_tokens=int(task.layout.num_user_tokens),
                 id_length=int(task.item_tok.shape[1]), trie_nodes=int(len(task.trie.node_item)),
-                user_token=task.layout.user_token)
+                user_token=task.layout.user_token, compact_ids=bool(task.layout.compact))
   if isinstance(task, tasks.CobraTask):
     c = task.cobra
     info['cobra'] = {'item_vectors': c.item_vectors, 'dense_dim': int(c.dense_dim), 'candidates': c.candidates,

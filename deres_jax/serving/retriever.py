@@ -59,7 +59,8 @@ class Retriever:
       fns: {K: inputs [b, S] int32 -> (items [b, K], scores [b, K])}, one per exported beam size.
       info: 'system' ('tiger' | 'cobra' | 'sasrec'), 'num_items' N, 'max_len' L, and for TIGER and COBRA
         'first_user', 'num_user_tokens' and 'user_token' (the user token layout: 'adjacent', right
-        before the first history item as `tiger.TokenLayout` builds it; 'first', exports before it).
+        before the first history item as `tiger.TokenLayout` builds it; 'first', exports before it)
+        and 'compact_ids' (variable-length IDs back to back; absent in earlier exports: False).
       item_tokens: TIGER's (COBRA's) token table [N+1, m] (row 0 = padding); None for SASRec.
       batch_size: the most histories per call (larger inputs are split).
     """
@@ -98,6 +99,8 @@ class Retriever:
     if self.info.get('user_token', 'first') == 'adjacent':  # right before the first history item
       slot = (self.max_len - (hist > 0).sum(1)) * self.item_tokens.shape[1]
     out[np.arange(len(kept)), slot] = user_tok
+    if self.info.get('compact_ids', False):   # variable-length IDs back to back (tiger.compact_left)
+      out = np.take_along_axis(out, np.argsort(out != 0, axis=1, kind='stable'), axis=1)
     return out.astype(np.int32)
 
   def encode(self, histories, ks, users=None) -> Encoded:
