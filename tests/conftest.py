@@ -55,25 +55,6 @@ def pytest_configure(config):
     pass
 
 
-# The heaviest test files first (worker seconds of a clean 2-core run, 2026-12-07: 136 s down to
-# about 20 s), so that `-n 2 --dist loadfile` hands out the long files early and the two workers
-# finish together on small ones; setup.cfg turns off xdist's own reordering (by test count).
-HEAVY_FIRST = ('test_reliability.py', 'test_model_zoo.py', 'test_spine.py', 'test_train.py',
-               'test_genrec_tiger_model.py', 'test_multiscenario_train.py', 'test_multiscenario_models.py',
-               'test_serving_cobra.py', 'test_notebooks.py', 'test_genrec_tiger.py', 'test_models.py',
-               'test_genrec_cobra.py', 'test_paper_table.py', 'test_sweep.py', 'test_reliability_scale.py',
-               'test_speed_features.py', 'test_serving_sequences.py', 'test_multihost.py',
-               'test_backbone_fix.py', 'test_serving_genrec.py', 'test_depth_mix.py', 'test_sharding.py',
-               'test_genrec_sasrec.py', 'test_genrec_table.py', 'test_serving.py')
-
-
-def pytest_collection_modifyitems(config, items):
-  """Orders the collected tests file by file as HEAVY_FIRST says (stable: the rest keep their order)."""
-  del config
-  rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
-
-
 @pytest.fixture
 def tiny_config():
   """configs/tiny.py (small synthetic data, a tiny DeRes), shortened to 12 steps."""
