@@ -19,7 +19,6 @@ once (the retriever, BPE merges and everything after are the row's own). A run t
 reported as failed (its error in the table) and retried by the next rerun. Writes `out` (.md)
 and a .csv beside it after every row.
 """
-import csv
 import dataclasses
 import json
 import os
@@ -29,6 +28,7 @@ import numpy as np
 
 from deres_jax.genrec import config as config_lib
 from deres_jax.train import jobs
+from deres_jax.train import workdir as workdir_lib
 
 DATASETS = ('beauty', 'sports', 'toys')
 OPTIONS = ('data_path', 'preset', 'max_minutes', 'latency_rounds')  # launch/reproduce.py flags it takes
@@ -172,8 +172,7 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
     row, seed = by_name[job.name]
     shared = _share_tokenizer(row, seed, job.config, {k: v[seed] for k, v in configs.items()}, workdir)
     os.makedirs(os.path.join(workdir, job.name), exist_ok=True)
-    with open(os.path.join(workdir, job.name, 'table_row.json'), 'w') as f:
-      json.dump({'reused': shared}, f)
+    workdir_lib.write_json_atomic(os.path.join(workdir, job.name, 'table_row.json'), {'reused': shared})
 
   def record(result):
     row, seed = by_name[result.job.name]
@@ -189,8 +188,7 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
   stored = os.path.join(workdir, 'latency_back_to_back.json')
   if latency_rounds > 0:
     latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds)}
-    with open(stored, 'w') as f:
-      json.dump(latency, f)
+    workdir_lib.write_json_atomic(stored, latency)
   elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
     with open(stored) as f:
       latency = json.load(f)
@@ -391,10 +389,4 @@ def _write(rows, configs, ctx):
       '', 'Standard errors are binomial over the test users of one seed; with one seed the seed-to-seed spread '
       'is not measured. "Mean ID length" counts semantic-ID tokens before SemanticBPE; "tokens per item" is what '
       'the retriever decodes (after BPE).', '']
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    f.write('\n'.join(lines))
-  with open(os.path.splitext(out)[0] + '.csv', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+  jobs.write_table(out, lines, rows)

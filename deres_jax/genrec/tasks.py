@@ -230,6 +230,9 @@ class TigerTask:
       merges, self.item_tok, self.bpe_stats = bpe_stage(config, data, workdir, self.layout, self.item_tok)
       self.layout = tiger.TokenLayout(table.level_sizes, config.tokenizer.num_user_tokens, len(merges.pairs),
                                       user_token=user_token, compact=compact)
+    # Compaction moves only the PAD inside IDs: a fixed-length catalogue has none, so its batches
+    # skip the per-batch sort (the same inputs either way).
+    self.layout.compact = compact and bool((self.item_tok[1:] == tiger.PAD).any())
     self.mean_tokens_per_item = float((self.item_tok[1:] > 0).sum(1).mean())
     m = self.item_tok.shape[1]
     sizes = {}

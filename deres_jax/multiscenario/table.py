@@ -17,7 +17,6 @@ Data (`--data`): `synthetic` (deres_jax/multiscenario/synthetic.py, purchase = C
 `amazon` (the three-category Amazon CSV of `benchmarks/make_amazon_flat_csv.py --categories`,
 read by configs/multiscenario/amazon.py; `--data_path` is the CSV).
 """
-import csv
 import json
 import os
 
@@ -259,7 +258,7 @@ def _write(runs, dataset, ctx, failed):
             else f'`{cfg.data.train_file}` (configs/multiscenario/amazon.py: Amazon 2014 5-core, one scenario per '
             'category, click = a real next interaction vs one uniformly sampled unseen item; split 8:1:1 by user; '
             'built by `python benchmarks/make_amazon_flat_csv.py --categories=Beauty,Sports_and_Outdoors,'
-            'Toys_and_Games --user_fraction=0.17 --source=/work/shared/data/amazon/s3rec '
+            'Toys_and_Games --user_fraction=0.17 --source=../shared/data/amazon/s3rec '
             f'--out={cfg.data.train_file}`)')
   status = (f'PARTIAL ({done}/{ctx["total"]} runs finished; rows with fewer than {seeds} seeds say so in the '
             '"seeds" column): ' if done < ctx['total'] else '')
@@ -295,13 +294,7 @@ def _write(runs, dataset, ctx, failed):
             '## MI-DPG against each baseline (paired by seed, test wAUC)', '']
   lines += _verdict(runs, rows) + ['']
   lines += [f'Failed (retried by the next run of the command): {name}: {error}' for name, error in failed.items()]
-  os.makedirs(os.path.dirname(os.path.abspath(ctx['out'])), exist_ok=True)
-  with open(ctx['out'], 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  with open(os.path.splitext(ctx['out'])[0] + '.csv', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+  jobs.write_table(ctx['out'], lines + [''], rows)
   if done == ctx['total']:
     print('\n'.join(lines), flush=True)
   return rows

@@ -18,12 +18,16 @@
 Tables, sweeps and scaling sweeps only build the job list and write the report from the
 returned `Result`s.
 """
+import csv
+import io
 import json
 import os
 import sys
 import time
 import traceback
 from typing import Any, Callable, NamedTuple
+
+from deres_jax.train import workdir as workdir_lib
 
 
 class Job(NamedTuple):
@@ -126,7 +130,6 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
 
 
 def _train(job, job_dir, train_fn, dataset, devices) -> Result:
-  from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   failed_path = os.path.join(job_dir, 'failed.json')
   t0 = time.perf_counter()
   try:
@@ -153,3 +156,16 @@ def _read(path: str):
       return json.load(f)
   except (OSError, ValueError):
     return None  # a torn file (written before writes were atomic): train again
+
+
+def write_table(out: str, lines: list, rows: list, fieldnames=None):
+  """A results table: `out` (markdown, `lines` joined) and its .csv twin of `rows`, each written
+  atomically (a table rewritten after every run is never left half written); `fieldnames`
+  (default: the first row's keys) picks the CSV columns, other keys are left out."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  workdir_lib.write_text_atomic(out, '\n'.join(lines))
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=list(fieldnames or rows[0]), extrasaction='ignore')
+  w.writeheader()
+  w.writerows(rows)
+  workdir_lib.write_text_atomic(os.path.splitext(out)[0] + '.csv', buf.getvalue())

@@ -17,7 +17,6 @@ examples/s. A row whose summary.json exists is read back, not retrained, so reru
 command resumes a half-finished table. A row that raises is written to failed.json,
 reported as failed and retried on the next run; the table still completes.
 """
-import csv
 import math
 import os
 import re
@@ -234,14 +233,8 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   if extra is not None:
     lines += extra(rows)
   lines.append('')
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'w') as f:
-    f.write('\n'.join(lines))
   keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'gauc', 'logloss_mean',
           'logloss_std', 'gain_mean', 'gain_half', 'dense_params', 'flops_per_example',
           'examples_per_second', 'error']
-  with open(os.path.splitext(out)[0] + '.csv', 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
-    w.writeheader()
-    w.writerows(rows)
+  jobs.write_table(out, lines, rows, keys)
   print('\n'.join(lines), file=sys.stdout, flush=True)

@@ -120,9 +120,14 @@ def _short(v):
   return s if len(s) <= 40 else s[:37] + '...'
 
 
-def write_json_atomic(path: str, obj):
-  """Writes JSON to path.tmp and renames it: a kill never leaves half a file."""
+def write_text_atomic(path: str, text: str):
+  """Writes text to path.tmp and renames it: a kill never leaves half a file."""
   tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
+  with open(tmp, 'w', newline='') as f:
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj):
+  """Writes JSON atomically (`write_text_atomic`)."""
+  write_text_atomic(path, json.dumps(obj, indent=2))
