@@ -42,8 +42,10 @@ _OUT = flags.DEFINE_string('out', '', 'Markdown table (default results/<table>_<
 # Table options (a table's module lists those it takes in OPTIONS).
 _OPTIONS = {
     'data_path': _DATA_PATH,
-    'preset': flags.DEFINE_string('preset', 'cpu_short',
-                                  'genrec: the budget preset (deres_jax/genrec/table.py PRESETS).'),
+    'preset': flags.DEFINE_string('preset', '', 'The training budget (default: the table\'s own): '
+                                  'genrec cpu_short|tiny (deres_jax/genrec/table.py PRESETS); '
+                                  'multiscenario short|converged; main/ablation short|converged '
+                                  '(configs/tables/main.py).'),
     'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'Start no new run after this many minutes '
                                       '(0 = no limit; < 0 = only rewrite the table from the finished '
                                       'runs, marked PARTIAL).'),

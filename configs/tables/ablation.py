@@ -26,6 +26,7 @@ NAME = 'ablation'
 TITLE = 'DeRes ablations'
 BASELINE = 'Identity path only'  # bit for bit the main table's PreNorm Transformer
 base_config = main.base_config
+PRESETS = main.PRESETS
 budget = main.budget
 
 

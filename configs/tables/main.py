@@ -1,6 +1,7 @@
 """Main table: DeRes against the twelve baselines at matched width (research/deres.md §1, §7).
 
   python launch/reproduce.py --table=main --data=synthetic --seeds=3
+  python launch/reproduce.py --table=main --data=synthetic --preset=converged --seeds=5
   python launch/reproduce.py --table=main --data=criteo --data_path=/data/criteo_x4 --seeds=3
 
 Every row is a small edit of `base_config(data)`: the Transformer-family rows share embed_dim,
@@ -10,8 +11,13 @@ OneTrans, RankMixer, TokenMixer-Large, UniMixer and HiFormer are the zoo models 
 width and depth; Wukong and DCNv2 (no tokens) are sized to land in the same FLOPs band. The
 result file states the band. Rows train with the same data, optimiser and steps.
 
-On synthetic data the budget is CPU-sized: depth 4 with AttnRes blocks of 2 sublayers, so
-the last units see the embedding, 3 completed blocks and a partial one.
+On synthetic data the model is CPU-sized: depth 4 with AttnRes blocks of 2 sublayers, so
+the last units see the embedding, 3 completed blocks and a partial one. Two budgets
+(`--preset`, PRESETS): 'short' (default, the older tables: 400 steps, half an epoch, last-step
+parameters) and 'converged' (issue 26: every row trains to its validation optimum: up to 12
+epochs, validation on 20k rows every half epoch, the learning rates x0.1 after a validation
+without gain, early stop after 3 without gain, the best-validation parameters tested; the
+library's recipe of configs/byo_csv.py: Adam 1e-3, embeddings 1e-2).
 """
 from deres_jax import models
 from deres_jax.config import base_config as library_base
@@ -26,8 +32,13 @@ SHARED = dict(embed_dim=EMBED, width=WIDTH, depth=DEPTH, num_heads=2, tokenizer=
               num_tokens=TOKENS, head_hidden=(32,))
 
 
-def base_config(data: str = 'synthetic', data_path: str = ''):
+PRESETS = ('short', 'converged')  # --preset: the training budget (module docstring)
+
+
+def base_config(data: str = 'synthetic', data_path: str = '', preset: str = 'short'):
   """The base every row edits: data section by dataset, DeRes model, the training budget."""
+  if preset not in PRESETS:
+    raise ValueError(f'--preset={preset!r} is not a preset of this table; choose one of {PRESETS}.')
   if data == 'synthetic':
     c = library_base()
     # 200k/5k/20k rows; small vocabularies and strong 2-4-way interactions (as the scaling
@@ -38,7 +49,15 @@ def base_config(data: str = 'synthetic', data_path: str = ''):
     c.train.update(batch_size=256, num_steps=400, log_every=100, progress=False)
     c.optim.update(learning_rate=3e-3, embed_learning_rate=3e-3)
     c.eval.update(every_steps=400, batch_size=4096, restore_best=False)
+    if preset == 'converged':
+      c.data.num_val = 20_000  # the early-stopping signal: 5k rows move AUC by ~0.005
+      c.train.update(num_epochs=12.0, log_every=500)
+      c.optim.update(learning_rate=1e-3, embed_learning_rate=1e-2, plateau_factor=0.1)
+      c.eval.update(every_epochs=0.5, patience=3, restore_best=True)
   elif data in ('criteo', 'avazu', 'csv'):
+    if preset != 'short':
+      raise ValueError(f'--preset={preset} applies to --data=synthetic; --data={data} trains with its '
+                       "own config's recipe (epochs, early stopping, best-validation parameters).")
     c = _data_config(data)  # the dataset's own preparation and BARS-style training recipe
     if not data_path:
       raise ValueError(f'--data={data} needs --data_path=<directory made by launch/prepare_data.py>.')
@@ -61,8 +80,16 @@ def _data_config(data: str):
 
 def budget(c) -> str:
   m = c.model
-  return (f'{c.train.num_steps} steps of {c.train.batch_size} rows, Adam {c.optim.learning_rate:g}, '
-          f'last-step parameters; Transformer family at embed_dim {m.embed_dim}, width {m.width}, '
+  if c.train.num_epochs:
+    recipe = (f'up to {c.train.num_epochs:g} epochs of {c.train.batch_size} rows, validation every '
+              f'{c.eval.every_epochs:g} epoch, learning rates x{c.optim.plateau_factor:g} after a '
+              f'validation without gain, early stop after {c.eval.patience} without gain, the '
+              f'best-validation parameters tested; Adam {c.optim.learning_rate:g} (embeddings '
+              f'{c.optim.embed_learning_rate:g})')
+  else:
+    recipe = (f'{c.train.num_steps} steps of {c.train.batch_size} rows, Adam {c.optim.learning_rate:g}, '
+              f'{"best-validation" if c.eval.restore_best else "last-step"} parameters')
+  return (f'{recipe}; Transformer family at embed_dim {m.embed_dim}, width {m.width}, '
           f'depth {m.depth} (2 connected sublayers per block), {m.num_tokens} group tokens, '
           f'AttnRes/DeRes block_size {m.block_size} (so the last unit sees the embedding, '
           f'{2 * m.depth // m.block_size - 1} completed blocks and a partial one)')
@@ -92,7 +119,11 @@ def zoo(name: str, **fields):
 
 def unimixer(c):
   c = zoo('unimixer')(c)
-  c.model.anneal_steps = c.train.num_steps  # its temperature schedule spans this budget
+  if c.train.num_epochs:  # epoch budget with early stopping: anneal over the first 2 epochs
+    rows = c.data.num_train if c.data.name == 'synthetic' else 500_000
+    c.model.anneal_steps = int(2 * rows / c.train.batch_size)
+  else:
+    c.model.anneal_steps = c.train.num_steps  # its temperature schedule spans this budget
   return c
 
 

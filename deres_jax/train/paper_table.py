@@ -6,7 +6,8 @@ A table is a config file (`configs/tables/main.py`, `configs/tables/ablation.py`
     BASELINE: str                            # the row the AUC gains are measured against
     ROWS: dict[str, fn(config) -> config]    # row name -> a small edit of the shared base
     CLAIMS: list[(text, row, [other rows])]  # "row beats each of the others", checked per seed
-    base_config(data, data_path) -> ConfigDict   # the shared base at matched width
+    base_config(data, data_path[, preset]) -> ConfigDict   # the shared base at matched width
+    PRESETS: tuple[str, ...]                 # optional: the budgets base_config takes (--preset)
     budget(config) -> str                    # one line naming the training budget
 
 `run_table(table, data, seeds, workdir, out)` trains the rows (WORKDIR/<row>/seed<k>; the
@@ -26,7 +27,7 @@ import numpy as np
 
 from deres_jax.train import jobs
 
-OPTIONS = ('data_path', 'max_minutes')  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
+OPTIONS = ('data_path', 'max_minutes', 'preset')  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
 
 # Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -59,7 +60,8 @@ def verdict(mean, half) -> str:
 
 
 def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: str = '',
-              command: str = '', train_fn=None, dataset=None, max_minutes: float = 0.0) -> list:
+              command: str = '', train_fn=None, dataset=None, max_minutes: float = 0.0,
+              preset: str = '') -> list:
   """Trains (or reads back) every row × seed of `table` and writes `out` and its .csv twin.
 
   Args:
@@ -75,6 +77,7 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
     max_minutes: > 0: start no job after this many minutes; < 0: train nothing, only rewrite
       the table from the runs finished so far. Either way a table with runs missing says
       PARTIAL in its first line and which rows are done; rerunning the command goes on.
+    preset: the training budget, one of `table.PRESETS` ('' = the table's default).
   Returns:
     The row dicts written to the CSV (failed rows included).
   """
@@ -86,10 +89,15 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
   if train_fn is None:
     from deres_jax.train import trainer  # pylint: disable=g-import-not-at-top
     train_fn = trainer.train_and_evaluate
-  base = table.base_config(data, data_path)
+  if preset and preset not in getattr(table, 'PRESETS', ()):
+    raise ValueError(f'--preset={preset!r}: --table={table.NAME} takes '
+                     + (f'one of {table.PRESETS}.' if hasattr(table, 'PRESETS') else 'no preset.'))
+  def base_config():
+    return table.base_config(data, data_path, preset) if preset else table.base_config(data, data_path)
+  base = base_config()
   configs = {}
   for name, edit in table.ROWS.items():  # every row's config is checked before any training
-    cfg = edit(table.base_config(data, data_path))
+    cfg = edit(base_config())
     try:
       config_lib.validate(cfg)
     except config_lib.ConfigError as e:
