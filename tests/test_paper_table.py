@@ -119,3 +119,30 @@ def test_table_configs_validate_and_cover_the_issue(name):
     assert len(table.ROWS) == 14
   with pytest.raises(ValueError, match='--data=criteo needs --data_path'):
     table.base_config('criteo', '')
+
+
+@pytest.mark.parametrize('name', ['main', 'ablation'])
+def test_converged_preset_trains_every_row_to_its_validation_optimum(name):
+  """--preset=converged: epochs with early stopping and best-validation parameters for every row,
+  a budget line that says so, and a clear error for a preset the table does not have."""
+  table = config_lib.load_table(os.path.join(ROOT, 'configs', 'tables', f'{name}.py'))
+  assert table.PRESETS == ('short', 'converged')
+  for row, edit in table.ROWS.items():
+    c = edit(table.base_config('synthetic', '', 'converged'))
+    config_lib.validate(c)
+    assert c.train.num_epochs > 1 and c.eval.patience > 0 and c.eval.restore_best, row
+    assert c.optim.plateau_factor > 0 and c.data.num_val >= 20_000, row
+    if c.model.name == 'unimixer':  # the temperature anneal ends before early stopping can fire
+      assert 0 < c.model.anneal_steps <= 2 * c.data.num_train / c.train.batch_size
+  assert 'early stop after 3' in table.budget(table.base_config('synthetic', '', 'converged'))
+  assert 'last-step parameters' in table.budget(table.base_config('synthetic', ''))
+  with pytest.raises(ValueError, match="'long' is not a preset"):
+    table.base_config('synthetic', '', 'long')
+  with pytest.raises(ValueError, match='applies to --data=synthetic'):
+    table.base_config('criteo', '/x', 'converged')
+
+
+def test_run_table_rejects_a_preset_the_table_lacks(tmp_path):
+  with pytest.raises(ValueError, match='takes no preset'):
+    paper_table.run_table(_table(), 'synthetic', 1, str(tmp_path), str(tmp_path / 't.md'),
+                          train_fn=Trainer(), preset='converged')

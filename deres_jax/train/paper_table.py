@@ -27,7 +27,7 @@ import numpy as np
 
 from deres_jax.train import jobs
 
-OPTIONS = ('data_path', 'max_minutes', 'preset')  # launch/reproduce.py flags a paper table takes beyond --data/--seeds/...
+OPTIONS = ('data_path', 'max_minutes', 'preset')  # the launch/reproduce.py flags a paper table takes
 
 # Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
