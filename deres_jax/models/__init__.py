@@ -13,6 +13,7 @@ losses that the train step adds to the loss and logs as `train/loss/<name>`. Eve
 """
 import ast
 import dataclasses
+import functools
 import inspect
 import re
 
@@ -72,16 +73,20 @@ def dataclass_fields(cls, exclude=NOT_CONFIG) -> dict:
   """
   comments = {}
   for klass in reversed(cls.__mro__):
-    try:
-      source = inspect.getsource(klass)
-    except (OSError, TypeError):
-      continue
-    for line in source.splitlines():
-      m = _FIELD_LINE.match(line)
-      if m:
-        comments[m.group(1)] = m.group(2).strip()
+    comments.update(_field_comments(klass))
   return {f.name: (f.default, comments.get(f.name, '')) for f in dataclasses.fields(cls)
           if f.name not in exclude and f.default is not dataclasses.MISSING}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_comments(klass) -> dict:
+  """{field: comment} from one class's own source (parsed once per class: inspect.getsource
+  tokenizes the module, ~0.1 s, and every config build asks for every model's fields)."""
+  try:
+    source = inspect.getsource(klass)
+  except (OSError, TypeError):
+    return {}
+  return {m.group(1): m.group(2).strip() for m in map(_FIELD_LINE.match, source.splitlines()) if m}
 
 
 def fields(name: str) -> dict:
