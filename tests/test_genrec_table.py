@@ -58,6 +58,20 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out, train_fn=fake_run_row, **options)
   assert calls == ['capsid_hard'] and all(r['status'] == 'done' for r in rows)
 
+  # A stored back-to-back measurement (as latency_pass writes it) gives the beam-50 cost column:
+  # ms/user at COST_BEAM relative to TIGER over RQ-VAE IDs, with the paper's figure beside it.
+  ms = {r.key: 2.0 for r in table.ROWS}
+  cost = dict(ms, tiger_rqvae=4.0, capsid_bpe=5.0, cobra=9.0)
+  with open(tmp_path / 'runs' / 'latency_back_to_back.json', 'w') as f:
+    json.dump({'rounds': 3, 'ms_per_user': ms, 'cost_beam': table.COST_BEAM, 'ms_per_user_cost_beam': cost}, f)
+  rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out, train_fn=fake_run_row, **options)
+  by = {r['key']: r for r in rows}
+  assert by['capsid_bpe']['cost_vs_tiger_beam50'] == 1.25 and by['tiger_rqvae']['cost_vs_tiger_beam50'] == 1.0
+  md = open(out).read()
+  assert '| 1.25x [1.08x] |' in md and '| 2.25x [2.10x] |' in md
+  assert 'CAPSID+SemanticBPE 1.25x (paper 1.08x), COBRA-style 2.25x (paper 2.10x)' in md
+  assert 'cheaper than COBRA-style: holds' in md
+
 
 def test_unknown_data_and_preset_are_one_sentence_errors(tmp_path):
   with pytest.raises(ValueError, match='has no genrec table'):

@@ -187,20 +187,31 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
            describe=lambda s: f"test R@10 {s['test']['recall@10']:.4f}")
   stored = os.path.join(workdir, 'latency_back_to_back.json')
   if latency_rounds > 0:
-    latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds)}
+    latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds),
+               'cost_beam': COST_BEAM,
+               'ms_per_user_cost_beam': latency_pass(configs, runs, workdir, latency_rounds, COST_BEAM)}
     workdir_lib.write_json_atomic(stored, latency)
   elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
     with open(stored) as f:
       latency = json.load(f)
   else:
     latency = {'rounds': 0, 'ms_per_user': {}}
-  rows = _rows(runs, latency['ms_per_user'])
+  rows = _rows(runs, latency['ms_per_user'], latency.get('ms_per_user_cost_beam'))
   _write(rows, configs, dict(ctx, latency_rounds=latency['rounds'] if latency['ms_per_user'] else 0))
   return rows
 
 
-def latency_pass(configs, runs, workdir: str, rounds: int) -> dict:
+# The beam width of the paper's cost comparison (CAPSID §9.4: cost relative to TIGER at beam 50).
+COST_BEAM = 50
+# The paper's decoding cost relative to TIGER at beam 50 (Beauty), research/capsid.md §9.4.
+PAPER_COST = {'capsid': 1.05, 'capsid_bpe': 1.08, 'cobra': 2.10}
+
+
+def latency_pass(configs, runs, workdir: str, rounds: int, beam_size: int = 0) -> dict:
   """Median decoding ms per user of every finished row (seed 0), measured back to back.
+
+  `beam_size` > 0 decodes at that beam instead of each row's `eval.beam_size` (COST_BEAM: the
+  paper's cost comparison; SASRec scores every item whatever the beam).
 
   Each row's retriever is rebuilt over its own tokenizer, trie and BPE merges from its workdir,
   with random weights: the constrained beam search runs a fixed number of steps whatever the
@@ -218,7 +229,9 @@ def latency_pass(configs, runs, workdir: str, rounds: int) -> dict:
   data = data_lib.load(c0.data.path, c0.data.dataset, c0.data.max_len)
   tasks = {}
   for key in done:
-    c, wd = configs[key][0], os.path.join(workdir, key, 'seed0')
+    c, wd = configs[key][0].copy_and_resolve_references(), os.path.join(workdir, key, 'seed0')
+    if beam_size:
+      c.eval.beam_size = beam_size
     if c.system == 'sasrec':
       task = tasks_lib.SASRecTask(c, data)
     else:
@@ -236,7 +249,8 @@ def latency_pass(configs, runs, workdir: str, rounds: int) -> dict:
       task.ranks(params, 'test', users)
       times[key] += task.latency_ms
   out = {k: float(np.median(v)) for k, v in times.items()}
-  print('back-to-back decoding ms/user: ' + ', '.join(f'{k} {v:.2f}' for k, v in out.items()), flush=True)
+  print(f'back-to-back decoding ms/user (beam {beam_size or c0.eval.beam_size}): '
+        + ', '.join(f'{k} {v:.2f}' for k, v in out.items()), flush=True)
   return out
 
 
@@ -252,8 +266,8 @@ def _id_lengths(summary) -> tuple:
   return summary.get('bpe', {}).get('tokens_per_item_before', tokens), tokens
 
 
-def _rows(runs, latency=None) -> list:
-  latency, rows = latency or {}, []
+def _rows(runs, latency=None, latency_cost_beam=None) -> list:
+  latency, cost, rows = latency or {}, latency_cost_beam or {}, []
   for r in ROWS:
     done = [x for x in runs[r.key] if x is not None and 'test' in x]
     failed = [x['failed'] for x in runs[r.key] if x is not None and 'failed' in x]
@@ -269,6 +283,9 @@ def _rows(runs, latency=None) -> list:
         float('nan')
     lengths = [_id_lengths(x) for x in done]
     row['decode_ms_back_to_back'] = latency.get(r.key, float('nan'))
+    # decoding cost at the paper's beam relative to TIGER over RQ-VAE IDs, measured back to back
+    row['cost_vs_tiger_beam50'] = (cost[r.key] / cost['tiger_rqvae'] if r.key in cost and cost.get('tiger_rqvae')
+                                   else float('nan'))
     row['mean_id_length'] = float(np.mean([a for a, _ in lengths])) if done else float('nan')
     row['tokens_per_item'] = float(np.mean([b for _, b in lengths])) if done else float('nan')
     row['test_users'] = done[0]['test'].get('tail/users', 0) + done[0]['test'].get('head/users', 0) if done else 0
@@ -320,6 +337,12 @@ def _claims(rows) -> list:
     out.append(f"* CAPSID+SemanticBPE R@10 >= COBRA-style: {a['recall@10']:.4f} vs {b['recall@10']:.4f}: {geq}; "
                f"at lower decoding latency ({how}): {a[col]:.2f} vs {b[col]:.2f} ms/user "
                f"({a[col] / max(b[col], 1e-9):.0%} of COBRA-style; paper: 51%): {faster}.")
+  if ok('capsid_bpe', 'tiger_rqvae', 'cobra') and np.isfinite(by['capsid_bpe']['cost_vs_tiger_beam50']):
+    a, b = by['capsid_bpe']['cost_vs_tiger_beam50'], by['cobra']['cost_vs_tiger_beam50']
+    out.append(f'* Decoding cost at beam {COST_BEAM} relative to TIGER-RQ-VAE (back to back): CAPSID+SemanticBPE '
+               f'{a:.2f}x (paper {PAPER_COST["capsid_bpe"]:.2f}x), COBRA-style {b:.2f}x (paper '
+               f'{PAPER_COST["cobra"]:.2f}x); CAPSID+SemanticBPE cheaper than COBRA-style: '
+               f'{"holds" if a < b else "does not hold"}.')
   if ok('capsid_bpe', 'tiger_rqvae'):
     a, b = by['capsid_bpe'], by['tiger_rqvae']
     rel = lambda m: (a[m] - b[m]) / b[m] if b[m] > 0 else (float('inf') if a[m] > 0 else float('nan'))
@@ -369,19 +392,24 @@ def _write(rows, configs, ctx):
       (f"Decoding latency back to back: {ctx['latency_rounds']} rounds of one batch of {cfg.eval.batch_size} "
        "users per system, the systems alternating, random weights over each row's own tokenizer, trie and BPE "
        '(`table.latency_pass`; the cost of the fixed-step beam search, the dense pass and the fusion does not '
-       'depend on the weights).' if ctx.get('latency_rounds') else
+       'depend on the weights). The same pass at beam ' + str(COST_BEAM) + ' gives the cost column: ms/user at '
+       'beam ' + str(COST_BEAM) + ' relative to TIGER over RQ-VAE IDs (the paper\'s comparison; its figure in '
+       'brackets).' if ctx.get('latency_rounds') else
        'Decoding latency back to back: not measured in this run (only in-run medians).'), '',
       '| system | R@5 | N@5 | R@10 | N@10 | tail R@10 | tail N@10 | head R@10 | head N@10 | decode ms/user (in run) | '
-      'decode ms/user (back to back) | mean ID length | tokens per item | train s | status |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+      f'decode ms/user (back to back) | cost at beam {COST_BEAM} vs TIGER [paper] | mean ID length | '
+      'tokens per item | train s | status |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for group in ('main', 'ablation'):
     if group == 'ablation':
-      lines.append('| **ablations** |' + ' |' * 14)
+      lines.append('| **ablations** |' + ' |' * 15)
     for r in (r for r in rows if r['group'] == group):
       done = r['seeds_done'] > 0
       num = lambda v, f: f.format(v) if done and np.isfinite(v) else '–'
       lines.append(f"| {r['system']} | " + ' | '.join(_cell(r, m) for m in METRICS[:8]) +
                    f" | {num(r['decode_ms_per_user'], '{:.2f}')} | {num(r['decode_ms_back_to_back'], '{:.2f}')}"
+                   f" | {num(r['cost_vs_tiger_beam50'], '{:.2f}x')}"
+                   + (f" [{PAPER_COST[r['key']]:.2f}x]" if r['key'] in PAPER_COST else '') +
                    f" | {num(r['mean_id_length'], '{:.2f}')} | "
                    f"{num(r['tokens_per_item'], '{:.2f}')} | {num(r['train_seconds'], '{:.0f}')} | {r['status']}"
                    + (f" (reused the {r['reused']})" if r['reused'] else '') + ' |')
