@@ -117,6 +117,24 @@ def test_report_fits_and_verdict_on_hand_made_records(tmp_path):
   assert "Yes: deres's exponent is steeper than onetrans's here" in text
   assert '| deres → onetrans depth 8 width 16 |' in text and '![AUC against compute](p.png)' in text
   json.dumps(report.fit_json(result))  # JSON-ready
+  assert 'Every point trains 4 steps × 8 rows = 32 examples' in text and 'One data budget' in text
+  # An epoch budget (configs/scaling/synthetic.py:converged) says every point early-stopped.
+  config.train.num_epochs = 12.0
+  with config.unlocked():
+    config.eval = {'patience': 3}
+  text = report.markdown(report.analyse(config, _records(), ['deres', 'onetrans']), 'cmd', '',
+                         str(tmp_path / 'r.md'), 1.0)
+  assert 'Every point trains to its validation optimum: up to 12 epochs of 8 rows, early stop after 3' in text
+  assert 'not undertrained at this budget' in text and 'One data budget' not in text
+
+
+def test_converged_scaling_config_is_an_epoch_budget_with_early_stopping():
+  c = config_lib.load_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                        'configs', 'scaling', 'synthetic.py'), 'converged')
+  point = ml_collections.ConfigDict({k: v for k, v in c.items() if k != 'scaling'})
+  config_lib.validate(point)   # what the sweep trains (its points drop the scaling section)
+  assert c.train.num_epochs > 1 and c.eval.patience > 0 and c.eval.restore_best
+  assert 8 in c.scaling.depths and len(c.scaling.seeds) >= 3
 
 
 def test_plot_writes_png_and_svg(tmp_path):

@@ -23,8 +23,8 @@ def points_table(records: list) -> str:
   for r in records:
     groups.setdefault((r['variant'], r['depth'], r['width']), []).append(r)
   lines = ['| model | depth | width | params (dense) | inference FLOPs/ex | training FLOPs/ex | '
-           'seeds | test AUC (mean, range) | test logloss | wall s (all seeds) |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           'seeds | test AUC (mean, range) | test logloss | examples seen (mean) | wall s (all seeds) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for (variant, depth, width), rs in groups.items():
     auc = np.array([r['test_auc'] for r in rs])
     ref = ' (reference)' if any('reference' in r['role'] for r in rs) else ''
@@ -34,7 +34,8 @@ def points_table(records: list) -> str:
         f"{width if width is not None else '–'} | {rs[0]['params']:,} ({rs[0]['dense_params']:,}) | "
         f"{rs[0]['inference_flops']:,.0f} | {rs[0]['train_flops']:,.0f} | {len(rs)} | "
         f'{auc.mean():.4f} ({auc.min():.4f}–{auc.max():.4f}) | '
-        f"{np.mean([r['test_logloss'] for r in rs]):.4f} | {wall:.0f} |")
+        f"{np.mean([r['test_logloss'] for r in rs]):.4f} | "
+        f"{np.mean([r.get('examples') or 0 for r in rs]):,.0f} | {wall:.0f} |")
   return '\n'.join(lines)
 
 
@@ -134,6 +135,8 @@ def analyse(config, records: list, variants) -> dict:
   pairs = [(a, b) for a, b in _pairs(s.pairs) if a in fits and b in fits]
   return {'scaling': s.to_dict(), 'train': {'steps': config.train.num_steps,
                                             'batch_size': config.train.batch_size,
+                                            'num_epochs': config.train.get('num_epochs', 0.0),
+                                            'patience': config.eval.patience if 'eval' in config else 0,
                                             'data': config.data.to_dict()},
           'records': swept, 'curves': curves, 'fits': fits, 'ref_auc': float(np.mean(ref)),
           'ref_samples': [float(x) for x in ref], 'sizes': sizes, 'pairs': pairs}
@@ -170,12 +173,18 @@ def markdown(result: dict, command: str, plot_prefix: str, out_path: str, second
   s, t = result['scaling'], result['train']
   wall = sum(r['wall_seconds'] or 0.0 for r in result['records'])
   examples = t['steps'] * t['batch_size']
+  seen = [r.get('examples') or 0 for r in result['records']]
+  if t.get('num_epochs'):  # an epoch budget with early stopping: every point at its validation optimum
+    budget = (f"Every point trains to its validation optimum: up to {t['num_epochs']:g} epochs of "
+              f"{t['batch_size']} rows, early stop after {t['patience']} validations without gain, the "
+              f"best-validation parameters tested ({min(seen):,}–{max(seen):,} examples seen per run)")
+  else:
+    budget = f"Every point trains {t['steps']} steps × {t['batch_size']} rows = {examples:,} examples"
   models = ', '.join(result['fits'])
   text = [
       f'# Compute–AUC scaling: {models}', '',
       'Produced on this machine by:', '', '```bash', command, '```', '',
-      f"**Budget.** Every point trains {t['steps']} steps × {t['batch_size']} rows = {examples:,} "
-      f"examples on `{t['data']['name']}` data ({t['data']['num_train']:,} train / "
+      f"**Budget.** {budget} on `{t['data']['name']}` data ({t['data']['num_train']:,} train / "
       f"{t['data']['num_test']:,} test rows, max_vocab {t['data']['max_vocab']:,}); depths "
       f"{tuple(s['depths'])}, widths {tuple(s['widths'])}, seeds {tuple(s['seeds'])}; "
       f"{len(result['records'])} runs, {wall / 60:.1f} min of training wall time in total "
@@ -210,7 +219,12 @@ def markdown(result: dict, command: str, plot_prefix: str, out_path: str, second
     text.append(f"- {len(s['seeds'])} seed(s) per point: the percentile bootstrap is too narrow "
                 'with so few (on synthetic points with known γ its 95 % interval covered the truth '
                 'in 71 of 100 sweeps with 2 seeds, 93 with 5; docs/scaling.md).')
-  text.append(f"- One data budget ({examples:,} examples): a size that is undertrained at this budget "
-              'can lose to a smaller one, which shows as γ ≤ 0; the paper fits models trained to '
-              'convergence on far more data.')
+  if t.get('num_epochs'):
+    text.append('- Every point stopped at its own validation optimum, so a deeper model that loses '
+                'to a shallower one is not undertrained at this budget; it may still be data-limited '
+                f"({t['data']['num_train']:,} training rows; the paper fits far more data).")
+  else:
+    text.append(f"- One data budget ({examples:,} examples): a size that is undertrained at this budget "
+                'can lose to a smaller one, which shows as γ ≤ 0; the paper fits models trained to '
+                'convergence on far more data.')
   return '\n'.join(text) + '\n'

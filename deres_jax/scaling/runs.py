@@ -201,7 +201,9 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
   records, n = [], len(pts)
   todo = sum(not os.path.exists(os.path.join(workdir, p['name'], 'summary.json')) for p in pts)
   print(f'Scaling sweep: {n} points ({n - todo} finished before) in {workdir}; '
-        f'{base.train.num_steps} steps × {base.train.batch_size} rows each.', file=out, flush=True)
+        + (f'up to {base.train.num_epochs:g} epochs of {base.train.batch_size} rows each, early stopping.'
+           if base.train.num_epochs else f'{base.train.num_steps} steps × {base.train.batch_size} rows each.'),
+        file=out, flush=True)
 
   def on_result(result):
     i = pts_by_name[result.job.name]
