@@ -80,4 +80,12 @@ def test_capsid_bpe_pipeline_decodes_only_real_items(tmp_path):
   diag = summary['tokenizer']
   assert abs(sum(diag['stop_rule_share'].values()) - 1) < 1e-6 and 0 <= diag['collision_rate'] <= 1
   assert summary['bpe']['distinct_first_tokens_before'] <= diag['utilisation_per_level'][0] * 8
+  # Per-position vocabularies: position 0 before BPE holds exactly the distinct first tokens; a
+  # merged first token shows in the share and adds to position 0's vocabulary.
+  b = summary['bpe']
+  assert b['tokens_per_position_before'][0] == b['distinct_first_tokens_before']
+  assert b['tokens_per_position'][0] == b['distinct_first_tokens']
+  if b['first_token_merged_share'] == 0:   # no merged first token: the trie's first level is the base one
+    assert b['distinct_first_tokens'] == b['distinct_first_tokens_before']
+  assert len(b['tokens_per_position']) <= len(b['tokens_per_position_before'])
   assert 'cold/recall@10' in summary['test'] and 'pop_tail/users' in summary['test']

@@ -174,7 +174,12 @@ def bpe_stage(config, data: data_lib.SequenceData, workdir: str, layout: tiger.T
            'collision_rate': tokenizer_stats.collision_rate(merged[1:]),
            'collision_rate_before': tokenizer_stats.collision_rate(item_tok[1:]),
            'distinct_first_tokens': int(len(np.unique(merged[1:, 0]))),
-           'distinct_first_tokens_before': int(len(np.unique(item_tok[1:, 0])))}
+           'distinct_first_tokens_before': int(len(np.unique(item_tok[1:, 0]))),
+           # items whose first token is a merged subword (the trie's first level no longer the base one)
+           'first_token_merged_share': float((merged[1:, 0] >= merges.first_new).mean()),
+           # distinct tokens at each decoder position (the per-position softmax sizes, eos not counted)
+           'tokens_per_position': [int(len(np.unique(col[col > 0]))) for col in merged[1:].T],
+           'tokens_per_position_before': [int(len(np.unique(col[col > 0]))) for col in item_tok[1:].T]}
   return merges, merged, stats
 
 
