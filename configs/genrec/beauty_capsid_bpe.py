@@ -8,8 +8,14 @@ only above a cosine threshold annealed 0.90 -> 0.55, merge gates (Gumbel in trai
 inference), merges inside one item's ID, applied left to right (longest match). theta anneals over
 the merge rounds (a round with no pair above it merges nothing); e_t = the mean r_0 of the items
 holding token t ('item_mean'; 'cpu_centre': the capsule centres, under which Beauty learns ~0 merges).
-Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_centre', 'cpu_keep1' (the first
-token never merged, so the trie's first level stays the base one); tokenizer ablations and
+
+The first token of every ID is never merged (`bpe.keep_prefix = 1`; the paper does not say). Merges
+into the first token split the trie's first level (512 merges: 356 distinct first tokens instead
+of 250, 17.8 % of items starting with a merged subword) and cost most of the recall: at the genrec
+table's cpu_short budget, seed 0, test R@10 0.0108 with keep_prefix 0 against 0.0270 with 1 (CAPSID
+without BPE 0.0245; docs/genrec.md, "SemanticBPE: merge count and the first token").
+Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_centre', 'cpu_keep0'
+(merges may take the first token too, as a literal reading of the paper); tokenizer ablations and
 sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
 import os
@@ -19,16 +25,16 @@ from deres_jax.config import load_file
 
 def get_config(arg='cpu'):
   preset, _, name = arg.partition('_')
-  bpe_only = name in ('freq', 'keep1', 'centre')
+  bpe_only = name in ('freq', 'keep0', 'keep1', 'centre')   # 'keep1': the default, kept for old commands
   config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py'),
                      preset if bpe_only or not name else arg)
   config.bpe.update(num_merges=16 if preset == 'tiny' else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
-                    order='left', corpus='sequences', min_count=2.0, keep_prefix=0, theta_rounds=0,
+                    order='left', corpus='sequences', min_count=2.0, keep_prefix=1, theta_rounds=0,
                     embedding='item_mean')
   if name == 'freq':
     config.bpe.update(alpha=1.0, theta_start=-1.0, theta_end=-1.0)
-  elif name == 'keep1':
-    config.bpe.keep_prefix = 1
+  elif name == 'keep0':
+    config.bpe.keep_prefix = 0
   elif name == 'centre':
     config.bpe.embedding = 'centre'
   if preset == 'tiny':

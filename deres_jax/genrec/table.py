@@ -53,6 +53,7 @@ ROWS = (   # the rows the paper's claims need first, so a time limit drops ablat
     Row('sasrec', 'SASRec (full softmax)', 'beauty_sasrec', '', 'main'),
     Row('capsid', 'CAPSID (no BPE)', 'beauty_capsid', '', 'main'),
     Row('capsid_bpe_freq', 'CAPSID + frequency-only BPE (alpha = 1)', 'beauty_capsid_bpe', 'freq', 'ablation'),
+    Row('capsid_bpe_keep0', 'CAPSID + SemanticBPE, first token merged too', 'beauty_capsid_bpe', 'keep0', 'ablation'),
     Row('capsid_hard', 'CAPSID + SemanticBPE, hard-winner residual', 'beauty_capsid_bpe', 'hard', 'ablation'),
     Row('capsid_iter1', 'CAPSID + SemanticBPE, T = 1', 'beauty_capsid_bpe', 'iter1', 'ablation'),
     Row('capsid_fixed4', 'CAPSID + SemanticBPE, fixed length 4', 'beauty_capsid_bpe', 'fixed4', 'ablation'),
@@ -60,7 +61,8 @@ ROWS = (   # the rows the paper's claims need first, so a time limit drops ablat
     Row('capsid_nospread', 'CAPSID + SemanticBPE, no spread loss', 'beauty_capsid_bpe', 'nospread', 'ablation'),
 )
 # row -> the row whose finished tokenizer it copies (listed earlier in ROWS, so it runs first).
-SHARE = {'cobra': 'tiger_rqvae', 'capsid': 'capsid_bpe', 'capsid_bpe_freq': 'capsid_bpe'}
+SHARE = {'cobra': 'tiger_rqvae', 'capsid': 'capsid_bpe', 'capsid_bpe_freq': 'capsid_bpe',
+         'capsid_bpe_keep0': 'capsid_bpe'}
 
 # Table presets: the configs' preset ('base'), then overrides for the generative rows and for
 # SASRec, and the CAPSID tokenizer's steps. Every system decodes test users in batches of 256
