@@ -216,14 +216,17 @@ def latency_pass(configs, runs, workdir: str, rounds: int, beam_size: int = 0) -
   paper's cost comparison; SASRec scores every item whatever the beam).
 
   Each row's retriever is rebuilt over its own tokenizer, trie and BPE merges from its workdir,
-  with random weights: the constrained beam search runs a fixed number of steps whatever the
-  weights, and COBRA's dense pass and fusion and SASRec's scoring cost the same for any weights.
+  with its trained weights (the parameters its test split was scored with): the beam search
+  stops when every beam has ended, so for variable-length IDs (CAPSID, BPE) the cost depends on
+  the weights. A row without a checkpoint is timed with random weights and named in the log.
   Every system decodes the same first `eval.batch_size` test users once per round; the rows
   alternate within each round, so a change of load on a shared machine hits all of them.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from deres_jax.genrec import data as data_lib  # pylint: disable=g-import-not-at-top
   from deres_jax.genrec import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax.serving import from_workdir  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   done = [k for k, v in runs.items() if v[0] is not None and 'test' in v[0]]
   if not done:
     return {}
@@ -241,6 +244,10 @@ def latency_pass(configs, runs, workdir: str, rounds: int, beam_size: int = 0) -
       cls = tasks_lib.CobraTask if c.system == 'cobra' else tasks_lib.TigerTask
       task = cls(c, data, sid_table, wd)
     params = task.init(jax.random.PRNGKey(0))
+    try:
+      _, params = from_workdir.restore_checkpoint(wd, c, ckpt_lib.abstract(params))
+    except from_workdir.WorkdirError:
+      print(f'latency: {key} has no checkpoint; timed with random weights', flush=True)
     users = np.arange(min(c.eval.batch_size, len(data.users)))
     task.ranks(params, 'test', users)   # compiles
     tasks[key] = (task, params, users)
@@ -392,11 +399,11 @@ def _write(rows, configs, ctx):
       f'{cfg.eval.beam_size} (SASRec scores all items); the machine is shared, so latencies are comparable only '
       'within one run of the table.', '',
       (f"Decoding latency back to back: {ctx['latency_rounds']} rounds of one batch of {cfg.eval.batch_size} "
-       "users per system, the systems alternating, random weights over each row's own tokenizer, trie and BPE "
-       '(`table.latency_pass`; the cost of the fixed-step beam search, the dense pass and the fusion does not '
-       'depend on the weights). The same pass at beam ' + str(COST_BEAM) + ' gives the cost column: ms/user at '
-       'beam ' + str(COST_BEAM) + ' relative to TIGER over RQ-VAE IDs (the paper\'s comparison; its figure in '
-       'brackets).' if ctx.get('latency_rounds') else
+       "users per system, the systems alternating, each row's trained weights (seed 0) over its own tokenizer, "
+       'trie and BPE (`table.latency_pass`; the beam search stops when every beam has ended, so with '
+       f'variable-length IDs the cost depends on the weights). The same pass at beam {COST_BEAM} gives the '
+       f'cost column: ms/user at beam {COST_BEAM} relative to TIGER over RQ-VAE IDs (the paper\'s comparison; '
+       'its figure in brackets).' if ctx.get('latency_rounds') else
        'Decoding latency back to back: not measured in this run (only in-run medians).'), '',
       '| system | R@5 | N@5 | R@10 | N@10 | tail R@10 | tail N@10 | head R@10 | head N@10 | decode ms/user (in run) | '
       f'decode ms/user (back to back) | cost at beam {COST_BEAM} vs TIGER [paper] | mean ID length | '
