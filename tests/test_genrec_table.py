@@ -71,6 +71,7 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   assert '| 1.25x [1.08x] |' in md and '| 2.25x [2.10x] |' in md
   assert 'CAPSID+SemanticBPE 1.25x (paper 1.08x), COBRA-style 2.25x (paper 2.10x)' in md
   assert 'cheaper than COBRA-style: holds' in md
+  assert "each row's random weights" in md   # a stored file without 'weights' predates trained-weight timing
 
 
 def test_unknown_data_and_preset_are_one_sentence_errors(tmp_path):

@@ -190,7 +190,7 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
   stored = os.path.join(workdir, 'latency_back_to_back.json')
   if latency_rounds > 0:
     latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds),
-               'cost_beam': COST_BEAM,
+               'cost_beam': COST_BEAM, 'weights': 'trained',
                'ms_per_user_cost_beam': latency_pass(configs, runs, workdir, latency_rounds, COST_BEAM)}
     workdir_lib.write_json_atomic(stored, latency)
   elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
@@ -199,7 +199,8 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
   else:
     latency = {'rounds': 0, 'ms_per_user': {}}
   rows = _rows(runs, latency['ms_per_user'], latency.get('ms_per_user_cost_beam'))
-  _write(rows, configs, dict(ctx, latency_rounds=latency['rounds'] if latency['ms_per_user'] else 0))
+  _write(rows, configs, dict(ctx, latency_rounds=latency['rounds'] if latency['ms_per_user'] else 0,
+                             latency_weights=latency.get('weights', 'random')))   # files before 'weights': random
   return rows
 
 
@@ -399,8 +400,9 @@ def _write(rows, configs, ctx):
       f'{cfg.eval.beam_size} (SASRec scores all items); the machine is shared, so latencies are comparable only '
       'within one run of the table.', '',
       (f"Decoding latency back to back: {ctx['latency_rounds']} rounds of one batch of {cfg.eval.batch_size} "
-       "users per system, the systems alternating, each row's trained weights (seed 0) over its own tokenizer, "
-       'trie and BPE (`table.latency_pass`; the beam search stops when every beam has ended, so with '
+       f"users per system, the systems alternating, each row's {ctx.get('latency_weights', 'trained')} weights "
+       "(seed 0) over its own tokenizer, trie and BPE (`table.latency_pass`; the beam search stops when every beam "
+       'has ended, so with '
        f'variable-length IDs the cost depends on the weights). The same pass at beam {COST_BEAM} gives the '
        f'cost column: ms/user at beam {COST_BEAM} relative to TIGER over RQ-VAE IDs (the paper\'s comparison; '
        'its figure in brackets).' if ctx.get('latency_rounds') else
