@@ -209,6 +209,7 @@ PRESETS = {  # files whose get_config takes a preset: every preset is checked
                                         'cpu_nospread', 'cpu_T2', 'cpu_T5', 'cpu_lmax4', 'cpu_lmax8',
                                         'cpu_tau0.75', 'cpu_tau0.90'),
     'configs/genrec/beauty_capsid_bpe.py': ('cpu', 'tiny', 'cpu_freq', 'cpu_keep0', 'cpu_hard', 'cpu_fixed2'),
+    'configs/scaling/synthetic.py': ('short', 'converged'),
 }
 
 
