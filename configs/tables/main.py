@@ -66,7 +66,8 @@ def base_config(data: str = 'synthetic', data_path: str = '', preset: str = 'sho
   else:
     raise ValueError(f"--data={data!r} is not one of 'synthetic', 'criteo', 'avazu', 'csv'.")
   c.model = models.model_config('transformer', connector='deres', block_size=BLOCK, **SHARED)
-  c.ckpt.update(every_steps=0, max_to_keep=1)
+  # converged runs last minutes to an hour (mHC): checkpoints every 1,000 steps make a kill cheap
+  c.ckpt.update(every_steps=1000 if preset == 'converged' else 0, max_to_keep=1)
   c.baseline.logreg = False
   return c
 
