@@ -120,9 +120,10 @@ def zoo(name: str, **fields):
 
 def unimixer(c):
   c = zoo('unimixer')(c)
-  if c.train.num_epochs:  # epoch budget with early stopping: anneal over the first 2 epochs
-    rows = c.data.num_train if c.data.name == 'synthetic' else 500_000
-    c.model.anneal_steps = int(2 * rows / c.train.batch_size)
+  if c.train.num_epochs:  # epoch budget with early stopping
+    if c.data.name == 'synthetic':  # anneal over the first 2 epochs (the row count is known here)
+      c.model.anneal_steps = int(2 * c.data.num_train / c.train.batch_size)
+    # real data: the model's own anneal_steps (its size is unknown until the data is read)
   else:
     c.model.anneal_steps = c.train.num_steps  # its temperature schedule spans this budget
   return c
