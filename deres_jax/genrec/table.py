@@ -8,7 +8,7 @@ default 'cpu_short', a reduced schedule that fits about 40 minutes of a shared 2
 never the papers' setting) and `--max_minutes` (0 = no limit; negative = train nothing new, only
 rewrite the table) stops starting new rows after that many minutes; rows not started are listed as
 'not run'. Rerun the command to continue. `--latency_rounds` (default 5, 0 = off) re-measures the
-decoding latency of every finished row back to back at the end (`latency_pass`), because
+decoding latency of every finished row back to back at the end (`latency.latency_pass`), because
 latencies measured while each row ran saw different loads of a shared machine.
 
 One run per (row, seed) in WORKDIR/<row>/seed<k> through the job runner (train/jobs.py); a run whose
@@ -27,6 +27,9 @@ import shutil
 import numpy as np
 
 from deres_jax.genrec import config as config_lib
+from deres_jax.genrec import latency
+from deres_jax.genrec.latency import COST_BEAM
+from deres_jax.genrec.latency import PAPER_COST
 from deres_jax.train import jobs
 from deres_jax.train import workdir as workdir_lib
 
@@ -189,79 +192,21 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
            describe=lambda s: f"test R@10 {s['test']['recall@10']:.4f}")
   stored = os.path.join(workdir, 'latency_back_to_back.json')
   if latency_rounds > 0:
-    latency = {'rounds': latency_rounds, 'ms_per_user': latency_pass(configs, runs, workdir, latency_rounds),
-               'cost_beam': COST_BEAM, 'weights': 'trained',
-               'ms_per_user_cost_beam': latency_pass(configs, runs, workdir, latency_rounds, COST_BEAM)}
-    workdir_lib.write_json_atomic(stored, latency)
+    done = {k: (configs[k][0], os.path.join(workdir, k, 'seed0')) for k, v in runs.items()
+            if v[0] is not None and 'test' in v[0]}
+    ms = latency.latency_pass(done, latency_rounds, (0, COST_BEAM))
+    timing = {'rounds': latency_rounds, 'ms_per_user': ms[0], 'cost_beam': COST_BEAM, 'weights': 'trained',
+              'ms_per_user_cost_beam': ms[COST_BEAM]}
+    workdir_lib.write_json_atomic(stored, timing)
   elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
     with open(stored) as f:
-      latency = json.load(f)
+      timing = json.load(f)
   else:
-    latency = {'rounds': 0, 'ms_per_user': {}}
-  rows = _rows(runs, latency['ms_per_user'], latency.get('ms_per_user_cost_beam'))
-  _write(rows, configs, dict(ctx, latency_rounds=latency['rounds'] if latency['ms_per_user'] else 0,
-                             latency_weights=latency.get('weights', 'random')))   # files before 'weights': random
+    timing = {'rounds': 0, 'ms_per_user': {}}
+  rows = _rows(runs, timing['ms_per_user'], timing.get('ms_per_user_cost_beam'))
+  _write(rows, configs, dict(ctx, latency_rounds=timing['rounds'] if timing['ms_per_user'] else 0,
+                             latency_weights=timing.get('weights', 'random')))   # files before 'weights': random
   return rows
-
-
-# The beam width of the paper's cost comparison (CAPSID §9.4: cost relative to TIGER at beam 50).
-COST_BEAM = 50
-# The paper's decoding cost relative to TIGER at beam 50 (Beauty), research/capsid.md §9.4.
-PAPER_COST = {'capsid': 1.05, 'capsid_bpe': 1.08, 'cobra': 2.10}
-
-
-def latency_pass(configs, runs, workdir: str, rounds: int, beam_size: int = 0) -> dict:
-  """Median decoding ms per user of every finished row (seed 0), measured back to back.
-
-  `beam_size` > 0 decodes at that beam instead of each row's `eval.beam_size` (COST_BEAM: the
-  paper's cost comparison; SASRec scores every item whatever the beam).
-
-  Each row's retriever is rebuilt over its own tokenizer, trie and BPE merges from its workdir,
-  with its trained weights (the parameters its test split was scored with): the beam search
-  stops when every beam has ended, so for variable-length IDs (CAPSID, BPE) the cost depends on
-  the weights. A row without a checkpoint is timed with random weights and named in the log.
-  Every system decodes the same first `eval.batch_size` test users once per round; the rows
-  alternate within each round, so a change of load on a shared machine hits all of them.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  from deres_jax.genrec import data as data_lib  # pylint: disable=g-import-not-at-top
-  from deres_jax.genrec import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
-  from deres_jax.serving import from_workdir  # pylint: disable=g-import-not-at-top
-  from deres_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  done = [k for k, v in runs.items() if v[0] is not None and 'test' in v[0]]
-  if not done:
-    return {}
-  c0 = configs[done[0]][0]
-  data = data_lib.load(c0.data.path, c0.data.dataset, c0.data.max_len)
-  tasks = {}
-  for key in done:
-    c, wd = configs[key][0].copy_and_resolve_references(), os.path.join(workdir, key, 'seed0')
-    if beam_size:
-      c.eval.beam_size = beam_size
-    if c.system == 'sasrec':
-      task = tasks_lib.SASRecTask(c, data)
-    else:
-      sid_table, _ = tasks_lib.tokenizer_stage(c, data, wd)
-      cls = tasks_lib.CobraTask if c.system == 'cobra' else tasks_lib.TigerTask
-      task = cls(c, data, sid_table, wd)
-    params = task.init(jax.random.PRNGKey(0))
-    try:
-      _, params = from_workdir.restore_checkpoint(wd, c, ckpt_lib.abstract(params))
-    except from_workdir.WorkdirError:
-      print(f'latency: {key} has no checkpoint; timed with random weights', flush=True)
-    users = np.arange(min(c.eval.batch_size, len(data.users)))
-    task.ranks(params, 'test', users)   # compiles
-    tasks[key] = (task, params, users)
-  times = {k: [] for k in tasks}
-  for _ in range(rounds):
-    for key, (task, params, users) in tasks.items():
-      task.latency_ms = []
-      task.ranks(params, 'test', users)
-      times[key] += task.latency_ms
-  out = {k: float(np.median(v)) for k, v in times.items()}
-  print(f'back-to-back decoding ms/user (beam {beam_size or c0.eval.beam_size}): '
-        + ', '.join(f'{k} {v:.2f}' for k, v in out.items()), flush=True)
-  return out
 
 
 METRICS = ('recall@5', 'ndcg@5', 'recall@10', 'ndcg@10', 'tail/recall@10', 'tail/ndcg@10', 'head/recall@10',
@@ -401,7 +346,7 @@ def _write(rows, configs, ctx):
       'within one run of the table.', '',
       (f"Decoding latency back to back: {ctx['latency_rounds']} rounds of one batch of {cfg.eval.batch_size} "
        f"users per system, the systems alternating, each row's {ctx.get('latency_weights', 'trained')} weights "
-       "(seed 0) over its own tokenizer, trie and BPE (`table.latency_pass`; the beam search stops when every beam "
+       "(seed 0) over its own tokenizer, trie and BPE (`genrec/latency.py`; the beam search stops when every beam "
        'has ended, so with '
        f'variable-length IDs the cost depends on the weights). The same pass at beam {COST_BEAM} gives the '
        f'cost column: ms/user at beam {COST_BEAM} relative to TIGER over RQ-VAE IDs (the paper\'s comparison; '
