@@ -21,6 +21,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from deres_jax import cli
+from deres_jax.train import ledger as ledger_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Scaling config (configs/scaling/*.py).',
                                           lock_config=True)
@@ -53,7 +54,10 @@ def main(argv):
   command = ' '.join(['python', 'launch/scaling.py'] + sys.argv[1:])
   start = time.perf_counter()
   try:
-    records = runs.run(config, _WORKDIR.value, variants, model_flags=_MODEL_FLAGS)
+    # A report named with --out keeps its finished points in a run ledger beside it
+    # (results/x.runs.jsonl, deres_jax/train/ledger.py): the sweep resumes without its workdir.
+    records = runs.run(config, _WORKDIR.value, variants, model_flags=_MODEL_FLAGS,
+                       ledger=ledger_lib.beside(out) if _OUT.value else None)
     result = report.analyse(config, records, variants)
   except (config_lib.ConfigError, runs.ScalingError, data.DataMissingError,
           checkpoint.CheckpointError, ValueError) as e:

@@ -9,12 +9,21 @@ named in the log. Every system decodes the same first `eval.batch_size` test use
 and the rows alternate within each round, so a change of load hits all of them.
 
 COST_BEAM is the beam of the CAPSID paper's cost comparison (research/capsid.md §9.4: decoding
-cost relative to TIGER at beam 50); PAPER_COST holds its figures.
+cost relative to TIGER at beam 50); PAPER_COST holds its figures. A run restored from the run
+ledger (train/ledger.py) has no weights here: it is not timed again and keeps its last timing.
 """
+import os
+
 import numpy as np
 
 COST_BEAM = 50
 PAPER_COST = {'capsid': 1.05, 'capsid_bpe': 1.08, 'cobra': 2.10}   # x TIGER at beam 50, Beauty
+
+
+def has_weights(workdir: str) -> bool:
+  """Whether a run's workdir holds trained weights (a best or a regular checkpoint)."""
+  from deres_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  return any(ckpt_lib.has_checkpoints(os.path.join(workdir, d)) for d in ('best', 'checkpoints'))
 
 
 def latency_pass(rows: dict, rounds: int, beams=(0,)) -> dict:

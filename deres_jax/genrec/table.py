@@ -31,6 +31,7 @@ from deres_jax.genrec import latency
 from deres_jax.genrec.latency import COST_BEAM
 from deres_jax.genrec.latency import PAPER_COST
 from deres_jax.train import jobs
+from deres_jax.train import ledger as ledger_lib
 from deres_jax.train import workdir as workdir_lib
 
 DATASETS = ('beauty', 'sports', 'toys')
@@ -188,21 +189,24 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
     _write(_rows(runs), configs, ctx)
 
   jobs.run(job_list, workdir, train_fn or run_row, before=share, on_result=record,
-           max_minutes=max_minutes,
+           max_minutes=max_minutes, ledger=ledger_lib.beside(out),
            describe=lambda s: f"test R@10 {s['test']['recall@10']:.4f}")
   stored = os.path.join(workdir, 'latency_back_to_back.json')
-  if latency_rounds > 0:
-    done = {k: (configs[k][0], os.path.join(workdir, k, 'seed0')) for k, v in runs.items()
-            if v[0] is not None and 'test' in v[0]}
-    ms = latency.latency_pass(done, latency_rounds, (0, COST_BEAM))
-    timing = {'rounds': latency_rounds, 'ms_per_user': ms[0], 'cost_beam': COST_BEAM, 'weights': 'trained',
-              'ms_per_user_cost_beam': ms[COST_BEAM]}
-    workdir_lib.write_json_atomic(stored, timing)
-  elif os.path.exists(stored):   # a rerun without the pass keeps the last measurement (same rows only)
+  timing = {'rounds': 0, 'ms_per_user': {}}
+  if os.path.exists(stored):   # the last measurement (kept for rows not timed again)
     with open(stored) as f:
       timing = json.load(f)
-  else:
-    timing = {'rounds': 0, 'ms_per_user': {}}
+  if latency_rounds > 0:
+    # Only rows whose seed-0 weights are here: a run restored from the ledger has none.
+    done = {k: (configs[k][0], os.path.join(workdir, k, 'seed0')) for k, v in runs.items()
+            if v[0] is not None and 'test' in v[0] and latency.has_weights(os.path.join(workdir, k, 'seed0'))}
+    ms = latency.latency_pass(done, latency_rounds, (0, COST_BEAM))
+    if done or not timing['ms_per_user']:
+      keep = timing.get('weights') == 'trained' and timing.get('rounds') == latency_rounds
+      old = (timing['ms_per_user'], timing.get('ms_per_user_cost_beam', {})) if keep else ({}, {})
+      timing = {'rounds': latency_rounds, 'ms_per_user': {**old[0], **ms[0]}, 'cost_beam': COST_BEAM,
+                'weights': 'trained', 'ms_per_user_cost_beam': {**old[1], **ms[COST_BEAM]}}
+      workdir_lib.write_json_atomic(stored, timing)
   rows = _rows(runs, timing['ms_per_user'], timing.get('ms_per_user_cost_beam'))
   _write(rows, configs, dict(ctx, latency_rounds=timing['rounds'] if timing['ms_per_user'] else 0,
                              latency_weights=timing.get('weights', 'random')))   # files before 'weights': random

@@ -29,6 +29,7 @@ from deres_jax.multiscenario import config as config_lib
 from deres_jax.multiscenario import load as load_data
 from deres_jax.multiscenario import models
 from deres_jax.train import jobs
+from deres_jax.train import ledger as ledger_lib
 
 DATASETS = ('synthetic', 'amazon')
 OPTIONS = ('data_path', 'preset', 'max_minutes')  # launch/reproduce.py flags it takes beyond --data/--seeds/...
@@ -138,7 +139,8 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'shor
     _write(runs, dataset, ctx, failed)
 
   jobs.run(job_list, workdir, dataset=dataset, devices=jax.devices()[:1], on_result=record,
-           max_minutes=max_minutes, describe=lambda s: f"test wAUC {s['test']['wauc']:.4f}")
+           max_minutes=max_minutes, describe=lambda s: f"test wAUC {s['test']['wauc']:.4f}",
+           ledger=ledger_lib.beside(out))
   return _write(runs, dataset, ctx, failed)
 
 

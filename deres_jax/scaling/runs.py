@@ -166,7 +166,8 @@ def _check_spec(path: str, train_config, model_flags=()):
     _write_json(path, {'base_config': base})
 
 
-def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.stdout) -> list:
+def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.stdout,
+        ledger: str | None = None) -> list:
   """Runs (or resumes) a scaling sweep and returns the records of all its points.
 
   Args:
@@ -176,6 +177,8 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
     model_flags: --config.model.* flags [(field, text)], applied to every point first.
     train_fn: the training function (default `trainer.train_and_evaluate`; tests count calls).
     out: where the progress lines go.
+    ledger: a run ledger path (train/ledger.py; launch/scaling.py puts it beside --out): finished
+      points are restored from it, trained ones added.
   Returns:
     One record (see `record`) per finished point, in sweep order; failed points are left out.
   Raises:
@@ -216,7 +219,8 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
 
   pts_by_name = {p['name']: i for i, p in enumerate(pts)}
   results = jobs.run([jobs.Job(p['name'], cfg) for p, cfg in zip(pts, configs)], workdir, train_fn,
-                     describe=lambda s: f"test auc {s['test_auc']:.5f}", on_result=on_result, out=out)
+                     describe=lambda s: f"test auc {s['test_auc']:.5f}", on_result=on_result, out=out,
+                     ledger=ledger)
   trained = sum(r.status == 'trained' for r in results)
   _write_json(os.path.join(workdir, 'records.json'), records)
   print(f'Scaling sweep done: {len(records)}/{n} points finished ({trained} trained now).', file=out,

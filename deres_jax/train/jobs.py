@@ -13,7 +13,9 @@
      (SIGTERM) and Ctrl-C stop the whole run (the job's checkpoint is saved);
   5. progress lines with the elapsed time and an ETA from the jobs trained so far;
   6. `max_minutes` > 0: jobs not started within that budget are reported as not run (a rerun
-     continues with them); < 0: nothing new trains, finished jobs are read back.
+     continues with them); < 0: nothing new trains, finished jobs are read back;
+  7. `ledger`: a run ledger (train/ledger.py) that outlives the workdir: a job found there with
+     the same config is restored, not retrained, and every job trained is added to it.
 
 Tables, sweeps and scaling sweeps only build the job list and write the report from the
 returned `Result`s.
@@ -27,6 +29,7 @@ import time
 import traceback
 from typing import Any, Callable, NamedTuple
 
+from deres_jax.train import ledger as ledger_lib
 from deres_jax.train import workdir as workdir_lib
 
 
@@ -63,7 +66,7 @@ def validate(jobs, num_devices: int | None = None):
 def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
         describe: Callable[[dict], str] = lambda s: '', on_result: Callable | None = None,
         before: Callable | None = None, max_minutes: float = 0.0, devices=None,
-        out=None) -> list:
+        out=None, ledger: str | None = None) -> list:
   """Trains (or reads back) every job in order; returns one `Result` per job.
 
   Args:
@@ -79,6 +82,7 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
       finished before is 'not run' (only the report is rewritten).
     devices: devices of each job's mesh (default: all).
     out: where the progress lines go (default: sys.stdout at call time).
+    ledger: path of a run ledger (train/ledger.py), e.g. beside the results file; None: none.
   """
   from deres_jax.train import family as family_lib  # pylint: disable=g-import-not-at-top
   if train_fn is None:
@@ -87,6 +91,7 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
   out = out or sys.stdout
   validate(jobs, None if devices is None else len(devices))
   os.makedirs(workdir, exist_ok=True)
+  entries = ledger_lib.load(ledger) if ledger else {}
   results, loaded, data_key = [], dataset, None
   start, trained_seconds, trained = time.perf_counter(), 0.0, 0
   n = len(jobs)
@@ -94,6 +99,14 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
     job_dir = os.path.join(workdir, job.name)
     label = f'[{i + 1}/{n}] {job.label or job.name}'
     summary = _read(os.path.join(job_dir, 'summary.json'))
+    why_not = ''
+    if summary is None and ledger:
+      summary, why_not = _restore(entries, job, job_dir)
+      if summary is not None:
+        print(f'{label}: restored from the run ledger {ledger}', file=out, flush=True)
+    elif summary is not None and ledger and job.name not in entries:
+      ledger_lib.record(ledger, entries, job.name, job.config, summary,  # trained before the ledger
+                        (_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
     if summary is not None:
       result = Result(job, 'done before', summary,
                       seconds=(_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
@@ -103,7 +116,8 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
     else:
       left = sum(not os.path.exists(os.path.join(workdir, j.name, 'summary.json')) for j in jobs[i:])
       eta = f', ETA {trained_seconds / trained * left / 60:.1f} min for {left}' if trained else ''
-      print(f'{label}: training in {job_dir} ({time.perf_counter() - start:.0f} s so far{eta})',
+      why = f'; {why_not}' if why_not else ''
+      print(f'{label}: training in {job_dir} ({time.perf_counter() - start:.0f} s so far{eta}{why})',
             file=out, flush=True)
       if before is not None:
         before(job)
@@ -113,6 +127,8 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
           loaded = None  # the previous copy is freed before the next one loads
           loaded, data_key = family_lib.get(job.config).load(job.config), key
       result = _train(job, job_dir, train_fn, loaded, devices)
+      if ledger and result.summary is not None:
+        ledger_lib.record(ledger, entries, job.name, job.config, result.summary, result.seconds)
       trained_seconds, trained = trained_seconds + result.seconds, trained + 1
       how = (f'done in {result.seconds:.0f} s, {describe(result.summary)}'.rstrip(', ')
              if result.summary else f'FAILED after {result.seconds:.0f} s ({result.error})')
@@ -146,6 +162,18 @@ def _train(job, job_dir, train_fn, dataset, devices) -> Result:
   if os.path.exists(failed_path):
     os.remove(failed_path)
   return Result(job, 'trained', summary, seconds=seconds)
+
+
+def _restore(entries, job, job_dir):
+  """(summary, why-not): a ledger entry written back as WORKDIR/<name>/summary.json."""
+  entry, why_not = ledger_lib.lookup(entries, job.name, job.config)
+  if entry is None:
+    return None, why_not
+  os.makedirs(job_dir, exist_ok=True)
+  workdir_lib.write_json_atomic(os.path.join(job_dir, 'summary.json'), entry['summary'])
+  workdir_lib.write_json_atomic(os.path.join(job_dir, 'job.json'),
+                                {'seconds': entry.get('seconds'), 'from_ledger': True})
+  return entry['summary'], ''
 
 
 def _read(path: str):

@@ -15,7 +15,9 @@ seed changes parameter initialisation and batch order, never the data) and write
 (.md) and a .csv beside it: AUC and logloss as mean ± std over seeds, the AUC gain over
 BASELINE with a 95% paired-seed t interval, dense parameters, FLOPs per example, train
 examples/s. A row whose summary.json exists is read back, not retrained, so rerunning the
-command resumes a half-finished table. A row that raises is written to failed.json,
+command resumes a half-finished table; every finished run is also kept in a run ledger beside
+`out` (results/<name>.runs.jsonl, train/ledger.py), so a table resumes from a fresh checkout
+without its workdir. A row that raises is written to failed.json,
 reported as failed and retried on the next run; the table still completes.
 """
 import math
@@ -26,6 +28,7 @@ import sys
 import numpy as np
 
 from deres_jax.train import jobs
+from deres_jax.train import ledger as ledger_lib
 
 OPTIONS = ('data_path', 'max_minutes', 'preset')  # the launch/reproduce.py flags a paper table takes
 
@@ -116,7 +119,8 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
       cfg.seed = seed
       job_list.append(jobs.Job(f'{slug(name)}/seed{seed}', cfg, f'{name} seed {seed}'))
   results = jobs.run(job_list, workdir, train_fn, dataset=dataset, devices=jax.devices()[:1],
-                     describe=lambda s: f"test AUC {s['test_auc']:.4f}", max_minutes=max_minutes)
+                     describe=lambda s: f"test AUC {s['test_auc']:.4f}", max_minutes=max_minutes,
+                     ledger=ledger_lib.beside(out))
   runs = {name: [] for name in table.ROWS}
   errors = {}
   for job, r in zip(job_list, results):

@@ -1,0 +1,82 @@
+"""A run ledger: finished runs of a long table kept beside its results, so it resumes anywhere.
+
+A table at convergence takes CPU hours, more than one working session, and a workdir does not
+always survive until the next one (a fresh machine, a cleaned /tmp). The ledger is a small
+JSON-lines file committed next to the table (`results/<table>.runs.jsonl`): one line per
+finished run with its job name, a fingerprint of the config that trained it, the wall seconds
+and its summary.json. `jobs.run(..., ledger=PATH)`
+
+  * restores a run found in the ledger into WORKDIR/<name>/summary.json instead of training it
+    again, when the fingerprint matches (same config, up to `IGNORED` fields that do not change
+    what a run computes); a mismatch retrains, and the progress line says why;
+  * records every run it trains (the whole file rewritten atomically, lines sorted by name, so
+    a git diff shows only the runs added).
+
+Only summaries travel: checkpoints stay in the workdir (what needs weights, e.g. a latency
+pass, reads them there and says when they are absent).
+"""
+import hashlib
+import json
+import os
+
+from deres_jax.train import workdir as workdir_lib
+
+# Dotted prefixes of config fields that never change what a finished run computes.
+IGNORED = ('train.log_every', 'train.progress', 'train.transfer_guard', 'ckpt.every_steps',
+           'ckpt.max_to_keep')
+
+
+def fingerprint(config) -> str:
+  """A short hash of the config's fields outside `IGNORED` (sorted JSON)."""
+  flat = workdir_lib._flatten(json.loads(config.to_json_best_effort()))  # pylint: disable=protected-access
+  kept = {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
+  return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load(path: str) -> dict:
+  """name -> entry of the ledger at `path` ({} when it does not exist).
+
+  Raises ValueError naming the line when a line is not a JSON object with name, fingerprint
+  and summary (a hand-edited or merge-conflicted ledger must not silently drop runs).
+  """
+  if not path or not os.path.exists(path):
+    return {}
+  entries = {}
+  with open(path) as f:
+    for i, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        e = json.loads(line)
+        if not isinstance(e, dict) or not {'name', 'fingerprint', 'summary'} <= set(e):
+          raise ValueError('needs name, fingerprint and summary')
+      except ValueError as err:
+        raise ValueError(f'run ledger {path}, line {i}: not a ledger entry ({err}); fix or '
+                         'delete that line (its run is then trained again).') from None
+      entries[e['name']] = e
+  return entries
+
+
+def lookup(entries: dict, name: str, config):
+  """(entry or None, why-not text): the ledger entry of job `name` if its config matches."""
+  e = entries.get(name)
+  if e is None:
+    return None, ''
+  if e['fingerprint'] != fingerprint(config):
+    return None, 'its ledger entry was trained with another config'
+  return e, ''
+
+
+def record(path: str, entries: dict, name: str, config, summary: dict, seconds: float | None):
+  """Adds (or replaces) the entry of job `name` and rewrites the ledger atomically."""
+  entries[name] = {'name': name, 'fingerprint': fingerprint(config),
+                   'seconds': None if seconds is None else round(float(seconds), 1),
+                   'summary': summary}
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  text = ''.join(json.dumps(entries[k], sort_keys=True, default=float) + '\n' for k in sorted(entries))
+  workdir_lib.write_text_atomic(path, text)
+
+
+def beside(out: str) -> str:
+  """The default ledger of a results file: results/x.md -> results/x.runs.jsonl."""
+  return os.path.splitext(out)[0] + '.runs.jsonl'

@@ -1,0 +1,96 @@
+"""The run ledger (deres_jax/train/ledger.py): a long table resumes from a fresh checkout.
+
+A job trained with a ledger is recorded there; a new workdir (a fresh machine) restores it
+instead of training it again when its config is the same, retrains it when the config
+differs, and a broken ledger line is named, not silently dropped."""
+import io
+import json
+import os
+
+import pytest
+
+from deres_jax import config as config_lib
+from deres_jax.train import jobs
+from deres_jax.train import ledger as ledger_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(lr=1e-3):
+  c = config_lib.load_file(os.path.join(ROOT, 'configs', 'tiny.py'))
+  c.optim.learning_rate = lr
+  return c
+
+
+def _fake(calls):
+  def train(config, workdir, dataset=None):
+    del dataset
+    calls.append(os.path.basename(workdir))
+    summary = {'test_auc': config.optim.learning_rate, 'seed': config.seed}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f)
+    return summary
+  return train
+
+
+def test_a_fresh_workdir_restores_finished_runs_from_the_ledger(tmp_path):
+  ledger = str(tmp_path / 'results' / 'table.runs.jsonl')
+  job_list = [jobs.Job(n, _config(lr)) for n, lr in (('a', 0.1), ('b', 0.2))]
+  calls = []
+  jobs.run(job_list[:1], str(tmp_path / 'wd1'), _fake(calls), dataset=object(), out=io.StringIO(),
+           ledger=ledger)
+  assert calls == ['a']
+  lines = open(ledger).read().splitlines()
+  assert len(lines) == 1 and json.loads(lines[0])['summary'] == {'test_auc': 0.1, 'seed': 0}
+  # Another machine: a new, empty workdir. 'a' is restored (not trained), 'b' trains.
+  calls.clear()
+  out = io.StringIO()
+  results = jobs.run(job_list, str(tmp_path / 'wd2'), _fake(calls), dataset=object(), out=out,
+                     ledger=ledger)
+  assert calls == ['b']
+  assert [r.status for r in results] == ['done before', 'trained']
+  assert results[0].summary == {'test_auc': 0.1, 'seed': 0}
+  assert 'restored from the run ledger' in out.getvalue()
+  assert json.loads((tmp_path / 'wd2' / 'a' / 'summary.json').read_text()) == {'test_auc': 0.1, 'seed': 0}
+  assert sorted(ledger_lib.load(ledger)) == ['a', 'b']
+
+
+def test_a_changed_config_is_retrained_and_logging_fields_are_not_a_change(tmp_path):
+  ledger = str(tmp_path / 'x.runs.jsonl')
+  calls = []
+  jobs.run([jobs.Job('a', _config(0.1))], str(tmp_path / 'wd1'), _fake(calls), dataset=object(),
+           out=io.StringIO(), ledger=ledger)
+  quieter = _config(0.1)
+  quieter.train.log_every = 7          # never changes what a run computes
+  quieter.ckpt.every_steps = 3
+  assert ledger_lib.fingerprint(quieter) == ledger_lib.fingerprint(_config(0.1))
+  calls.clear()
+  jobs.run([jobs.Job('a', quieter)], str(tmp_path / 'wd2'), _fake(calls), dataset=object(),
+           out=io.StringIO(), ledger=ledger)
+  assert calls == []
+  other = _config(0.1)
+  other.seed = 5
+  assert ledger_lib.fingerprint(other) != ledger_lib.fingerprint(_config(0.1))
+  out = io.StringIO()
+  jobs.run([jobs.Job('a', other)], str(tmp_path / 'wd3'), _fake(calls), dataset=object(), out=out,
+           ledger=ledger)
+  assert calls == ['a'] and 'trained with another config' in out.getvalue()
+  assert ledger_lib.load(ledger)['a']['summary']['seed'] == 5   # replaced by the new run
+
+
+def test_runs_finished_before_the_ledger_are_added_to_it(tmp_path):
+  calls = []
+  job = jobs.Job('a', _config(0.3))
+  jobs.run([job], str(tmp_path / 'wd'), _fake(calls), dataset=object(), out=io.StringIO())
+  ledger = str(tmp_path / 'x.runs.jsonl')
+  jobs.run([job], str(tmp_path / 'wd'), _fake(calls), dataset=object(), out=io.StringIO(), ledger=ledger)
+  assert calls == ['a'] and ledger_lib.load(ledger)['a']['summary']['test_auc'] == 0.3
+
+
+def test_a_broken_ledger_line_is_named(tmp_path):
+  path = tmp_path / 'x.runs.jsonl'
+  path.write_text('{"name": "a", "fingerprint": "f", "summary": {}}\n<<<<<<< HEAD\n')
+  with pytest.raises(ValueError, match=r'x.runs.jsonl, line 2: not a ledger entry'):
+    ledger_lib.load(str(path))
+  assert ledger_lib.beside('results/main_synthetic.md') == 'results/main_synthetic.runs.jsonl'
