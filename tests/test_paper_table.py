@@ -45,6 +45,7 @@ class Trainer:
       raise RuntimeError('NaN loss at step 3')
     bonus = {'deres': 0.01, 'attnres': 0.005}.get(cfg.model.connector, 0.0)
     s = {'test_auc': 0.7 + bonus + 0.001 * cfg.seed, 'test_gauc': 0.68 + bonus, 'test_logloss': 0.5 - bonus,
+         'test_tail_auc': 0.65 + bonus,
          'dense_params': 123, 'flops_per_example': 1000 + 10 * len(cfg.model.connector),
          'examples_per_second': 5000.0, 'oracle_auc': 0.8}
     os.makedirs(workdir, exist_ok=True)
@@ -72,6 +73,15 @@ def test_table_resumes_after_a_kill_and_reports_a_failed_row(tmp_path):
   assert by['deres']['status'] == 'ok' and abs(by['deres']['gain_mean'] - 0.01) < 1e-9
   text = open(out).read()
   assert '| broken | failed |' in text and 'failed: RuntimeError: NaN loss at step 3' in text
+  # deres: AUC 0.7105 vs prenorm 0.7005 (paired means): RelaImpr = (0.2105 / 0.2005 - 1) x 100 %.
+  assert abs(by['deres']['relaimpr'] - (0.2105 / 0.2005 - 1) * 100) < 1e-6
+  assert f"| {by['deres']['relaimpr']:+.2f} % |" in text and '| 0.6600 ± 0.0000 |' in text
+  # A fresh checkout (no workdir) restores every finished run from the ledger beside the table;
+  # only the failed row (never in the ledger) trains again.
+  fourth = Trainer()
+  rows = paper_table.run_table(_table(), train_fn=fourth, **dict(kw, workdir=str(tmp_path / 'fresh')))
+  assert fourth.calls == [('hc', 0), ('hc', 1)] and os.path.exists(out[:-3] + '.runs.jsonl')
+  assert {r['row']: r for r in rows}['deres']['auc_mean'] == by['deres']['auc_mean']
   assert '**deres beats prenorm** — holds' in text and 'deres beats broken** — not resolved' in text
   assert 'Budget: 3 toy steps' in text and os.path.exists(out[:-3] + '.csv')
   # A third run trains only the failed row again.

@@ -14,11 +14,12 @@ A table is a config file (`configs/tables/main.py`, `configs/tables/ablation.py`
 seed changes parameter initialisation and batch order, never the data) and writes `out`
 (.md) and a .csv beside it: AUC and logloss as mean ± std over seeds, the AUC gain over
 BASELINE with a 95% paired-seed t interval, dense parameters, FLOPs per example, train
-examples/s. A row whose summary.json exists is read back, not retrained, so rerunning the
-command resumes a half-finished table; every finished run is also kept in a run ledger beside
-`out` (results/<name>.runs.jsonl, train/ledger.py), so a table resumes from a fresh checkout
-without its workdir. A row that raises is written to failed.json,
-reported as failed and retried on the next run; the table still completes.
+examples/s, plus GAUC, tail-item AUC and RelaImpr against BASELINE. A row whose summary.json
+exists is read back, not retrained, so rerunning the command resumes a half-finished table;
+every finished run is also kept in a run ledger beside `out` (results/<name>.runs.jsonl,
+train/ledger.py), so a table resumes from a fresh checkout without its workdir. A row that
+raises is written to failed.json, reported as failed and retried on the next run; the table
+still completes.
 """
 import math
 import os
@@ -29,6 +30,7 @@ import numpy as np
 
 from deres_jax.train import jobs
 from deres_jax.train import ledger as ledger_lib
+from deres_jax.train import metrics as metrics_lib
 
 OPTIONS = ('data_path', 'max_minutes', 'preset')  # the launch/reproduce.py flags a paper table takes
 
@@ -155,13 +157,17 @@ def _rows(table, runs, errors, seeds):
                  logloss_std=float(np.std([s['test_logloss'] for s in summaries], ddof=1))
                  if len(summaries) > 1 else 0.0,
                  gauc=_mean_std([x['test_gauc'] for x in summaries if x.get('test_gauc') is not None]),
+                 tail_auc=_mean_std([x['test_tail_auc'] for x in summaries
+                                     if x.get('test_tail_auc') is not None]),
                  dense_params=summaries[0]['dense_params'],
                  flops_per_example=summaries[0]['flops_per_example'],
                  examples_per_second=float(np.mean([s['examples_per_second'] or 0 for s in summaries])))
       n = min(len(summaries), len(base_runs))
       if n and name != table.BASELINE:
-        mean, half = paired_gain(aucs[:n], [s['test_auc'] for s in base_runs[:n]])
-        row.update(gain_mean=mean, gain_half=half)
+        base_aucs = [s['test_auc'] for s in base_runs[:n]]
+        mean, half = paired_gain(aucs[:n], base_aucs)
+        row.update(gain_mean=mean, gain_half=half,
+                   relaimpr=metrics_lib.relaimpr(float(np.mean(aucs[:n])), float(np.mean(base_aucs))))
     rows.append(row)
   return rows
 
@@ -217,21 +223,25 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
       f'test rows. Budget: {table.budget(base)}. Seeds 0..{seeds - 1} (init and batch order; '
       f'the data is one draw). Machine: {os.cpu_count()} CPU cores, 1 device. {band}.', '',
       f'Cells: test AUC, GAUC (per-user AUC weighted by rows, train/metrics.py; n/a without a user '
-      f'field) and logloss, mean ± std over seeds; gain = AUC − {table.BASELINE} AUC, '
-      'mean over paired seeds with a 95% t interval; examples/s = training throughput.', '',
-      f'| row | test AUC | test GAUC | test logloss | AUC gain vs {table.BASELINE} | dense params | '
-      'FLOPs/example | train examples/s | status |',
-      '|---|---|---|---|---|---|---|---|---|']
+      f'field), tail-item AUC (rows whose item is among the least frequent '
+      f'{base.eval.tail_fraction:.0%} of items by training count; n/a without an item field) and '
+      f'logloss, mean ± std over seeds; gain = AUC − {table.BASELINE} AUC, mean over paired seeds '
+      f'with a 95% t interval; RelaImpr = ((AUC − 0.5) / ({table.BASELINE} AUC − 0.5) − 1) × 100 % '
+      'on the mean AUCs of the paired seeds; examples/s = training throughput.', '',
+      f'| row | test AUC | test GAUC | tail-item AUC | test logloss | AUC gain vs {table.BASELINE} | '
+      'RelaImpr | dense params | FLOPs/example | train examples/s | status |',
+      '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     if 'auc_mean' not in r:
       what = f"failed: {r['error']}" if r['status'] == 'failed' else 'not run yet'
-      lines.append(f"| {r['row']} | {what.split(':')[0]} | | | — | — | — | — | {what} |")
+      lines.append(f"| {r['row']} | {what.split(':')[0]} | | | | — | — | — | — | — | {what} |")
       continue
     status = ('ok' if r['status'] == 'ok' else
               f"{r['seeds_done']} of {r['seeds']} seeds (the rest not run yet)" if r['status'] == 'partial'
               else f"failed {r['seeds'] - r['seeds_done']} of {r['seeds']} seeds: {r['error']}")
-    lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {r['gauc']} | "
-                 f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {_cell_gain(r)} | "
+    relaimpr = f"{r['relaimpr']:+.2f} %" if 'relaimpr' in r else '—'
+    lines.append(f"| {r['row']} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | {r['gauc']} | {r['tail_auc']} | "
+                 f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {_cell_gain(r)} | {relaimpr} | "
                  f"{r['dense_params']:,} | {r['flops_per_example']:,} | "
                  f"{r['examples_per_second']:,.0f} | {status} |")
   oracle = next((s[0].get('oracle_auc') for s in runs.values() if s), None)
@@ -245,8 +255,8 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   if extra is not None:
     lines += extra(rows)
   lines.append('')
-  keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'gauc', 'logloss_mean',
-          'logloss_std', 'gain_mean', 'gain_half', 'dense_params', 'flops_per_example',
+  keys = ['row', 'status', 'seeds_done', 'seeds', 'auc_mean', 'auc_std', 'gauc', 'tail_auc', 'logloss_mean',
+          'logloss_std', 'gain_mean', 'gain_half', 'relaimpr', 'dense_params', 'flops_per_example',
           'examples_per_second', 'error']
   jobs.write_table(out, lines, rows, keys)
   print('\n'.join(lines), file=sys.stdout, flush=True)
