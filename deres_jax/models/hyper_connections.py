@@ -91,9 +91,13 @@ def sinkhorn(logits, iters: int):
   """
   m = jnp.moveaxis(logits, (-2, -1), (0, 1))  # [n, n, ...]
   m = jnp.exp(m - jnp.max(m, axis=(0, 1), keepdims=True))
-  for _ in range(iters):
+
+  def one(m, _):
     m = m / jnp.sum(m, axis=1, keepdims=True)  # rows sum to 1
-    m = m / jnp.sum(m, axis=0, keepdims=True)  # columns sum to 1
+    return m / jnp.sum(m, axis=0, keepdims=True), None  # columns sum to 1
+
+  if iters > 0:
+    m, _ = jax.lax.scan(one, m, None, length=iters)
   return jnp.moveaxis(m, (0, 1), (-2, -1))
 
 
