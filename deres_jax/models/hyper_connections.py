@@ -87,7 +87,10 @@ def sinkhorn(logits, iters: int):
   """Sinkhorn-Knopp: exp(logits [..., n, n]) alternately row- and column-normalised.
 
   The n x n axes are moved to the front: sums over them then add whole [T, B] slabs, which
-  on CPU is about 1.7x faster (forward and backward) than reducing a tiny trailing axis.
+  on CPU is about 1.7x faster (forward and backward) than reducing a tiny trailing axis. The
+  iterations run as one `lax.scan` body: the same arithmetic (the same values and gradients)
+  as a Python loop, whose 20 unrolled iterations compiled to a 2x slower gradient and a 1.2x
+  slower mHC train step on CPU, with 1.6x the compile time (benchmarks/bench_sinkhorn.py).
   """
   m = jnp.moveaxis(logits, (-2, -1), (0, 1))  # [n, n, ...]
   m = jnp.exp(m - jnp.max(m, axis=(0, 1), keepdims=True))
