@@ -7,7 +7,7 @@
 Rerunning the same command resumes: finished rows are read back, not retrained. A table is
 either a config file of rows (`configs/tables/*.py`, run by `deres_jax.train.paper_table`)
 or a module with `run_table(data, seeds, workdir, out, **options)` and `OPTIONS` (the option
-flags it takes: --data_path, --preset, --max_minutes, --latency_rounds); `--max_minutes=-1`
+flags it takes: --data_path, --preset, --max_minutes, --rows, --latency_rounds); `--max_minutes=-1`
 rewrites a table from the runs finished so far (PARTIAL in its first line, while another
 process may still be training the rest; the header names the command without --max_minutes,
 which finishes the table); every table trains
@@ -49,6 +49,9 @@ _OPTIONS = {
     'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'Start no new run after this many minutes '
                                       '(0 = no limit; < 0 = only rewrite the table from the finished '
                                       'runs, marked PARTIAL).'),
+    'rows': flags.DEFINE_string('rows', '', 'main/ablation: train only these rows now (comma-separated '
+                                'names or slugs, e.g. mhc); the table lists every row, the others read '
+                                'back when finished, else "not run yet".'),
     'latency_rounds': flags.DEFINE_integer('latency_rounds', 5, 'genrec: back-to-back decoding latency rounds '
                                            '(0 = off).'),
 }
@@ -72,7 +75,7 @@ def main(argv):
     table = config_lib.load_table(os.path.join(root, TABLES[name]))
     run_table = functools.partial(paper_table.run_table, table,
                                   command=' '.join(['python', 'launch/reproduce.py'] + [
-                                      a for a in sys.argv[1:] if not a.startswith('--max_minutes')]))
+                                      a for a in sys.argv[1:] if not a.startswith(('--max_minutes', '--rows'))]))
     accepted = paper_table.OPTIONS
   else:
     module = importlib.import_module(TABLES[name])

@@ -150,3 +150,21 @@ def test_run_table_rejects_a_preset_the_table_lacks(tmp_path):
   with pytest.raises(ValueError, match='takes no preset'):
     paper_table.run_table(_table(), 'synthetic', 1, str(tmp_path), str(tmp_path / 't.md'),
                           train_fn=Trainer(), preset='converged')
+
+
+def test_rows_trains_only_the_named_rows_and_the_table_lists_the_rest(tmp_path):
+  data = types.SimpleNamespace(source='toy', splits={k: {'label': np.zeros(10)}
+                                                     for k in ('train', 'val', 'test')})
+  kw = dict(data='synthetic', seeds=2, workdir=str(tmp_path / 'wd'), out=str(tmp_path / 't.md'),
+            dataset=data)
+  first = Trainer()
+  rows = paper_table.run_table(_table(), train_fn=first, rows='deres', **kw)
+  assert sorted(first.calls) == [('deres', 0), ('deres', 1)]
+  by = {r['row']: r for r in rows}
+  assert by['deres']['status'] == 'ok' and by['prenorm']['status'] == 'partial'
+  assert '| prenorm | not run yet |' in open(kw['out']).read()
+  second = Trainer()
+  paper_table.run_table(_table(), train_fn=second, **kw)   # the rest, deres read back
+  assert ('deres', 0) not in second.calls and ('prenorm', 1) in second.calls
+  with pytest.raises(ValueError, match=r"--rows: 'nope' is not a row of --table=toy; its rows: deres, "):
+    paper_table.run_table(_table(), train_fn=Trainer(), rows='deres,nope', **kw)

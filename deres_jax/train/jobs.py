@@ -66,7 +66,7 @@ def validate(jobs, num_devices: int | None = None):
 def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
         describe: Callable[[dict], str] = lambda s: '', on_result: Callable | None = None,
         before: Callable | None = None, max_minutes: float = 0.0, devices=None,
-        out=None, ledger: str | None = None) -> list:
+        out=None, ledger: str | None = None, only=None) -> list:
   """Trains (or reads back) every job in order; returns one `Result` per job.
 
   Args:
@@ -83,6 +83,8 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
     devices: devices of each job's mesh (default: all).
     out: where the progress lines go (default: sys.stdout at call time).
     ledger: path of a run ledger (train/ledger.py), e.g. beside the results file; None: none.
+    only: None, or a predicate on a job: jobs it rejects are read back when finished and
+      otherwise 'not run' (e.g. train the fast rows of a table first, a slow one later).
   """
   from deres_jax.train import family as family_lib  # pylint: disable=g-import-not-at-top
   if train_fn is None:
@@ -113,8 +115,11 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
       print(f'{label}: done before, {describe(summary)}'.rstrip(', '), file=out, flush=True)
     elif max_minutes and (max_minutes < 0 or (time.perf_counter() - start) / 60 >= max_minutes):
       result = Result(job, 'not run', error=f'outside the {max_minutes:g}-minute budget of this run')
+    elif only is not None and not only(job):
+      result = Result(job, 'not run', error='not among the rows this run trains')
     else:
-      left = sum(not os.path.exists(os.path.join(workdir, j.name, 'summary.json')) for j in jobs[i:])
+      left = sum(not os.path.exists(os.path.join(workdir, j.name, 'summary.json')) and
+                 (only is None or only(j)) for j in jobs[i:])
       eta = f', ETA {trained_seconds / trained * left / 60:.1f} min for {left}' if trained else ''
       why = f'; {why_not}' if why_not else ''
       print(f'{label}: training in {job_dir} ({time.perf_counter() - start:.0f} s so far{eta}{why})',

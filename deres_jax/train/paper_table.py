@@ -32,7 +32,7 @@ from deres_jax.train import jobs
 from deres_jax.train import ledger as ledger_lib
 from deres_jax.train import metrics as metrics_lib
 
-OPTIONS = ('data_path', 'max_minutes', 'preset')  # the launch/reproduce.py flags a paper table takes
+OPTIONS = ('data_path', 'max_minutes', 'preset', 'rows')  # the launch/reproduce.py flags a paper table takes
 
 # Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -66,7 +66,7 @@ def verdict(mean, half) -> str:
 
 def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: str = '',
               command: str = '', train_fn=None, dataset=None, max_minutes: float = 0.0,
-              preset: str = '') -> list:
+              preset: str = '', rows: str = '') -> list:
   """Trains (or reads back) every row × seed of `table` and writes `out` and its .csv twin.
 
   Args:
@@ -83,6 +83,9 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
       the table from the runs finished so far. Either way a table with runs missing says
       PARTIAL in its first line and which rows are done; rerunning the command goes on.
     preset: the training budget, one of `table.PRESETS` ('' = the table's default).
+    rows: '' (all), or the rows this run trains, comma-separated names or slugs (`slug`); the
+      table still lists every row, the others read back when finished, else 'not run yet'
+      (e.g. every fast row at every seed first, a slow row in a later run).
   Returns:
     The row dicts written to the CSV (failed rows included).
   """
@@ -100,6 +103,11 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
   def base_config():
     return table.base_config(data, data_path, preset) if preset else table.base_config(data, data_path)
   base = base_config()
+  chosen = {r.strip() for r in rows.split(',') if r.strip()}
+  unknown = sorted(chosen - set(table.ROWS) - {slug(n) for n in table.ROWS})
+  if unknown:
+    raise ValueError(f'--rows: {unknown[0]!r} is not a row of --table={table.NAME}; its rows: '
+                     + ', '.join(slug(n) for n in table.ROWS) + '.')
   configs = {}
   for name, edit in table.ROWS.items():  # every row's config is checked before any training
     cfg = edit(base_config())
@@ -122,7 +130,8 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
       job_list.append(jobs.Job(f'{slug(name)}/seed{seed}', cfg, f'{name} seed {seed}'))
   results = jobs.run(job_list, workdir, train_fn, dataset=dataset, devices=jax.devices()[:1],
                      describe=lambda s: f"test AUC {s['test_auc']:.4f}", max_minutes=max_minutes,
-                     ledger=ledger_lib.beside(out))
+                     ledger=ledger_lib.beside(out),
+                     only=(lambda j: j.name.split('/')[0] in {slug(c) for c in chosen}) if chosen else None)
   runs = {name: [] for name in table.ROWS}
   errors = {}
   for job, r in zip(job_list, results):
