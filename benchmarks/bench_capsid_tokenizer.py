@@ -24,7 +24,8 @@ from deres_jax.genrec import tiger
 from deres_jax.genrec import tokenizer_stats
 
 KEYS = ('collision_rate', 'utilisation', 'utilisation_per_level', 'gini', 'intra_code_similarity',
-        'stop_rule_share', 'length_hist', 'mean_length', 'mean_confidence_per_level')
+        'stop_rule_share', 'length_hist', 'mean_length', 'mean_confidence_per_level', 'mean_residual_norm_per_level',
+        'mean_subtracted_norm_per_level', 'mean_winner_weight_per_level', 'mean_winner_weight')
 
 
 def main():
@@ -60,10 +61,10 @@ def main():
                                centre=c.tokenizer.centre)
     r = capsid_fit.route_items(model, p, x[1:])
     d = tokenizer_stats.diagnostics(r['tokens'], c.tokenizer.codebook_size, x[1:], r)
-    print('INIT', json.dumps({k: d[k] for k in KEYS}), f'{time.time() - t0:.0f}s', flush=True)
+    print('INIT', json.dumps({k: d.get(k) for k in KEYS}), f'{time.time() - t0:.0f}s', flush=True)
     return
   table, stats = tasks.tokenizer_stage(c, data, a.workdir)
-  print('TOKENIZER', json.dumps({k: stats[k] for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
+  print('TOKENIZER', json.dumps({k: stats.get(k) for k in KEYS + ('mean_id_length',)}), f'{time.time() - t0:.0f}s',
         flush=True)
   # cos(e_a, e_b) of the adjacent tokens in the IDs under both choices of e (semantic_bpe.py, Eq. S3).
   e = np.load(os.path.join(a.workdir, 'tokenizer', 'code_embeddings.npy'))                # [L, K, D]

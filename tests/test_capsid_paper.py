@@ -216,3 +216,50 @@ def test_confidence_needs_a_vote_norm_and_a_logit_gap():
   for g, ok in ((gap + 1e-3, True), (gap - 1e-3, False)):
     c = np.asarray(jax.nn.softmax(jnp.array([g] + [0.0] * (K - 1), jnp.float32)))
     assert (c.max() >= tau) == ok
+
+
+def test_a_sharp_layer_cannot_end_a_small_residual():
+  """Why the residual rule (||r_l|| <= eps) rarely fires: a layer subtracts q = sum_k c_k squash(u_k) with
+  ||q|| >= c_s ||squash(u_s)|| - (1 - c_s) (each ||squash|| < 1), and ||r_l|| >= | ||r_{l-1}|| - ||q|| |. With the
+  paper's mean winner weight c_s = 0.86 and a winner vote of norm 1.51 (the norm ||o|| >= tau = 0.82 needs of
+  the mixed vote v),
+  ||q|| >= 0.565, so the residual rule needs ||r_{l-1}|| >= 0.485: a sharp layer overshoots a small residual."""
+  rng = np.random.default_rng(3)
+  for _ in range(200):
+    u = rng.normal(0, rng.uniform(0.1, 5), (6, 3))
+    c = rng.dirichlet(np.full(6, 0.3))
+    q = np.asarray(capsid.routed_vote(jnp.asarray(u[None], jnp.float32), jnp.asarray(c[None], jnp.float32)))[0]
+    s = int(np.argmax(c))
+    assert np.linalg.norm(q) >= c[s] * np.linalg.norm(_np_squash(u[s])) - (1 - c[s]) - 1e-5
+  m = np.sqrt(0.5 * 0.82 / 0.18)
+  bound = 0.86 * m ** 2 / (0.5 + m ** 2) - 0.14
+  assert abs(bound - 0.565) < 1e-3 and abs(bound - 0.08 - 0.485) < 1e-3
+  # Hand case: r = 0.1 e1 and one dominant vote 10 e1, perfectly aligned with r: q = 0.995 e1, so
+  # ||r_1|| = 0.895, the residual rule cannot fire (the confidence rule ends it); the same vote direction
+  # at norm unsquash(0.1) removes r.
+  model = _model(max_levels=1)
+  e1, W0 = np.eye(3)[0], np.zeros((1, 4, 3, 3))
+  b = np.full((1, 4, 3), 0.01)
+  b[0, 0] = 10 * e1
+  out = _tok(model, _params(model, W0, b), 0.1 * e1[None])
+  np.testing.assert_allclose(out['res_norm'][0, 0], 0.995 - 0.1, atol=2e-3)
+  np.testing.assert_allclose(out['sub_norm'][0, 0], 0.995, atol=2e-3)
+  assert out['winner'][0, 0] > 0.99 and out['res_norm'][0, 0] > 0.08   # confident, so the ID ends there anyway
+  assert capsid.STOP_RULES[out['stop_rule'][0]] == 'confidence'
+  b = np.broadcast_to(np.asarray(capsid.unsquash(jnp.asarray(0.1 * e1, jnp.float32))), (1, 4, 3))
+  out = _tok(model, _params(model, W0, b), 0.1 * e1[None])
+  assert out['res_norm'][0, 0] <= 0.08 and capsid.STOP_RULES[out['stop_rule'][0]] == 'residual'
+  assert out['winner'][0, 0] < 0.26                       # ... but only with flat coefficients (1/K = 0.25)
+
+
+def test_per_layer_residual_diagnostics_average_over_the_items_that_reach_the_layer():
+  from deres_jax.genrec import tokenizer_stats
+  routed = {'length': np.array([1, 2]), 'stop_rule': np.array([0, 2]), 'conf': np.array([[0.9, 0.1], [0.2, 0.3]]),
+            'res_norm': np.array([[0.5, 9.0], [0.1, 0.7]]), 'sub_norm': np.array([[0.6, 9.0], [0.95, 0.6]]),
+            'winner': np.array([[0.9, 9.0], [0.3, 0.5]])}
+  d = tokenizer_stats.diagnostics(np.array([[3, -1], [4, 5]]), 8, None, routed)
+  np.testing.assert_allclose(d['mean_residual_norm_per_level'], [0.3, 0.7])
+  np.testing.assert_allclose(d['mean_subtracted_norm_per_level'], [0.775, 0.6])
+  np.testing.assert_allclose(d['mean_winner_weight_per_level'], [0.6, 0.5])
+  np.testing.assert_allclose(d['mean_winner_weight'], (0.9 + 0.3 + 0.5) / 3)
+  assert d['stop_rule_share'] == {'confidence': 0.5, 'residual': 0.0, 'cap': 0.5}

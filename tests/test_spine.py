@@ -207,7 +207,8 @@ PRESETS = {  # files whose get_config takes a preset: every preset is checked
     'configs/genrec/beauty_cobra.py': ('cpu', 'tiny', 'cpu_content'),
     'configs/genrec/beauty_capsid.py': ('cpu', 'tiny', 'cpu_hard', 'cpu_iter1', 'cpu_fixed2', 'cpu_fixed4',
                                         'cpu_nospread', 'cpu_T2', 'cpu_T5', 'cpu_lmax4', 'cpu_lmax8',
-                                        'cpu_tau0.75', 'cpu_tau0.90'),
+                                        'cpu_tau0.75', 'cpu_tau0.90', 'cpu_deep32',
+                                        'cpu_deep32len'),
     'configs/genrec/beauty_capsid_bpe.py': ('cpu', 'tiny', 'cpu_freq', 'cpu_keep0', 'cpu_hard', 'cpu_fixed2'),
     'configs/scaling/synthetic.py': ('short', 'converged'),
 }

@@ -10,6 +10,12 @@ The argument is '<preset>[_<ablation>]': the paper's ablations (research/capsid.
   hard   hard-winner residual          iter1  T = 1
   fixed2 fixed length 2                fixed4 fixed length 4
   nospread  no spread loss
+and two of ours (fields the paper leaves open, not paper ablations; results/capsid_tokenizer_beauty.md,
+issue 31 follow-up, bench_capsid_tokenizer.py, 30 + 5 steps, against cpu; Recall@10 not measured):
+  deep32     vote_scale (4, 4, 16, 32): init routing precision 32 from layer 4 on, so more IDs end by
+             confidence at layers 4-6 (cap share 36.5 -> 10.1 %, routed length 4.48 -> 3.99, collision 18.3 -> 17.9 %)
+  deep32len  deep32 and length_weight 1.0 (E[L] holds the init against the reconstruction term's drift
+             to longer IDs): cap 8.3 %, routed length 3.88, collision 14.5 %, utilisation 80 -> 79 %
 and its sensitivity sweeps: T<n> (T = 1, 2, 3, 5), lmax<n> (L_max = 4, 8), tau<x> (0.75, 0.90),
 e.g. 'cpu_T5', 'cpu_lmax8', 'cpu_tau0.75'. SemanticBPE variants: beauty_capsid_bpe.py.
 """
@@ -24,6 +30,8 @@ ABLATIONS = {
     'fixed2': {'fixed_length': 2, 'max_levels': 2},   # only the layers a fixed length uses
     'fixed4': {'fixed_length': 4, 'max_levels': 4},
     'nospread': {'spread_weight': 0.0},
+    'deep32': {'vote_scale': (4.0, 4.0, 16.0, 32.0)},   # ours: sharper init routing from layer 4 on
+    'deep32len': {'vote_scale': (4.0, 4.0, 16.0, 32.0), 'length_weight': 1.0},
 }
 
 

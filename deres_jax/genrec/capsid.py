@@ -132,13 +132,14 @@ class CapsID(nn.Module):
     Returns:
       dict: tokens [n, L] int32 (-1 after the end), tokens_all [n, L] (the winner at every layer),
       length [n], stop_rule [n] (index into STOP_RULES), conf [n, L], res_norm [n, L] (||r_l||),
+      sub_norm [n, L] (||sum_k c_k squash(u_k)||, what layer l subtracts), winner [n, L] (max_k c_k),
       coeffs [L, n, K], alive [n, L], r_hat [n, D] (soft reconstruction up to the end), and the
       loss terms spread, expected_length.
     """
     n, dt = r_nd.shape[0], r_nd.dtype
     r, alive, survive = r_nd, jnp.ones((n,), dt), jnp.ones((n,), dt)
     stop_rule, r_hat = jnp.full((n,), 2, jnp.int32), jnp.zeros_like(r_nd)
-    out = {k: [] for k in ('tokens', 'tokens_all', 'conf', 'res_norm', 'coeffs', 'alive')}
+    out = {k: [] for k in ('tokens', 'tokens_all', 'conf', 'res_norm', 'sub_norm', 'winner', 'coeffs', 'alive')}
     spread, exp_len = 0.0, 0.0
     for l in range(self.max_levels):
       adapter = (self.adapter_a[l], self.adapter_b[l]) if self.adapter_rank else None
@@ -156,7 +157,8 @@ class CapsID(nn.Module):
       p_res = jax.nn.sigmoid((self.eps - rn) / self.length_kappa)
       survive = survive * (1 - p_conf) * (1 - p_res)
       for key, val in (('tokens', jnp.where(alive > 0, tok, -1)), ('tokens_all', tok), ('conf', conf),
-                       ('res_norm', rn), ('coeffs', c), ('alive', alive)):
+                       ('res_norm', rn), ('sub_norm', jnp.sqrt((q ** 2).sum(1) + 1e-12)), ('winner', c.max(1)),
+                       ('coeffs', c), ('alive', alive)):
         out[key].append(val)
       # The stop rules (no gradient through them); the first that fires is recorded.
       if self.fixed_length:

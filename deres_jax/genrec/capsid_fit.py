@@ -157,12 +157,13 @@ def fit(model: capsid.CapsID, x: np.ndarray, train_rows: np.ndarray, config, see
 @functools.partial(jax.jit, static_argnums=0)
 def _tokenize(model, params, x_nd):
   out = model.apply({'params': params}, x_nd)[1]
-  return {k: out[k] for k in ('tokens', 'tokens_all', 'length', 'conf', 'stop_rule', 'res_norm')}
+  return {k: out[k] for k in ('tokens', 'tokens_all', 'length', 'conf', 'stop_rule', 'res_norm', 'sub_norm',
+                               'winner')}
 
 
 def route_items(model: capsid.CapsID, params, x: np.ndarray, chunk: int = 2048) -> dict:
   """Deterministic routing of every row of x: tokens [n, L] (-1 after the end), tokens_all, length, conf,
-  stop_rule (index into capsid.STOP_RULES), res_norm."""
+  stop_rule (index into capsid.STOP_RULES), res_norm, sub_norm, winner ([n, L] each: capsid.CapsID.tokenize)."""
   outs = [_tokenize(model, params, jnp.asarray(x[i:i + chunk], jnp.float32)) for i in range(0, len(x), chunk)]
   return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
 

@@ -8,8 +8,13 @@ For codes [n, L] (-1 = unused position; the disambiguation token excluded by the
   intra-code sim.    = mean cosine between two different items with the same first-level code,
                        over all such pairs, on the tokenizer's input vectors x      (higher)
   (the paper does not say at which level it measures similarity; the first level is our choice)
-CAPSID also reports which stopping rule ended each ID (confidence / residual / cap) and the
-length histogram. Evaluation slices (genrec/family.py): 'cold' = test targets with fewer than 5
+CAPSID also reports which stopping rule ended each ID (confidence / residual / cap), the
+length histogram and, per layer l over the items whose ID reaches l, the mean residual norm ||r_l||
+after the layer, the norm of what the layer subtracts ||sum_k c_k squash(u_k)|| and the winner weight
+max_k c_k (the paper measures a mean winner weight of 0.86). Why these: the residual rule can end an
+ID at layer l only if | ||r_{l-1}|| - ||subtracted|| | <= eps (triangle inequality), so a layer that
+subtracts a near-unit vector from a small residual overshoots (results/capsid_tokenizer_beauty.md).
+Evaluation slices (genrec/family.py): 'cold' = test targets with fewer than 5
 training interactions (the paper's cold-start items), and 'pop_head' / 'pop_torso' /
 'pop_tail' = targets among the most / middle / least popular thirds of the catalogue by training
 count (ties by id; the paper's cut points are not given).
@@ -77,6 +82,14 @@ def diagnostics(codes: np.ndarray, codebook_size: int, x: np.ndarray = None, rou
     out['routed_length_hist'] = np.bincount(routed['length'], minlength=codes.shape[1] + 1).tolist()
     out['mean_routed_length'] = float(np.mean(routed['length']))
     out['mean_confidence_per_level'] = [float(v) for v in np.asarray(routed['conf']).mean(0)]
+    reach = np.arange(np.asarray(routed['conf']).shape[1])[None] < np.asarray(routed['length'])[:, None]
+    per = lambda v: [float(np.asarray(v)[:, l][reach[:, l]].mean()) if reach[:, l].any() else float('nan')
+                     for l in range(reach.shape[1])]
+    for key, name in (('res_norm', 'residual_norm'), ('sub_norm', 'subtracted_norm'), ('winner', 'winner_weight')):
+      if key in routed:
+        out[f'mean_{name}_per_level'] = per(routed[key])
+    if 'winner' in routed:
+      out['mean_winner_weight'] = float(np.asarray(routed['winner'])[reach].mean())
   return out
 
 
