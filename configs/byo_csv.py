@@ -36,6 +36,11 @@ def get_config():
   # 0.7819 against 0.7750 for RankMixer groups with a final RMSNorm, DNN 0.7824.
   config.model.tokenizer = 'autosplit'
   config.zoo_tokenizer = 'autosplit'             # and for any model --config.model.name switches to
+  # The DeRes connector, too, for a zoo model switched to (RankMixer, UniMixer, HiFormer,
+  # TokenMixer-Large): on flat Amazon, 10 seeds, it lifts UniMixer by +0.0078 over its
+  # SiameseNorm and RankMixer by +0.0018 over its PostNorm (docs/quality.md, fifth round);
+  # --config.model.connector=<the paper's> still gives the published residual.
+  config.zoo_connector = 'deres'
   config.model.out_norm = 'none'
   config.model.num_tokens = 8
   config.model.depth = 2

@@ -12,6 +12,7 @@ import difflib
 import ml_collections
 
 from deres_jax import models
+from deres_jax.models import backbone as backbone_lib
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
   # configs/byo_csv.py sets 'autosplit' (docs/quality.md, issue 26: +0.011 to
   # +0.020 test AUC for RankMixer, HiFormer, UniMixer on real data).
   c.zoo_tokenizer = ''
+  # Likewise the residual connector of every zoo model with a `connector` field ('' = each
+  # model's published one: RankMixer PostNorm, UniMixer SiameseNorm, HiFormer and
+  # TokenMixer-Large PreNorm). configs/byo_csv.py sets 'deres' (docs/quality.md, fifth round).
+  c.zoo_connector = ''
 
   # Optimizer.
   c.optim = optim_section()
@@ -219,7 +224,8 @@ LOOP_CHOICES = {
 
 
 CHOICES = dict(LOOP_CHOICES, **{'eval.monitor': ('auc', 'logloss'),
-                                 'zoo_tokenizer': ('', 'field', 'group', 'autosplit')})
+                                 'zoo_tokenizer': ('', 'field', 'group', 'autosplit'),
+                                 'zoo_connector': ('',) + backbone_lib.KINDS})
 
 
 def validate(config, num_devices: int | None = None):
@@ -327,8 +333,9 @@ def split_model_flags(argv):
 def apply_model_overrides(config, pairs):
   """Applies [(field, text)] model overrides: name first (switching the section), then fields.
 
-  A switch keeps `config.zoo_tokenizer` (if set) as the new model's tokenizer when the model
-  has one; a --config.model.tokenizer flag still wins. Raises ConfigError with one sentence for
+  A switch keeps `config.zoo_tokenizer` and `config.zoo_connector` (if set) as the new model's
+  tokenizer and connector when the model offers them; --config.model.tokenizer/connector flags
+  still win. Raises ConfigError with one sentence for
   an unknown model, a field the chosen model does not have, or a value that does not parse.
   """
   names = [text for key, text in pairs if key == 'name']
@@ -338,9 +345,10 @@ def apply_model_overrides(config, pairs):
         config.model = models.switch(config.model, names[-1])
       except models.UnknownModelError as e:
         raise ConfigError(str(e)) from None
-      tokens = config.get('zoo_tokenizer', '')
-      if tokens and tokens in models.choices(names[-1]).get('tokenizer', ()):
-        config.model.tokenizer = tokens
+      for field in ('tokenizer', 'connector'):
+        value = config.get(f'zoo_{field}', '')
+        if value and value in models.choices(names[-1]).get(field, ()):
+          config.model[field] = value
     name = config.model.name
     known = models.fields(name)
     for key, text in pairs:

@@ -205,3 +205,11 @@ def test_zoo_tokenizer_survives_a_model_switch():
   assert switched('rankmixer', zoo_tokenizer='').model.tokenizer == 'group'
   with pytest.raises(config_lib.ConfigError, match='zoo_tokenizer'):
     switched('rankmixer', zoo_tokenizer='groups')
+  # The connector likewise: byo_csv's DeRes reaches every zoo model; a flag or '' gives the paper's.
+  for name in ('rankmixer', 'hiformer', 'unimixer', 'tokenmixer_large'):
+    assert switched(name).model.connector == 'deres', name
+  assert switched('unimixer', ('connector', 'siamese')).model.connector == 'siamese'
+  assert switched('rankmixer', zoo_connector='').model.connector == 'postnorm'
+  assert switched('unimixer', file='quickstart.py').model.connector == 'siamese'
+  with pytest.raises(config_lib.ConfigError, match='zoo_connector'):
+    switched('rankmixer', zoo_connector='deres2')

@@ -63,6 +63,10 @@ ROWS = (   # the rows the paper's claims need first, so a time limit drops ablat
     Row('capsid_fixed4', 'CAPSID + SemanticBPE, fixed length 4', 'beauty_capsid_bpe', 'fixed4', 'ablation'),
     Row('capsid_fixed2', 'CAPSID + SemanticBPE, fixed length 2', 'beauty_capsid_bpe', 'fixed2', 'ablation'),
     Row('capsid_nospread', 'CAPSID + SemanticBPE, no spread loss', 'beauty_capsid_bpe', 'nospread', 'ablation'),
+    # Ours, not a paper ablation: sharper init routing from layer 4 and length weight 1.0, IDs
+    # closer to the paper's length (results/capsid_tokenizer_beauty.md: routed 4.48 -> 3.88).
+    Row('capsid_bpe_deep32len', 'CAPSID + SemanticBPE, shorter IDs (ours: deep32len)', 'beauty_capsid_bpe',
+        'deep32len', 'ablation'),
 )
 # row -> the row whose finished tokenizer it copies (listed earlier in ROWS, so it runs first).
 SHARE = {'cobra': 'tiger_rqvae', 'capsid': 'capsid_bpe', 'capsid_bpe_freq': 'capsid_bpe',
