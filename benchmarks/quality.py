@@ -26,7 +26,7 @@ MODELS = {  # label -> overrides on the config's model section
     'deres': [],                                   # the config's DeRes (cross stem on)
     'deres_no_stem': ['model.embed_cross=0'],      # the paper's DeRes (no cross stem)
     'prenorm': ['model.connector=prenorm'],
-    'onetrans': ['model.name=onetrans'],
+    'onetrans': ['model.name=onetrans', 'model.connector=prenorm'],   # the paper's (zoo_connector aside)
     'dcnv2': ['model.name=dcnv2'],
     'dnn': ['model.name=dnn'],
     'logreg': ['model.name=logreg'],

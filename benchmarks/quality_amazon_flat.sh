@@ -17,7 +17,7 @@ for s in 0 1 2 3 4; do
          --exp "dnn_s$s:model.name=dnn seed=$s" --exp "dcnv2_s$s:model.name=dcnv2 seed=$s")
 done
 for s in 0 1 2; do
-  exps+=(--exp "onetrans_s$s:model.name=onetrans seed=$s" --exp "onetrans_prev_s$s:model.name=onetrans model.out_norm=rms seed=$s"
+  exps+=(--exp "onetrans_s$s:model.name=onetrans model.connector=prenorm seed=$s" --exp "onetrans_prev_s$s:model.name=onetrans model.connector=prenorm model.out_norm=rms seed=$s"
          --exp "tokens_only_s$s:model.out_norm=rms seed=$s" --exp "out_norm_only_s$s:model.tokenizer=group seed=$s"
          --exp "width64_s$s:model.width=64 seed=$s" --exp "tokens16_s$s:model.num_tokens=16 seed=$s"
          --exp "deres_paper_prev_s$s:$PREV model.embed_cross=0 seed=$s" --exp "prenorm_prev_s$s:$PREV model.connector=prenorm seed=$s"

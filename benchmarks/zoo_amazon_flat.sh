@@ -4,33 +4,35 @@
 #   bash benchmarks/zoo_amazon_flat.sh [WORKDIR]     (about 40 CPU minutes on 2 cores; resumes)
 # Every row: configs/amazon_flat.py (= the configs/byo_csv.py defaults with this schema) plus
 # the row's overrides; `model.name=<m>` switches with the config's zoo defaults. The `_deres`
-# rows replace each model's published residual (PostNorm, SiameseNorm, PreNorm) by DeRes.
+# rows replace each model's published residual (PostNorm, SiameseNorm, PreNorm) by DeRes; the
+# other rows name the published one (the config's zoo_connector would otherwise give DeRes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR=${1:-/tmp/amz/zoo}
 [ -f /tmp/amz/Beauty.csv ] || python benchmarks/make_amazon_flat_csv.py --out=/tmp/amz/Beauty.csv
 [ -f /tmp/amz/prep/COMPLETE ] || python launch/prepare_data.py csv --config=configs/amazon_flat.py --data_dir=/tmp/amz/prep
+declare -A PUB=([rankmixer]=postnorm [tokenmixer_large]=prenorm [hiformer]=prenorm [unimixer]=siamese)
 exps=()
 for s in 0 1 2 3 4 5 6 7 8 9; do
   exps+=(--exp "deres_s$s:seed=$s")
   for m in dnn dcnv2 rankmixer tokenmixer_large hiformer unimixer; do
-    exps+=(--exp "${m}_s$s:model.name=$m seed=$s")
+    exps+=(--exp "${m}_s$s:model.name=$m ${PUB[$m]:+model.connector=${PUB[$m]}} seed=$s")
   done
   for m in rankmixer tokenmixer_large hiformer unimixer; do
     exps+=(--exp "${m}_deres_s$s:model.name=$m model.connector=deres seed=$s")
   done
-  exps+=(--exp "hiformer_lowrank16_s$s:model.name=hiformer model.low_rank=16 seed=$s"
+  exps+=(--exp "hiformer_lowrank16_s$s:model.name=hiformer model.low_rank=16 model.connector=prenorm seed=$s"
          --exp "hiformer_lowrank16_deres_s$s:model.name=hiformer model.low_rank=16 model.connector=deres seed=$s")
 done
 for s in 0 1 2 3 4; do   # one change each, 5 seeds
   exps+=(--exp "unimixer_pre_s$s:model.name=unimixer model.connector=prenorm seed=$s"
-         --exp "unimixer_ann600_s$s:model.name=unimixer model.anneal_steps=600 seed=$s"
-         --exp "unimixer_t02_s$s:model.name=unimixer model.temp_start=0.2 seed=$s"
-         --exp "hiformer_shared_s$s:model.name=hiformer model.ffn=shared seed=$s"
-         --exp "hiformer_drop_s$s:model.name=hiformer model.dropout=0.1 seed=$s"
-         --exp "hiformer_lr3_s$s:model.name=hiformer optim.learning_rate=3e-3 seed=$s"
-         --exp "hiformer_h1_s$s:model.name=hiformer model.num_heads=1 seed=$s"
-         --exp "rankmixer_drop_s$s:model.name=rankmixer model.dropout=0.1 seed=$s")
+         --exp "unimixer_ann600_s$s:model.name=unimixer model.connector=siamese model.anneal_steps=600 seed=$s"
+         --exp "unimixer_t02_s$s:model.name=unimixer model.connector=siamese model.temp_start=0.2 seed=$s"
+         --exp "hiformer_shared_s$s:model.name=hiformer model.connector=prenorm model.ffn=shared seed=$s"
+         --exp "hiformer_drop_s$s:model.name=hiformer model.connector=prenorm model.dropout=0.1 seed=$s"
+         --exp "hiformer_lr3_s$s:model.name=hiformer model.connector=prenorm optim.learning_rate=3e-3 seed=$s"
+         --exp "hiformer_h1_s$s:model.name=hiformer model.connector=prenorm model.num_heads=1 seed=$s"
+         --exp "rankmixer_drop_s$s:model.name=rankmixer model.connector=postnorm model.dropout=0.1 seed=$s")
 done
 python benchmarks/quality_ablations.py --config=configs/amazon_flat.py --workdir="$WORKDIR" "${exps[@]}" > /dev/null
 PYTHONPATH=. python benchmarks/seed_table.py --workdir="$WORKDIR" --baseline=dnn \
