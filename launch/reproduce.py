@@ -49,9 +49,9 @@ _OPTIONS = {
     'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'Start no new run after this many minutes '
                                       '(0 = no limit; < 0 = only rewrite the table from the finished '
                                       'runs, marked PARTIAL).'),
-    'rows': flags.DEFINE_string('rows', '', 'main/ablation: train only these rows now (comma-separated '
-                                'names or slugs, e.g. mhc); the table lists every row, the others read '
-                                'back when finished, else "not run yet".'),
+    'rows': flags.DEFINE_string('rows', '', 'main/ablation/genrec: train only these rows now (comma-'
+                                'separated names, slugs or genrec row keys, e.g. mhc); the table lists '
+                                'every row, the others read back when finished, else "not run yet".'),
     'latency_rounds': flags.DEFINE_integer('latency_rounds', 5, 'genrec: back-to-back decoding latency rounds '
                                            '(0 = off).'),
 }

@@ -73,9 +73,19 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   assert 'cheaper than COBRA-style: holds' in md
   assert "each row's random weights" in md   # a stored file without 'weights' predates trained-weight timing
 
+  # A fresh workdir (another machine): every run comes back from the ledger beside the table;
+  # --rows trains only the named row (here: none left to train, so nothing runs).
+  calls.clear()
+  rows = table.run_table('beauty', 1, str(tmp_path / 'fresh'), out, train_fn=fake_run_row,
+                         rows='capsid_bpe', **options)
+  assert calls == [] and all(r['status'] == 'done' for r in rows)
+  assert os.path.exists(out[:-3] + '.runs.jsonl')
+
 
 def test_unknown_data_and_preset_are_one_sentence_errors(tmp_path):
   with pytest.raises(ValueError, match='has no genrec table'):
     table.run_table('movies', 1, str(tmp_path), str(tmp_path / 'x.md'))
+  with pytest.raises(ValueError, match="--rows: 'capsidd' is not a genrec table row"):
+    table.run_table('beauty', 1, str(tmp_path), str(tmp_path / 'x.md'), rows='capsid,capsidd')
   with pytest.raises(ValueError, match='is not a genrec table preset'):
     table.run_table('beauty', 1, str(tmp_path), str(tmp_path / 'x.md'), preset='gpu_huge')

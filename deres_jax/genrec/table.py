@@ -35,7 +35,7 @@ from deres_jax.train import ledger as ledger_lib
 from deres_jax.train import workdir as workdir_lib
 
 DATASETS = ('beauty', 'sports', 'toys')
-OPTIONS = ('data_path', 'preset', 'max_minutes', 'latency_rounds')  # launch/reproduce.py flags it takes
+OPTIONS = ('data_path', 'preset', 'max_minutes', 'latency_rounds', 'rows')  # launch/reproduce.py flags it takes
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(_ROOT, '..', 'shared', 'data', 'amazon'))
 
@@ -149,7 +149,7 @@ def _share_tokenizer(row, seed, config, configs, workdir) -> str:
 
 def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_short',
               data_path: str = '', max_minutes: float = 0.0, latency_rounds: int = 5,
-              train_fn=None) -> list:
+              train_fn=None, rows: str = '') -> list:
   """Trains (or reads back) every row and seed; writes `out` (.md) and its .csv twin after each run.
 
   Args:
@@ -163,6 +163,8 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
       new, only rewrite the table; `--max_minutes`).
     latency_rounds: back-to-back decoding latency rounds at the end (0 = off; `--latency_rounds`).
     train_fn: the training function of one run (default `run_row`; tests pass a fake).
+    rows: '' (all), or the row keys this run trains, comma-separated (`--rows`); the table lists
+      every row, the others read back when finished, else 'not run'.
   Returns:
     The row dicts written to the CSV.
   """
@@ -170,6 +172,11 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
     raise ValueError(f'--data={data!r} has no genrec table; choose one of {list(DATASETS)}.')
   if seeds < 1:
     raise ValueError(f'--seeds={seeds} must be at least 1.')
+  chosen = {r.strip() for r in rows.split(',') if r.strip()}
+  unknown = sorted(chosen - {r.key for r in ROWS})
+  if unknown:
+    raise ValueError(f'--rows: {unknown[0]!r} is not a genrec table row; its rows: '
+                     + ', '.join(r.key for r in ROWS) + '.')
   data_dir = data_path or DEFAULT_DATA_DIR
   os.makedirs(workdir, exist_ok=True)
   configs = {r.key: [table_config(r, data, s, preset, data_dir) for s in range(seeds)] for r in ROWS}
@@ -194,6 +201,7 @@ def run_table(data: str, seeds: int, workdir: str, out: str, preset: str = 'cpu_
 
   jobs.run(job_list, workdir, train_fn or run_row, before=share, on_result=record,
            max_minutes=max_minutes, ledger=ledger_lib.beside(out),
+           only=(lambda j: by_name[j.name][0].key in chosen) if chosen else None,
            describe=lambda s: f"test R@10 {s['test']['recall@10']:.4f}")
   stored = os.path.join(workdir, 'latency_back_to_back.json')
   timing = {'rounds': 0, 'ms_per_user': {}}
