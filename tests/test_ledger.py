@@ -94,3 +94,16 @@ def test_a_broken_ledger_line_is_named(tmp_path):
   with pytest.raises(ValueError, match=r'x.runs.jsonl, line 2: not a ledger entry'):
     ledger_lib.load(str(path))
   assert ledger_lib.beside('results/main_synthetic.md') == 'results/main_synthetic.runs.jsonl'
+
+
+def test_a_run_of_another_config_in_the_workdir_is_not_put_in_the_ledger(tmp_path):
+  calls = []
+  jobs.run([jobs.Job('a', _config(0.3))], str(tmp_path / 'wd'), _fake(calls), dataset=object(),
+           out=io.StringIO())
+  # The trainer writes the run's config.json; here the run was of another learning rate.
+  (tmp_path / 'wd' / 'a' / 'config.json').write_text(_config(0.5).to_json_best_effort())
+  ledger = str(tmp_path / 'x.runs.jsonl')
+  jobs.run([jobs.Job('a', _config(0.3))], str(tmp_path / 'wd'), _fake(calls), dataset=object(),
+           out=io.StringIO(), ledger=ledger)
+  assert ledger_lib.load(ledger) == {}
+  assert ledger_lib.fingerprint(json.loads(_config(0.3).to_json_best_effort())) == ledger_lib.fingerprint(_config(0.3))

@@ -107,8 +107,10 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
       if summary is not None:
         print(f'{label}: restored from the run ledger {ledger}', file=out, flush=True)
     elif summary is not None and ledger and job.name not in entries:
-      ledger_lib.record(ledger, entries, job.name, job.config, summary,  # trained before the ledger
-                        (_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
+      saved = _read(os.path.join(job_dir, 'config.json'))   # trained before the ledger existed:
+      if saved is None or ledger_lib.fingerprint(saved) == ledger_lib.fingerprint(job.config):
+        ledger_lib.record(ledger, entries, job.name, job.config, summary,  # only with this config
+                          (_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
     if summary is not None:
       result = Result(job, 'done before', summary,
                       seconds=(_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))

@@ -27,8 +27,10 @@ IGNORED = ('train.log_every', 'train.progress', 'train.transfer_guard', 'ckpt.ev
 
 
 def fingerprint(config) -> str:
-  """A short hash of the config's fields outside `IGNORED` (sorted JSON)."""
-  flat = workdir_lib._flatten(json.loads(config.to_json_best_effort()))  # pylint: disable=protected-access
+  """A short hash of the config's fields outside `IGNORED` (sorted JSON); `config` is a
+  ConfigDict or the dict of a run's config.json."""
+  tree = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
+  flat = workdir_lib._flatten(tree)  # pylint: disable=protected-access
   kept = {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
   return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
