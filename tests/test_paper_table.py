@@ -168,3 +168,10 @@ def test_rows_trains_only_the_named_rows_and_the_table_lists_the_rest(tmp_path):
   assert ('deres', 0) not in second.calls and ('prenorm', 1) in second.calls
   with pytest.raises(ValueError, match=r"--rows: 'nope' is not a row of --table=toy; its rows: deres, "):
     paper_table.run_table(_table(), train_fn=Trainer(), rows='deres,nope', **kw)
+
+
+def test_gains_pair_runs_by_seed_when_a_row_misses_one():
+  """Seeds 0 and 2 of a row against seeds 0, 1, 2 of the baseline: pairs (0, 0) and (2, 2)."""
+  row = [{'test_auc': 0.71, '_seed': 0}, {'test_auc': 0.75, '_seed': 2}]
+  base = [{'test_auc': 0.70, '_seed': 0}, {'test_auc': 0.60, '_seed': 1}, {'test_auc': 0.74, '_seed': 2}]
+  assert paper_table._paired_aucs(row, base) == ([0.71, 0.75], [0.70, 0.74])   # pylint: disable=protected-access

@@ -137,7 +137,7 @@ def run_table(table, data: str, seeds: int, workdir: str, out: str, data_path: s
   for job, r in zip(job_list, results):
     name = job.label.rsplit(' seed ', 1)[0]
     if r.summary is not None:
-      runs[name].append(r.summary)
+      runs[name].append(dict(r.summary, _seed=job.config.seed))   # pairs are matched by seed
     elif r.status == 'failed':  # a failed row is reported, never dropped; the next run retries it
       errors.setdefault(name, r.error)
   rows = _rows(table, runs, errors, seeds)
@@ -171,14 +171,22 @@ def _rows(table, runs, errors, seeds):
                  dense_params=summaries[0]['dense_params'],
                  flops_per_example=summaries[0]['flops_per_example'],
                  examples_per_second=float(np.mean([s['examples_per_second'] or 0 for s in summaries])))
-      n = min(len(summaries), len(base_runs))
-      if n and name != table.BASELINE:
-        base_aucs = [s['test_auc'] for s in base_runs[:n]]
-        mean, half = paired_gain(aucs[:n], base_aucs)
+      mine, base_aucs = _paired_aucs(summaries, base_runs)
+      if mine and name != table.BASELINE:
+        mean, half = paired_gain(mine, base_aucs)
         row.update(gain_mean=mean, gain_half=half,
-                   relaimpr=metrics_lib.relaimpr(float(np.mean(aucs[:n])), float(np.mean(base_aucs))))
+                   relaimpr=metrics_lib.relaimpr(float(np.mean(mine)), float(np.mean(base_aucs))))
     rows.append(row)
   return rows
+
+
+def _paired_aucs(a, b):
+  """Test AUCs of two rows' runs over the seeds both have ('_seed', else the list position),
+  so a seed missing in one row (failed, not run yet) never pairs two different seeds."""
+  by_a = {s.get('_seed', i): s['test_auc'] for i, s in enumerate(a)}
+  by_b = {s.get('_seed', i): s['test_auc'] for i, s in enumerate(b)}
+  common = sorted(set(by_a) & set(by_b))
+  return [by_a[k] for k in common], [by_b[k] for k in common]
 
 
 def _cell_gain(r):
@@ -195,13 +203,12 @@ def claim_lines(table, runs) -> list:
   for text, row, others in table.CLAIMS:
     parts, verdicts = [], []
     for other in others:
-      a, b = runs.get(row, []), runs.get(other, [])
-      n = min(len(a), len(b))
-      if not n:
+      a, b = _paired_aucs(runs.get(row, []), runs.get(other, []))
+      if not a:
         parts.append(f'vs {other}: no result')
         verdicts.append('not resolved (a row failed)')
         continue
-      mean, half = paired_gain([s['test_auc'] for s in a[:n]], [s['test_auc'] for s in b[:n]])
+      mean, half = paired_gain(a, b)
       v = verdict(mean, half)
       verdicts.append(v)
       interval = '' if half is None else f' ± {half:.4f}'
