@@ -124,9 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
   # configs/byo_csv.py sets 'autosplit' (docs/quality.md, issue 26: +0.011 to
   # +0.020 test AUC for RankMixer, HiFormer, UniMixer on real data).
   c.zoo_tokenizer = ''
-  # Likewise the residual connector of every zoo model with a `connector` field ('' = each
-  # model's published one: RankMixer PostNorm, UniMixer SiameseNorm, HiFormer and
-  # TokenMixer-Large PreNorm). configs/byo_csv.py sets 'deres' (docs/quality.md, fifth round).
+  # Likewise the connector of a switched-to zoo model ('' = its paper's: RankMixer PostNorm,
+  # UniMixer SiameseNorm, ...); configs/byo_csv.py sets 'deres' (docs/quality.md, fifth round).
   c.zoo_connector = ''
 
   # Optimizer.
@@ -144,8 +143,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.baseline.learning_rate = 0.01
   c.baseline.num_steps = 0        # 0 = same as train.num_steps
   return c
-
-
 
 
 def _flatten(cfg, prefix=''):
@@ -369,8 +366,6 @@ def lock(config):
   """Locks the config so that a later typo'd assignment raises."""
   config.lock()
   return config
-
-
 
 
 def _module_from_path(path: str, what: str, prefix: str):

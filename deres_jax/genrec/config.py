@@ -104,9 +104,8 @@ def base_config(system: str = 'sasrec') -> ml_collections.ConfigDict:
   c.tokenizer.pose_init = 2.0     # w: poses start at (s_l/n)(w - |mu|^2/(2n^2)) I (ours; capsid_fit.init_params)
   # s_l per layer (last repeats): the routing precision at init (ours). < 4 leaves c ~ 1/K (no confidence
   # stop can fire); a large s at layers 1-2 ends most IDs at length 1-2 (collisions). Beauty: 13 % collision.
-  # No s makes the residual rule fire with sharp routing (a sharp layer subtracts a near-unit vector);
-  # (4, 4, 16, 32) (beauty_capsid.py:cpu_deep32) turns cap stops into confidence stops at layers 4-6
-  # (results/capsid_tokenizer_beauty.md, issue 31 follow-up).
+  # No s lets the residual rule fire with sharp routing; (4, 4, 16, 32) (beauty_capsid.py:cpu_deep32) turns
+  # cap stops into confidence stops at layers 4-6 (results/capsid_tokenizer_beauty.md, issue 31 follow-up).
   c.tokenizer.vote_scale = (4.0, 4.0, 16.0)
   c.tokenizer.centre = True       # centre P(x) on the training items at init (a random ReLU MLP maps items into a cone)
   c.tokenizer.stage2_steps = 100  # stage 2: adapter only, centres/poses/projection frozen (open)
