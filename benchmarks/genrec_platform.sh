@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Issue 28's platform runs on one Amazon dataset: SASRec and TIGER (RQ-VAE IDs) at the same number
-# of training targets (both `cpu_long` presets), the popularity baseline, the learning curve.
-#   bash benchmarks/genrec_platform.sh [DATASET=beauty] [WORKDIR=/work/runs]   (resumes; ~1.5 h on 2 cores)
-# Prints the learning-curve table, the test table and the popularity row, and writes
-# results/genrec_learning_curve_<dataset>.svg. Data: ../shared/data/amazon (config data.path).
+# Issue 28's platform table on one Amazon dataset: SASRec and TIGER over RQ-VAE and RQ-KMeans IDs
+# at the configs' `cpu_long` budget (the genrec table's `cpu_long` preset), the popularity
+# baseline, the papers' figures, then the learning curve of the runs whose workdirs are here.
+#   bash benchmarks/genrec_platform.sh [DATASET=sports] [WORKDIR=/work/runs] [OUT=results/genrec_platform_<dataset>.md]
+# Two processes share the cores (the TIGER rows, SASRec) and one run ledger beside OUT
+# (results/genrec_platform_<dataset>.runs.jsonl), so a finished run survives a lost workdir;
+# rerunning resumes (a run in progress resumes from its own checkpoints). About 1-1.5 h per run.
+# Data: ../shared/data/amazon (--data_path of launch/reproduce.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATASET=${1:-beauty}
-WORKDIR=${2:-/work/runs}
-SUFFIX=$([ "$DATASET" = beauty ] && echo "" || echo "_$DATASET")
-TIGER="$WORKDIR/tiger_cpu_long_v2$SUFFIX"
-SASREC="$WORKDIR/sasrec_cpu_long$SUFFIX"
-python launch/train.py --config=configs/genrec/beauty_sasrec.py:cpu_long --workdir="$SASREC" \
-  --config.data.dataset="$DATASET"
-python launch/train.py --config=configs/genrec/beauty_tiger_rqvae.py:cpu_long --workdir="$TIGER" \
-  --config.data.dataset="$DATASET"
-python benchmarks/genrec_popularity.py --dataset="$DATASET"
-python benchmarks/genrec_learning_curve.py --run "SASRec=$SASREC" --run "TIGER (RQ-VAE IDs)=$TIGER" \
-  --out_svg="results/genrec_learning_curve_$DATASET.svg"
+DATASET=${1:-sports}
+WORKDIR=${2:-/work/runs}/platform_$DATASET
+OUT=${3:-results/genrec_platform_$DATASET.md}
+TABLE=(python launch/reproduce.py --table=genrec --data="$DATASET" --preset=cpu_long --seeds=1
+       --workdir="$WORKDIR" --out="$OUT")
+"${TABLE[@]}" --rows=tiger_rqvae,tiger_rqkmeans --latency_rounds=0 &
+TIGER_PID=$!
+"${TABLE[@]}" --rows=sasrec --latency_rounds=0
+wait "$TIGER_PID"
+# Every run is in the ledger now: rewrite the table from all of them and time decoding back to back.
+"${TABLE[@]}" --latency_rounds=3
+CURVES=()
+for row in "SASRec=sasrec" "TIGER (RQ-VAE IDs)=tiger_rqvae" "TIGER (RQ-KMeans IDs)=tiger_rqkmeans"; do
+  dir="$WORKDIR/${row#*=}/seed0"
+  if [ -f "$dir/config.json" ]; then CURVES+=(--run "${row%%=*}=$dir"); fi
+done
+if [ ${#CURVES[@]} -gt 0 ]; then
+  python benchmarks/genrec_learning_curve.py "${CURVES[@]}" --out_svg="results/genrec_learning_curve_$DATASET.svg"
+fi

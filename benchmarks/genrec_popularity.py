@@ -12,8 +12,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deres_jax.genrec import data as data_lib  # pylint: disable=wrong-import-position
 from deres_jax.genrec import metrics  # pylint: disable=wrong-import-position
@@ -26,14 +24,7 @@ def main():
                                                      'amazon'))
   args = p.parse_args()
   data = data_lib.load(args.data_path, args.dataset)
-  # Stable order: by count descending, then id ascending; column 0 (padding) never ranked.
-  n = len(data.train_count)   # integer keys below 2**24: exact in the float32 ranking
-  scores = (data.train_count.astype(np.int64) * (n + 1) + (n - np.arange(n))).astype(np.float64)
-  if scores.max() >= 2 ** 24:
-    raise SystemExit('catalogue too large for exact float32 tie-breaking; rank in chunks instead')
-  scores[0] = -1
-  ranks = metrics.ranks_from_scores(np.broadcast_to(scores, (len(data.test_target), len(scores))),
-                                    data.test_target)
+  ranks = metrics.popularity_ranks(data.train_count, data.test_target)  # count desc, then id asc
   tail = metrics.tail_items(data.train_count)
   out = metrics.evaluate(ranks, data.test_target, tail)
   print(json.dumps({'system': 'popularity', 'dataset': args.dataset, 'test_users': int(len(ranks)),

@@ -55,3 +55,18 @@ def test_tail_is_the_least_popular_fifth():
   out = metrics.evaluate(np.zeros(400), target, tail)
   assert out['tail/users'] + out['head/users'] == 400
   assert out['tail/users'] == tail[target].sum() and out['tail/recall@5'] == 1.0
+
+
+def test_popularity_ranks_equal_full_scoring_with_ties_broken_by_lower_id():
+  """metrics.popularity_ranks (a position lookup) against ranking every item by score: counts
+  with ties, the tie broken towards the lower id (a unique score count * (N+1) + N - id)."""
+  rng = np.random.default_rng(0)
+  count = np.concatenate([[0], rng.integers(0, 5, 40)])   # many ties
+  target = rng.integers(1, 41, 200)
+  n = len(count)
+  unique = count * (n + 1) + (n - np.arange(n))
+  scores = np.broadcast_to(unique.astype(np.float64), (len(target), n))
+  np.testing.assert_array_equal(metrics.popularity_ranks(count, target), metrics.ranks_from_scores(scores, target))
+  # the most popular item (lowest id among the top count) has rank 0
+  top = np.flatnonzero(count[1:] == count[1:].max())[0] + 1
+  assert metrics.popularity_ranks(count, np.array([top]))[0] == 0

@@ -107,3 +107,16 @@ def test_a_run_of_another_config_in_the_workdir_is_not_put_in_the_ledger(tmp_pat
            out=io.StringIO(), ledger=ledger)
   assert ledger_lib.load(ledger) == {}
   assert ledger_lib.fingerprint(json.loads(_config(0.3).to_json_best_effort())) == ledger_lib.fingerprint(_config(0.3))
+
+
+def test_two_writers_sharing_a_ledger_keep_each_others_runs(tmp_path):
+  """Two table processes (e.g. --rows split over two cores) load the ledger before either has
+  recorded; each then records its own run. The file must end up with both."""
+  ledger = str(tmp_path / 'table.runs.jsonl')
+  first, second = ledger_lib.load(ledger), ledger_lib.load(ledger)
+  ledger_lib.record(ledger, first, 'a/seed0', _config(0.1), {'test_auc': 0.1}, 1.0)
+  ledger_lib.record(ledger, second, 'b/seed0', _config(0.2), {'test_auc': 0.2}, 2.0)
+  on_disk = ledger_lib.load(ledger)
+  assert sorted(on_disk) == ['a/seed0', 'b/seed0']
+  assert on_disk['a/seed0']['summary'] == {'test_auc': 0.1}
+  assert 'a/seed0' in second   # the writer's own view now has the other's run too

@@ -63,22 +63,15 @@ def host_local(params):
   return jax.tree.map(local, params)
 
 
-def _users(num_users: int, limit: int, seed: int) -> np.ndarray:
-  rows = np.arange(num_users)
-  if limit and limit < num_users:
-    rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
-  return rows
-
-
 def build(config, data, workdir, mesh) -> family_lib.Task:
   """The genrec task of one run: tokenizer stages first, then the retriever."""
   del mesh  # parameters replicated (no logical axes), batches over 'data': the loop's defaults
   task, notes = make_task(config, data, workdir)
   tail = metrics.tail_items(data.train_count, config.eval.tail_fraction)
   slices = tokenizer_stats.slices(data.train_count)   # cold-start and popularity thirds (CAPSID's paper)
-  val_rows = _users(len(data.users), config.eval.num_val_users, config.seed)
+  val_rows = metrics.user_draw(len(data.users), config.eval.num_val_users, config.seed)
   # A fixed draw (not config.seed): every system and seed is tested on the same users.
-  test_rows = _users(len(data.users), config.eval.num_test_users, 0)
+  test_rows = metrics.user_draw(len(data.users), config.eval.num_test_users, 0)
 
   def evaluate(params, split, step):
     del step

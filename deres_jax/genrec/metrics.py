@@ -57,6 +57,26 @@ def tail_items(train_count: np.ndarray, tail_fraction: float = 0.2) -> np.ndarra
   return mask
 
 
+def popularity_ranks(train_count: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """0-based ranks of the popularity baseline: items 1..N by training count, ties by lower id.
+
+  The ranking is strict (no ties), so the target's rank is its position in that order.
+  """
+  n = len(train_count) - 1
+  order = np.lexsort((np.arange(1, n + 1), -np.asarray(train_count[1:], np.int64))) + 1  # count desc, id asc
+  position = np.empty(n + 1, np.int64)
+  position[order] = np.arange(n)
+  return position[np.asarray(target)]
+
+
+def user_draw(num_users: int, limit: int, seed: int) -> np.ndarray:
+  """Sorted rows of `limit` users drawn without replacement (all users when limit is 0 or larger)."""
+  rows = np.arange(num_users)
+  if limit and limit < num_users:
+    rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+  return rows
+
+
 def recall_ndcg(ranks: np.ndarray, ks=KS) -> dict:
   """{'recall@K', 'ndcg@K'} averaged over the given ranks (NaN when there are none)."""
   ranks = np.asarray(ranks, np.float64)

@@ -10,11 +10,15 @@ and its summary.json. `jobs.run(..., ledger=PATH)`
     again, when the fingerprint matches (same config, up to `IGNORED` fields that do not change
     what a run computes); a mismatch retrains, and the progress line says why;
   * records every run it trains (the whole file rewritten atomically, lines sorted by name, so
-    a git diff shows only the runs added).
+    a git diff shows only the runs added). A record re-reads the file under an exclusive lock
+    (`<ledger>.lock`) and merges, so two processes sharing a ledger (e.g. `--rows` split over
+    two cores) never drop each other's runs.
 
 Only summaries travel: checkpoints stay in the workdir (what needs weights, e.g. a latency
 pass, reads them there and says when they are absent).
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -70,13 +74,31 @@ def lookup(entries: dict, name: str, config):
 
 
 def record(path: str, entries: dict, name: str, config, summary: dict, seconds: float | None):
-  """Adds (or replaces) the entry of job `name` and rewrites the ledger atomically."""
-  entries[name] = {'name': name, 'fingerprint': fingerprint(config),
-                   'seconds': None if seconds is None else round(float(seconds), 1),
-                   'summary': summary}
+  """Adds (or replaces) the entry of job `name` and rewrites the ledger atomically.
+
+  Entries another process recorded since `entries` was loaded are merged in (and copied into
+  `entries`) first, under an exclusive lock, so concurrent writers never lose a run.
+  """
+  entry = {'name': name, 'fingerprint': fingerprint(config),
+           'seconds': None if seconds is None else round(float(seconds), 1), 'summary': summary}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  text = ''.join(json.dumps(entries[k], sort_keys=True, default=float) + '\n' for k in sorted(entries))
-  workdir_lib.write_text_atomic(path, text)
+  with _locked(path):
+    for k, e in load(path).items():
+      entries.setdefault(k, e)
+    entries[name] = entry
+    text = ''.join(json.dumps(entries[k], sort_keys=True, default=float) + '\n' for k in sorted(entries))
+    workdir_lib.write_text_atomic(path, text)
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+  """An exclusive advisory lock on `path`.lock for the duration of the block."""
+  with open(path + '.lock', 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def beside(out: str) -> str:
