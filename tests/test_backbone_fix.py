@@ -48,12 +48,15 @@ def test_zero_branch_init_silences_every_ffn(name):
   assert downs and all(not np.any(d) for d in downs)
 
 
-@pytest.mark.parametrize('name', ['transformer', 'onetrans', 'hiformer'])
+@pytest.mark.parametrize('name', ['transformer', 'onetrans', 'hiformer', 'rankmixer_ls0'])
 def test_zero_branch_init_makes_every_block_the_identity(name):
-  """branch_init='zero': with a PreNorm connector the backbone output at init is RMSNorm(tokens)."""
-  cfg = models.model_config(name)
+  """branch_init='zero': with a PreNorm connector the backbone output at init is RMSNorm(tokens);
+  RankMixer only with its mixing LayerScale at zero (`mix_scale='zero'`)."""
+  cfg = models.model_config(name.removesuffix('_ls0'))
   with cfg.unlocked():
     cfg.connector = 'prenorm'
+    if name == 'rankmixer_ls0':
+      cfg.mix_scale = 'zero'
   model = models.build(cfg, SCHEMA)
   batch = _batch()
   params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)['params'])
@@ -61,6 +64,19 @@ def test_zero_branch_init_makes_every_block_the_identity(name):
   scale = params['backbone']['out_norm']['scale']
   np.testing.assert_allclose(out, layers.rms_normalize(tokens.transpose(1, 0, 2)) * scale,
                              rtol=1e-5, atol=1e-5)
+
+
+def test_rankmixer_mixing_without_layer_scale_is_not_the_identity():
+  """The paper's parameter-free mixing adds a permuted copy of the normalised stream at init."""
+  cfg = models.model_config('rankmixer')
+  with cfg.unlocked():
+    cfg.connector = 'prenorm'
+  model = models.build(cfg, SCHEMA)
+  batch = _batch()
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)['params'])
+  tokens, out = _tokens_and_backbone(model, params, batch)
+  identity = layers.rms_normalize(tokens.transpose(1, 0, 2)) * params['backbone']['out_norm']['scale']
+  assert not np.allclose(out, identity, atol=1e-3)
 
 
 def test_default_branch_init_is_not_the_identity():

@@ -24,6 +24,10 @@ Reconstruction choices (the paper leaves them open or this library differs):
 - Eq. 5's RMSNorm is the backbone's output norm, shared by every model of the zoo.
 - Equal segments (Eq. 1) rather than semantic groups: the data schema holds no feature-to-group
   map. The Sparse-MoE variant of the PFFN (ReLU routing, DTSI) is not implemented.
+- `mix_scale='zero'` (ours, off by default): the mixing branch is multiplied by a per-dimension
+  scale started at 0 (LayerScale, Touvron et al. 2021), so under a pre-norm connector the whole
+  block is the identity at init as `branch_init='zero'` makes the FFN; the parameter-free mixing
+  otherwise adds a unit-scale permuted copy of the normalised stream from step 0.
 - Defaults are CPU-sized (T = 8, D = 32); the paper's RankMixer-100M has T = 16, D = 768,
   H = 16, L = 2, k = 4 (RankMixer-1B: T = 32, D = 1536).
 """
@@ -56,16 +60,21 @@ def revert(s, num_tokens: int):
 
 
 class TokenMixing(nn.Module):
-  """Eq. 2 as a backbone mixer, [T, B, D] -> [T, B, D] (H = T); no parameters."""
+  """Eq. 2 as a backbone mixer, [T, B, D] -> [T, B, D] (H = T); no parameters unless scaled."""
   num_heads: int = 0            # H; 0 = T, the only value whose output has T tokens
+  scale: str = 'none'           # 'none' (Eq. 2) or 'zero': times a per-dim LayerScale started at 0
   dtype: Any = jnp.float32      # unused (a permutation computes nothing), kept for the backbone
 
+  @nn.compact
   def __call__(self, x):  # [T, B, D]
     t, _, d = x.shape
     h = self.num_heads or t
     if h != t or d % h:
       raise ValueError(f'token mixing needs H = T heads dividing D; got H={h}, T={t}, D={d}.')
-    return mix(x, h)
+    out = mix(x, h)
+    if self.scale == 'zero':
+      out = out * self.param('layer_scale', nn.initializers.zeros, (d,), jnp.float32).astype(out.dtype)
+    return out
 
   def flops(self, t_in: int, t_out: int, d: int) -> int:
     del t_in, t_out, d
@@ -88,6 +97,7 @@ class RankMixer(nn.Module):
   width: int = 32               # D: token width; T must divide it (paper: 768)
   num_heads: int = 0            # H: mixing heads; 0 = T, the published choice (H must equal T)
   ffn_mult: int = 4             # k: per-token FFN hidden size k * D (paper: 4)
+  mix_scale: str = 'none'       # 'none' (paper) or 'zero': LayerScale at 0 on the mixing branch (ours)
   dropout: float = 0.0          # dropout on sublayer outputs
   out_norm: str = 'rms'         # 'rms': RMSNorm on the output tokens; 'none': they keep their scale
   scan_layers: bool = False     # True: nn.scan over stacked blocks (compile time flat in depth)
@@ -109,7 +119,7 @@ class RankMixer(nn.Module):
   dtype: Any = jnp.float32      # computation dtype (parameters stay float32)
   table_pad: int = 8
 
-  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'))
+  CHOICES: ClassVar[dict] = dict(BACKBONE_CHOICES, out_norm=('rms', 'none'), mix_scale=('none', 'zero'))
 
   def make_tokenizer(self, name='tokenizer'):
     return FeatureTokenizer(self.vocab_sizes, self.num_dense, self.embed_dim, self.width,
@@ -118,7 +128,7 @@ class RankMixer(nn.Module):
 
   def make_backbone(self, name='backbone'):
     return backbone_lib.Backbone(
-        mixer=TokenMixing, mixer_kw=dict(num_heads=self.num_heads),
+        mixer=TokenMixing, mixer_kw=dict(num_heads=self.num_heads, scale=self.mix_scale),
         ffn=layers.FeedForward, ffn_kw=dict(mult=self.ffn_mult, token_specific=True),
         **backbone_kwargs(self), **_naming(name))
 
