@@ -13,8 +13,9 @@ SLICE = os.path.join(os.path.dirname(__file__), 'data', 'genrec')
 
 def _fake_summary(config, recall):
   test = {m: recall for m in table.METRICS}
-  test.update({'tail/users': 80, 'head/users': 320})
-  return {'system': config.system, 'test': test, 'decode_ms_per_user': {'median': 1.0},
+  test.update({'tail/users': 80, 'head/users': 320, 'cold/recall@10': 0.01})
+  tokenizer = {'diagnostics': {'collision_rate': 0.25, 'utilisation': 0.5, 'gini': 0.3, 'intra_code_similarity': 0.6}}
+  return {'system': config.system, 'test': test, 'tokenizer': tokenizer, 'decode_ms_per_user': {'median': 1.0},
           'mean_tokens_per_item': 4.0, 'train_seconds': 1.0, 'num_params': 10}
 
 
@@ -122,6 +123,8 @@ def test_platform_preset_has_its_rows_the_popularity_baseline_and_paired_seed_cl
   assert 0 <= pop['recall@10'] <= 1
   assert f"| Popularity (training counts, ties by lower id) | – | {pop['recall@5']:.4f}" in md
   assert '| TIGER, RQ-VAE IDs | 0.0648 | ' in md   # the paper's figure beside ours
+  # the diagnostics table reads each run's tokenizer block (RQ-VAE: under 'diagnostics')
+  assert '| TIGER, RQ-VAE IDs | 25.0 % | 50.0 % | 0.30 | 0.600 | – | 0.0100 |' in md
 
   # The paired-by-seed test on the full table: CAPSID+SemanticBPE above TIGER on every seed
   # (holds), and against RQ-KMeans IDs a difference that flips sign (not resolved).
