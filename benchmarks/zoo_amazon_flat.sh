@@ -22,7 +22,9 @@ for s in 0 1 2 3 4 5 6 7 8 9; do
     exps+=(--exp "${m}_deres_s$s:model.name=$m model.connector=deres seed=$s")
   done
   exps+=(--exp "rankmixer_deres_mult2_s$s:model.name=rankmixer model.connector=deres model.ffn_mult=2 seed=$s"
-         --exp "rankmixer_deres_d4_s$s:model.name=rankmixer model.connector=deres model.depth=4 seed=$s")
+         --exp "rankmixer_deres_d4_s$s:model.name=rankmixer model.connector=deres model.depth=4 seed=$s"
+         --exp "rankmixer_deres_d1_s$s:model.name=rankmixer model.connector=deres model.depth=1 seed=$s"
+         --exp "rankmixer_deres_ls0_s$s:model.name=rankmixer model.connector=deres model.mix_scale=zero seed=$s")
   exps+=(--exp "hiformer_lowrank16_s$s:model.name=hiformer model.low_rank=16 model.connector=prenorm seed=$s"
          --exp "hiformer_lowrank16_deres_s$s:model.name=hiformer model.low_rank=16 model.connector=deres seed=$s")
 done
@@ -38,4 +40,4 @@ for s in 0 1 2 3 4; do   # one change each, 5 seeds
 done
 python benchmarks/quality_ablations.py --config=configs/amazon_flat.py --workdir="$WORKDIR" "${exps[@]}" > /dev/null
 PYTHONPATH=. python benchmarks/seed_table.py --workdir="$WORKDIR" --baseline=dnn \
-  --rows=dnn,dcnv2,deres,tokenmixer_large,tokenmixer_large_deres,rankmixer,rankmixer_deres,hiformer,hiformer_deres,hiformer_lowrank16,hiformer_lowrank16_deres,unimixer,unimixer_deres,unimixer_pre,unimixer_ann600,unimixer_t02,hiformer_shared,hiformer_drop,hiformer_lr3,hiformer_h1,rankmixer_drop,rankmixer_deres_mult2,rankmixer_deres_d4
+  --rows=dnn,dcnv2,deres,tokenmixer_large,tokenmixer_large_deres,rankmixer,rankmixer_deres,hiformer,hiformer_deres,hiformer_lowrank16,hiformer_lowrank16_deres,unimixer,unimixer_deres,unimixer_pre,unimixer_ann600,unimixer_t02,hiformer_shared,hiformer_drop,hiformer_lr3,hiformer_h1,rankmixer_drop,rankmixer_deres_mult2,rankmixer_deres_d4,rankmixer_deres_d1,rankmixer_deres_ls0
