@@ -120,3 +120,25 @@ def test_two_writers_sharing_a_ledger_keep_each_others_runs(tmp_path):
   assert sorted(on_disk) == ['a/seed0', 'b/seed0']
   assert on_disk['a/seed0']['summary'] == {'test_auc': 0.1}
   assert 'a/seed0' in second   # the writer's own view now has the other's run too
+
+
+def test_a_run_another_table_trained_with_the_same_config_is_borrowed(tmp_path):
+  """The ablation table's DeRes row is the main table's: a job whose exact config (seed
+  included) is in a sibling ledger of the same folder is restored from it, not trained, and
+  recorded in its own ledger under its own name; a different seed still trains."""
+  main = str(tmp_path / 'results' / 'main.runs.jsonl')
+  jobs.run([jobs.Job('deres/seed0', _config(0.1))], str(tmp_path / 'wd_main'), _fake([]),
+           dataset=object(), out=io.StringIO(), ledger=main)
+  ablation = str(tmp_path / 'results' / 'ablation.runs.jsonl')
+  other_seed = _config(0.1)
+  other_seed.seed = 1
+  calls, out = [], io.StringIO()
+  results = jobs.run([jobs.Job('deres_gated/seed0', _config(0.1)), jobs.Job('deres_gated/seed1', other_seed)],
+                     str(tmp_path / 'wd_abl'), _fake(calls), dataset=object(), out=out, ledger=ablation)
+  assert calls == ['seed1']
+  assert results[0].summary == {'test_auc': 0.1, 'seed': 0}
+  assert 'same config as deres/seed0 in main.runs.jsonl' in out.getvalue()
+  assert sorted(ledger_lib.load(ablation)) == ['deres_gated/seed0', 'deres_gated/seed1']
+  # a sibling that does not parse is skipped, not fatal for this table
+  (tmp_path / 'results' / 'broken.runs.jsonl').write_text('not json\n')
+  assert set(ledger_lib.siblings(ablation)) == {ledger_lib.fingerprint(_config(0.1))}

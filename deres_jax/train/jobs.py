@@ -94,6 +94,7 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
   validate(jobs, None if devices is None else len(devices))
   os.makedirs(workdir, exist_ok=True)
   entries = ledger_lib.load(ledger) if ledger else {}
+  siblings = ledger_lib.siblings(ledger) if ledger else {}
   results, loaded, data_key = [], dataset, None
   start, trained_seconds, trained = time.perf_counter(), 0.0, 0
   n = len(jobs)
@@ -103,9 +104,14 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
     summary = _read(os.path.join(job_dir, 'summary.json'))
     why_not = ''
     if summary is None and ledger:
-      summary, why_not = _restore(entries, job, job_dir)
+      summary, why_not = _restore(entries, job, job_dir, siblings)
       if summary is not None:
-        print(f'{label}: restored from the run ledger {ledger}', file=out, flush=True)
+        source = f' ({why_not})' if why_not else ''
+        print(f'{label}: restored from the run ledger {ledger}{source}', file=out, flush=True)
+        if why_not:   # borrowed from a sibling ledger: recorded here too, under this job's name
+          ledger_lib.record(ledger, entries, job.name, job.config, summary,
+                            (_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
+        why_not = ''
     elif summary is not None and ledger and job.name not in entries:
       saved = _read(os.path.join(job_dir, 'config.json'))   # trained before the ledger existed:
       if saved is None or ledger_lib.fingerprint(saved) == ledger_lib.fingerprint(job.config):
@@ -171,16 +177,17 @@ def _train(job, job_dir, train_fn, dataset, devices) -> Result:
   return Result(job, 'trained', summary, seconds=seconds)
 
 
-def _restore(entries, job, job_dir):
-  """(summary, why-not): a ledger entry written back as WORKDIR/<name>/summary.json."""
-  entry, why_not = ledger_lib.lookup(entries, job.name, job.config)
+def _restore(entries, job, job_dir, siblings=None):
+  """(summary, note): a ledger entry (or a sibling ledger's, same config) written back as
+  WORKDIR/<name>/summary.json; the note says where a borrowed one came from, or why none."""
+  entry, why_not = ledger_lib.lookup(entries, job.name, job.config, siblings)
   if entry is None:
     return None, why_not
   os.makedirs(job_dir, exist_ok=True)
   workdir_lib.write_json_atomic(os.path.join(job_dir, 'summary.json'), entry['summary'])
   workdir_lib.write_json_atomic(os.path.join(job_dir, 'job.json'),
                                 {'seconds': entry.get('seconds'), 'from_ledger': True})
-  return entry['summary'], ''
+  return entry['summary'], why_not
 
 
 def _read(path: str):

@@ -14,6 +14,12 @@ and its summary.json. `jobs.run(..., ledger=PATH)`
     (`<ledger>.lock`) and merges, so two processes sharing a ledger (e.g. `--rows` split over
     two cores) never drop each other's runs.
 
+A run no entry of this ledger has is also looked up by fingerprint alone in the other ledgers
+of the same directory (`siblings`): the fingerprint covers every field that changes what a run
+computes, seed included, so a row two tables share (the ablation table's DeRes and mHC rows are
+the main table's, at the same preset) is trained once; the borrowed entry is then recorded in
+this ledger under this job's name, so each ledger stays complete on its own.
+
 Only summaries travel: checkpoints stay in the workdir (what needs weights, e.g. a latency
 pass, reads them there and says when they are absent).
 """
@@ -63,14 +69,35 @@ def load(path: str) -> dict:
   return entries
 
 
-def lookup(entries: dict, name: str, config):
-  """(entry or None, why-not text): the ledger entry of job `name` if its config matches."""
-  e = entries.get(name)
-  if e is None:
-    return None, ''
-  if e['fingerprint'] != fingerprint(config):
-    return None, 'its ledger entry was trained with another config'
-  return e, ''
+def lookup(entries: dict, name: str, config, siblings: dict | None = None):
+  """(entry or None, note): the entry of job `name` if its config matches, else a sibling
+  ledger's entry with the same fingerprint (the note then names that ledger), else why not."""
+  e, fp = entries.get(name), fingerprint(config)
+  if e is not None and e['fingerprint'] == fp:
+    return e, ''
+  if siblings and fp in siblings:
+    source, borrowed = siblings[fp]
+    return dict(borrowed, name=name), f'same config as {borrowed["name"]} in {source}'
+  return None, ('its ledger entry was trained with another config' if e is not None else '')
+
+
+def siblings(path: str) -> dict:
+  """fingerprint -> (file name, entry) over the other *.runs.jsonl files beside `path` (a ledger
+  that does not parse is skipped: it is that table's to fix, not this one's)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  pool = {}
+  if not os.path.isdir(folder):
+    return pool
+  for name in sorted(os.listdir(folder)):
+    other = os.path.join(folder, name)
+    if not name.endswith('.runs.jsonl') or os.path.abspath(other) == os.path.abspath(path):
+      continue
+    try:
+      for e in load(other).values():
+        pool.setdefault(e['fingerprint'], (name, e))
+    except (OSError, ValueError):
+      continue
+  return pool
 
 
 def record(path: str, entries: dict, name: str, config, summary: dict, seconds: float | None):
