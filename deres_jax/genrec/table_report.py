@@ -220,7 +220,7 @@ def _sweeps(by, ok) -> list:
 def write(rows, configs, ctx, popularity=None):
   out, seeds = ctx['out'], ctx['seeds']
   cmd = (f"python launch/reproduce.py --table=genrec --data={ctx['data']} --seeds={seeds} "
-         f"--workdir={ctx['workdir']} --preset={ctx['preset']}")
+         f"--workdir={ctx['workdir']} --preset={ctx['preset']} --out={out}")
   cfg = next(c[0] for c in configs.values() if c[0].system != 'sasrec')
   def steps(key, what):
     if key not in configs:
@@ -228,11 +228,12 @@ def write(rows, configs, ctx, popularity=None):
     c = configs[key][0]
     return c.train.num_steps if what == 'train' else c.tokenizer.steps
   paper = PAPER_R10.get(ctx['data'], {})
-  users = max((r['test_users'] for r in rows), default=0)
+  pop = ctx.get('popularity')
+  users = max([r['test_users'] for r in rows] + ([pop['tail/users'] + pop['head/users']] if pop else []))
   preset = ctx['preset']
   lines = [
       f'<!-- produced by: {cmd} -->',
-      f"# Generative retrieval on Amazon 2014 {ctx['data'].capitalize()} (issue 16; table preset `{preset}`)", '',
+      f"# Generative retrieval on Amazon 2014 {ctx['data'].capitalize()} (genrec table, preset `{preset}`)", '',
       f'Command: `{cmd}` (data directory `{ctx["data_dir"]}`, seeds 0..{seeds - 1}).',
       '',
       f'Preset `{preset}`' + (' is a REDUCED schedule chosen to fit a shared 2-core CPU budget, not the papers\' '
@@ -263,7 +264,6 @@ def write(rows, configs, ctx, popularity=None):
       f'decode ms/user (back to back) | cost at beam {COST_BEAM} vs TIGER [paper] | mean ID length | '
       'tokens per item | train s | status |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
-  pop = ctx.get('popularity')
   if pop:   # no training: the same test users ranked by training count
     lines.append('| Popularity (training counts, ties by lower id) | – | ' + ' | '.join(
         f'{pop[m]:.4f}' for m in METRICS[:8]) + ' | – | – | – | – | – | 0 | computed |')
