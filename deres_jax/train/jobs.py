@@ -106,8 +106,8 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
     if summary is None and ledger:
       summary, why_not = _restore(entries, job, job_dir, siblings)
       if summary is not None:
-        source = f' ({why_not})' if why_not else ''
-        print(f'{label}: restored from the run ledger {ledger}{source}', file=out, flush=True)
+        where = f'another table\'s run ledger: {why_not}' if why_not else f'the run ledger {ledger}'
+        print(f'{label}: restored from {where}', file=out, flush=True)
         if why_not:   # borrowed from a sibling ledger: recorded here too, under this job's name
           ledger_lib.record(ledger, entries, job.name, job.config, summary,
                             (_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
