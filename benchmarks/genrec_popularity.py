@@ -13,8 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deres_jax.genrec import data as data_lib  # pylint: disable=wrong-import-position
-from deres_jax.genrec import metrics  # pylint: disable=wrong-import-position
+from deres_jax.genrec import table  # pylint: disable=wrong-import-position
 
 
 def main():
@@ -23,11 +22,9 @@ def main():
   p.add_argument('--data_path', default=os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
                                                      'amazon'))
   args = p.parse_args()
-  data = data_lib.load(args.data_path, args.dataset)
-  ranks = metrics.popularity_ranks(data.train_count, data.test_target)  # count desc, then id asc
-  tail = metrics.tail_items(data.train_count)
-  out = metrics.evaluate(ranks, data.test_target, tail)
-  print(json.dumps({'system': 'popularity', 'dataset': args.dataset, 'test_users': int(len(ranks)),
+  out = table.popularity(args.dataset, args.data_path, 0)   # every test user
+  users = out['tail/users'] + out['head/users']
+  print(json.dumps({'system': 'popularity', 'dataset': args.dataset, 'test_users': users,
                     'test': {k: round(float(v), 5) for k, v in out.items()}}))
 
 

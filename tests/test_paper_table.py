@@ -175,3 +175,13 @@ def test_gains_pair_runs_by_seed_when_a_row_misses_one():
   row = [{'test_auc': 0.71, '_seed': 0}, {'test_auc': 0.75, '_seed': 2}]
   base = [{'test_auc': 0.70, '_seed': 0}, {'test_auc': 0.60, '_seed': 1}, {'test_auc': 0.74, '_seed': 2}]
   assert paper_table._paired_aucs(row, base) == ([0.71, 0.75], [0.70, 0.74])   # pylint: disable=protected-access
+
+
+def test_paired_gain_uses_the_t_quantile_of_its_degrees_of_freedom():
+  """15 seeds: 14 degrees of freedom, t = 2.1448 (printed tables), not the normal 1.96."""
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(0.72, 0.003, 15), rng.normal(0.72, 0.003, 15)
+  mean, half = paper_table.paired_gain(a, b)
+  d = a - b
+  assert mean == pytest.approx(d.mean())
+  assert half == pytest.approx(2.1448 * d.std(ddof=1) / np.sqrt(15), rel=1e-4)

@@ -11,9 +11,7 @@ import numpy as np
 from deres_jax.genrec.latency import COST_BEAM
 from deres_jax.genrec.latency import PAPER_COST
 from deres_jax.train import jobs
-
-# two-sided 95 % Student t quantiles by degrees of freedom (1..9); 1.96 beyond
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from deres_jax.train.paper_table import paired_gain
 
 # The CAPSID paper's Recall@10 (research/capsid.md §9.4; its TIGER row is TIGER's own paper and
 # its COBRA row COBRA's sparse+dense model); the ablations are reported on Beauty only.
@@ -142,12 +140,11 @@ def claims(rows) -> list:
     pairs = [(x, y) for x, y in zip(ra['recall@10_by_seed'], rb['recall@10_by_seed'])
              if x is not None and y is not None]
     if len(pairs) >= 2:
-      d = np.array([x - y for x, y in pairs])
-      half = _T95.get(len(d) - 1, 1.96) * d.std(ddof=1) / np.sqrt(len(d))
-      lo, hi = d.mean() - half, d.mean() + half
+      mean, half = paired_gain([x for x, _ in pairs], [y for _, y in pairs])
+      lo, hi = mean - half, mean + half
       verdict = 'holds' if lo > 0 else 'does not hold' if hi < 0 else 'not resolved (the interval contains 0)'
       return (f'{np.mean([x for x, _ in pairs]):.4f} vs {np.mean([y for _, y in pairs]):.4f}, paired over '
-              f'{len(d)} seeds {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]: {verdict}')
+              f'{len(pairs)} seeds {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]: {verdict}')
     m = 'recall@10'
     noise = 2 * np.hypot(se(ra[m], ra['test_users']), se(rb[m], ra['test_users']))
     if abs(ra[m] - rb[m]) < noise:  # the direction alone is no evidence

@@ -27,17 +27,13 @@ import re
 import sys
 
 import numpy as np
+from scipy import stats
 
 from deres_jax.train import jobs
 from deres_jax.train import ledger as ledger_lib
 from deres_jax.train import metrics as metrics_lib
 
 OPTIONS = ('data_path', 'max_minutes', 'preset', 'rows')  # the launch/reproduce.py flags a paper table takes
-
-# Two-sided 95% Student t quantiles by degrees of freedom (the paired-seed interval).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228}
-
 
 def slug(row: str) -> str:
   """A row name as a directory name."""
@@ -49,7 +45,7 @@ def paired_gain(a, b):
   d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
   if len(d) < 2:
     return float(d.mean()) if len(d) else None, None
-  half = _T975.get(len(d) - 1, 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+  half = float(stats.t.ppf(0.975, len(d) - 1)) * d.std(ddof=1) / math.sqrt(len(d))  # two-sided 95 %
   return float(d.mean()), float(half)
 
 
