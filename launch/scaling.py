@@ -9,6 +9,10 @@ then fits ΔAUC = a·C^γ and the log-linear form with bootstrap intervals over 
 compute between the config.scaling.pairs, and writes the markdown report (--out) and its plot
 (PNG and SVG beside it). `--config.model.*` flags apply to every point; `--config.scaling.*`
 flags change the sweep (e.g. --config.scaling.depths='(2,4,8,16)').
+
+A long sweep can be reported before it ends: `--max_minutes=-1` trains nothing and writes the
+report of the finished points (those in WORKDIR or in the run ledger beside --out), its first
+line saying how many of the sweep's points are done and which models are not fitted yet.
 """
 import json
 import os
@@ -32,6 +36,8 @@ _MODELS = flags.DEFINE_string('models', '', 'Comma-separated scaling models (der
                               'config.scaling.models.')
 _OUT = flags.DEFINE_string('out', '', 'Markdown report (default WORKDIR/scaling.md); the plot is '
                            'written beside it with the same name, .png and .svg.')
+_MAX_MINUTES = flags.DEFINE_float('max_minutes', 0.0, 'Start no new point after this many minutes '
+                                   '(0: train them all); -1: train nothing, report the finished points.')
 _PLOT = flags.DEFINE_bool('plot', True, 'Write the plot (needs matplotlib, the plot extra).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -51,14 +57,17 @@ def main(argv):
   config = _CONFIG.value
   variants = [v for v in (_MODELS.value or config.get('scaling', {}).get('models', '')).split(',') if v]
   out = _OUT.value or os.path.join(_WORKDIR.value, 'scaling.md')
-  command = ' '.join(['python', 'launch/scaling.py'] + sys.argv[1:])
+  command = ' '.join(['python', 'launch/scaling.py'] +
+                     [a for a in sys.argv[1:] if not a.startswith('--max_minutes')])
   start = time.perf_counter()
   try:
     # A report named with --out keeps its finished points in a run ledger beside it
     # (results/x.runs.jsonl, deres_jax/train/ledger.py): the sweep resumes without its workdir.
     records = runs.run(config, _WORKDIR.value, variants, model_flags=_MODEL_FLAGS,
-                       ledger=ledger_lib.beside(out) if _OUT.value else None)
-    result = report.analyse(config, records, variants)
+                       ledger=ledger_lib.beside(out) if _OUT.value else None,
+                       max_minutes=_MAX_MINUTES.value)
+    result = report.analyse(config, records, variants,
+                            expected=runs.points(config.scaling, variants))
   except (config_lib.ConfigError, runs.ScalingError, data.DataMissingError,
           checkpoint.CheckpointError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)

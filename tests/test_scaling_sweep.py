@@ -128,6 +128,32 @@ def test_report_fits_and_verdict_on_hand_made_records(tmp_path):
   assert 'not undertrained at this budget' in text and 'One data budget' not in text
 
 
+def test_partial_sweep_report_lists_missing_points_and_fits_only_what_is_finished(tmp_path):
+  config = ml_collections.ConfigDict({'scaling': _scaling(), 'train': {'num_steps': 4, 'batch_size': 8},
+                                      'data': {'name': 'synthetic', 'num_train': 1, 'num_test': 1,
+                                               'max_vocab': 10}})
+  recs = [r for r in _records() if r['variant'] != 'onetrans' and r['depth'] != 8]  # a sweep in progress
+  recs += [r for r in _records() if r['variant'] == 'onetrans' and r['depth'] == 1]   # one size only
+  expected = [{'name': r['name']} for r in _records()]
+  result = report.analyse(config, recs, ['deres', 'onetrans'], expected=expected)
+  assert list(result['fits']) == ['deres'] and result['pairs'] == []
+  assert result['unfitted'] == {'onetrans': '1 finished size(s), a fit needs 2'}
+  assert result['fits']['deres']['gamma'] == pytest.approx(0.2, abs=2e-3)  # exact law, 3 sizes
+  assert sorted(result['missing']) == sorted(
+      [f'deres_8_{s}' for s in (0, 1)] + [f'onetrans_{d}_{s}' for d in (2, 4, 8) for s in (0, 1)])
+  text = report.markdown(result, 'python launch/scaling.py --x', '', str(tmp_path / 'r.md'), 1.0)
+  first = text.splitlines()[0]
+  assert first.startswith('<!-- produced by: python launch/scaling.py --x') and '10 of 18 points done' in first
+  assert 'onetrans not fitted' in first and 'deres_8_0' in text
+  assert report._point_ranges(['d_depth8_width16_seed0', 'd_depth8_width16_seed2', 'o_seed1']) == (
+      'd_depth8_width16 (seeds 0, 2), o (seed 1)')
+  assert 'has both models fitted yet.' in text
+  # A finished sweep says nothing of the sort.
+  done = report.markdown(report.analyse(config, _records(), ['deres', 'onetrans'], expected=expected),
+                         'cmd', '', str(tmp_path / 'r.md'), 1.0)
+  assert 'partial' not in done.splitlines()[0] and 'Partial sweep' not in done
+
+
 def test_converged_scaling_config_is_an_epoch_budget_with_early_stopping():
   c = config_lib.load_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                         'configs', 'scaling', 'synthetic.py'), 'converged')

@@ -17,6 +17,17 @@ def _ci(ci, fmt='.3f'):
   return '–' if not (np.isfinite(lo) and np.isfinite(hi)) else f'[{lo:{fmt}}, {hi:{fmt}}]'
 
 
+def _point_ranges(names: list) -> str:
+  """'deres_depth8_width16_seed0', '..._seed1' -> 'deres_depth8_width16 (seeds 0, 1)'."""
+  groups = {}
+  for n in names:
+    stem, sep, seed = n.rpartition('_seed')
+    groups.setdefault(stem if sep else n, []).append(seed if sep else '')
+  if any('' in s for s in groups.values()):  # names without a seed part: as they are
+    return ', '.join(names)
+  return ', '.join(f"{stem} (seed{'s' if len(s) > 1 else ''} {', '.join(s)})" for stem, s in groups.items())
+
+
 def points_table(records: list) -> str:
   """One row per (model, depth, width): sizes, FLOPs, params, metrics over seeds, wall time."""
   groups = {}
@@ -107,13 +118,21 @@ def _pairs(text: str) -> list:
   return pairs
 
 
-def analyse(config, records: list, variants) -> dict:
+def analyse(config, records: list, variants, expected: list | None = None) -> dict:
   """Fits every model of the sweep (config.scaling says how) and collects what the report shows.
 
+  Args:
+    config: the scaling config.
+    records: finished points (deres_jax.scaling.runs.record).
+    variants: the swept models.
+    expected: every point of the sweep (runs.points), to report a partial sweep: the missing
+      points are listed, and a model with fewer than two finished sizes is not fitted.
   Returns:
     A dict with 'scaling' (the section as a dict), 'train' (the budget), 'records', 'curves',
     'fits' (`fit.fit_curves`), 'ref_auc', 'sizes' ({model: ['depth 1 width 16', ...]} in
-    compute order) and 'pairs' (those of config.scaling.pairs whose models were swept).
+    compute order), 'pairs' (those of config.scaling.pairs whose models were swept),
+    'missing' (names of expected points not finished), 'expected' (their count) and
+    'unfitted' ({model: why}).
   """
   s = config.scaling
   if s.delta not in ('relative', 'absolute'):
@@ -123,7 +142,12 @@ def analyse(config, records: list, variants) -> dict:
                      "'inference_flops', 'params', 'dense_params'].")
   swept = [r for r in records if r['variant'] in variants or 'reference' in r['role']]
   curves, ref = fit_lib.from_records(swept, s.metric, s.compute, s.compute_unit)
-  curves = {v: curves[v] for v in variants if v in curves}
+  unfitted = {v: 'no finished point' for v in variants if v not in curves}
+  unfitted.update({v: f'{len(curves[v][0])} finished size(s), a fit needs 2' for v in variants
+                   if v in curves and len(curves[v][0]) < 2})
+  curves = {v: curves[v] for v in variants if v in curves and v not in unfitted}
+  done = {r['name'] for r in swept}
+  missing = [p['name'] for p in expected or () if p['name'] not in done]
   fits = fit_lib.fit_curves(curves, ref, s.delta, s.num_bootstrap, s.bootstrap_seed)
   sizes = {}
   for v in curves:
@@ -139,7 +163,9 @@ def analyse(config, records: list, variants) -> dict:
                                             'patience': config.eval.patience if 'eval' in config else 0,
                                             'data': config.data.to_dict()},
           'records': swept, 'curves': curves, 'fits': fits, 'ref_auc': float(np.mean(ref)),
-          'ref_samples': [float(x) for x in ref], 'sizes': sizes, 'pairs': pairs}
+          'ref_samples': [float(x) for x in ref], 'sizes': sizes, 'pairs': pairs,
+          'missing': missing, 'expected': len(expected) if expected else len(swept),
+          'unfitted': unfitted}
 
 
 def fit_json(result: dict) -> dict:
@@ -181,7 +207,12 @@ def markdown(result: dict, command: str, plot_prefix: str, out_path: str, second
   else:
     budget = f"Every point trains {t['steps']} steps × {t['batch_size']} rows = {examples:,} examples"
   models = ', '.join(result['fits'])
+  missing, unfitted = result.get('missing', []), result.get('unfitted', {})
+  partial = (f"   (partial: {len(result['records'])} of {result['expected']} points done"
+             + ''.join(f'; {m} not fitted: {why}' for m, why in unfitted.items()) + ')'
+             if missing else '')
   text = [
+      f'<!-- produced by: {command}{partial} -->',
       f'# Compute–AUC scaling: {models}', '',
       'Produced on this machine by:', '', '```bash', command, '```', '',
       f"**Budget.** {budget} on `{t['data']['name']}` data ({t['data']['num_train']:,} train / "
@@ -197,6 +228,13 @@ def markdown(result: dict, command: str, plot_prefix: str, out_path: str, second
       f"Intervals: 95 % percentile bootstrap over seeds, {s['num_bootstrap']} replicates "
       '(deres_jax/scaling/fit.py).', '',
       '## Points', '', points_table(result['records']), '',
+  ]
+  if missing:
+    text += [f"**Partial sweep: {len(result['records'])} of {result['expected']} points done.** "
+             'Not finished yet (the same command resumes them): ' + _point_ranges(missing) + '. '
+             + ''.join(f'{m} is not fitted ({why}). ' for m, why in unfitted.items())
+             + 'Fits and verdicts below use the finished points only.', '']
+  text += [
       '## Fits: ΔAUC = a·C^γ (eq. 2) and 100·AUC = b + s·log10 C (eq. 3)', '',
       fit_table(result['fits'], s['compute_unit_name']), '',
   ]
@@ -209,6 +247,9 @@ def markdown(result: dict, command: str, plot_prefix: str, out_path: str, second
     text += ['## Plot', '', f'![AUC against compute]({rel}.png) ([SVG]({rel}.svg))', '']
   text += ['## Is the exponent steeper?', '']
   text += [f'- {verdict(result["fits"], a, b)}' for a, b in result['pairs']]
+  if not result['pairs']:
+    text.append(f"- No pair of `config.scaling.pairs` ({s['pairs'] or 'none'}) has both models fitted"
+                + (' yet.' if missing else '.'))
   text += ['', '## How far to trust this', '']
   spans = ', '.join(f"{m} {f['compute'].max() / f['compute'].min():.1f}×"
                     for m, f in result['fits'].items())

@@ -167,7 +167,7 @@ def _check_spec(path: str, train_config, model_flags=()):
 
 
 def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.stdout,
-        ledger: str | None = None) -> list:
+        ledger: str | None = None, max_minutes: float = 0.0) -> list:
   """Runs (or resumes) a scaling sweep and returns the records of all its points.
 
   Args:
@@ -179,6 +179,8 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
     out: where the progress lines go.
     ledger: a run ledger path (train/ledger.py; launch/scaling.py puts it beside --out): finished
       points are restored from it, trained ones added.
+    max_minutes: 0: train every point; > 0: start no new point after this many minutes; < 0:
+      train nothing, return the finished points (a partial report while another process trains).
   Returns:
     One record (see `record`) per finished point, in sweep order; failed points are left out.
   Raises:
@@ -220,7 +222,7 @@ def run(config, workdir: str, variants, model_flags=(), train_fn=None, out=sys.s
   pts_by_name = {p['name']: i for i, p in enumerate(pts)}
   results = jobs.run([jobs.Job(p['name'], cfg) for p, cfg in zip(pts, configs)], workdir, train_fn,
                      describe=lambda s: f"test auc {s['test_auc']:.5f}", on_result=on_result, out=out,
-                     ledger=ledger)
+                     ledger=ledger, max_minutes=max_minutes)
   trained = sum(r.status == 'trained' for r in results)
   _write_json(os.path.join(workdir, 'records.json'), records)
   print(f'Scaling sweep done: {len(records)}/{n} points finished ({trained} trained now).', file=out,

@@ -122,7 +122,9 @@ def run(jobs, workdir: str, train_fn: Callable | None = None, dataset=None,
                       seconds=(_read(os.path.join(job_dir, 'job.json')) or {}).get('seconds'))
       print(f'{label}: done before, {describe(summary)}'.rstrip(', '), file=out, flush=True)
     elif max_minutes and (max_minutes < 0 or (time.perf_counter() - start) / 60 >= max_minutes):
-      result = Result(job, 'not run', error=f'outside the {max_minutes:g}-minute budget of this run')
+      result = Result(job, 'not run', error=(
+          'not trained yet (this run only rewrote the table, --max_minutes=-1)' if max_minutes < 0
+          else f'outside the {max_minutes:g}-minute budget of this run'))
     elif only is not None and not only(job):
       result = Result(job, 'not run', error='not among the rows this run trains')
     else:
