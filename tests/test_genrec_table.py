@@ -45,6 +45,8 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   assert all(v == 'done' for k, v in status.items() if k != 'capsid_hard')
   md = open(out).read()
   assert 'failed: RuntimeError: routing exploded' in md and '--preset=tiny' in md
+  n = len(table.ROWS)
+  assert f'(PARTIAL: rows with every seed: {n - 1} of {n};' in md.splitlines()[0]
   assert '* CAPSID+SemanticBPE R@10 above TIGER-RQ-VAE: 0.1000 vs 0.0500: holds' in md
   # 80 tail users: 8 and 4 tail hits are too few to call the tail gain either way
   assert 'cannot be judged (too few tail hits: 8 and 4 over all seeds, fewer than 20)' in md
@@ -62,6 +64,7 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   broken.clear()
   rows = table.run_table('beauty', 1, str(tmp_path / 'runs'), out, train_fn=fake_run_row, **options)
   assert calls == ['capsid_hard'] and all(r['status'] == 'done' for r in rows)
+  assert 'PARTIAL' not in open(out).readline()
 
   # A stored back-to-back measurement (as latency_pass writes it) gives the beam-50 cost column:
   # ms/user at COST_BEAM relative to TIGER over RQ-VAE IDs, with the paper's figure beside it.

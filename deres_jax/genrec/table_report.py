@@ -235,8 +235,14 @@ def write(rows, configs, ctx, popularity=None):
   pop = ctx.get('popularity')
   users = max([r['test_users'] for r in rows] + ([pop['tail/users'] + pop['head/users']] if pop else []))
   preset = ctx['preset']
+  missing = [r for r in rows if r['status'] != 'done']
+  partly = [f"{r['key']} {r['seeds_done']}/{seeds}" for r in missing if r['seeds_done']]
+  partial = (f'   (PARTIAL: rows with every seed: {len(rows) - len(missing)} of {len(rows)}'
+             + (f"; partly done: {', '.join(partly)}" if partly else '')
+             + '; the status column says why the others are missing; rerunning the command goes on)'
+             if missing else '')
   lines = [
-      f'<!-- produced by: {cmd} -->',
+      f'<!-- produced by: {cmd}{partial} -->',
       f"# Generative retrieval on Amazon 2014 {ctx['data'].capitalize()} (genrec table, preset `{preset}`)", '',
       f'Command: `{cmd}` (data directory `{ctx["data_dir"]}`, seeds 0..{seeds - 1}).',
       '',
