@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The model zoo against the DNN on Amazon Beauty as a flat CTR table, 10 seeds (issue 26;
+# The model zoo against the DNN on Amazon Beauty as a flat CTR table, 10 seeds, 20 for DeRes, DNN, DCNv2 (issue 26;
 # results/zoo_amazon_flat.md, docs/quality.md fifth round).
 #   bash benchmarks/zoo_amazon_flat.sh [WORKDIR]     (about 40 CPU minutes on 2 cores; resumes)
 # Every row: configs/amazon_flat.py (= the configs/byo_csv.py defaults with this schema) plus
@@ -28,6 +28,9 @@ for s in 0 1 2 3 4 5 6 7 8 9; do
   exps+=(--exp "hiformer_lowrank16_s$s:model.name=hiformer model.low_rank=16 model.connector=prenorm seed=$s"
          --exp "hiformer_lowrank16_deres_s$s:model.name=hiformer model.low_rank=16 model.connector=deres seed=$s")
 done
+for s in 10 11 12 13 14 15 16 17 18 19; do   # the library's default (DeRes) and its two baselines: 20 seeds
+  exps+=(--exp "deres_s$s:seed=$s" --exp "dnn_s$s:model.name=dnn seed=$s" --exp "dcnv2_s$s:model.name=dcnv2 seed=$s")
+done
 for s in 0 1 2 3 4; do   # one change each, 5 seeds
   exps+=(--exp "unimixer_pre_s$s:model.name=unimixer model.connector=prenorm seed=$s"
          --exp "unimixer_ann600_s$s:model.name=unimixer model.connector=siamese model.anneal_steps=600 seed=$s"
@@ -41,3 +44,5 @@ done
 python benchmarks/quality_ablations.py --config=configs/amazon_flat.py --workdir="$WORKDIR" "${exps[@]}" > /dev/null
 PYTHONPATH=. python benchmarks/seed_table.py --workdir="$WORKDIR" --baseline=dnn \
   --rows=dnn,dcnv2,deres,tokenmixer_large,tokenmixer_large_deres,rankmixer,rankmixer_deres,hiformer,hiformer_deres,hiformer_lowrank16,hiformer_lowrank16_deres,unimixer,unimixer_deres,unimixer_pre,unimixer_ann600,unimixer_t02,hiformer_shared,hiformer_drop,hiformer_lr3,hiformer_h1,rankmixer_drop,rankmixer_deres_mult2,rankmixer_deres_d4,rankmixer_deres_d1,rankmixer_deres_ls0
+echo; echo "The library's default against DCNv2 (paired over the seeds both have):"; echo
+PYTHONPATH=. python benchmarks/seed_table.py --workdir="$WORKDIR" --baseline=dcnv2 --rows=dcnv2,deres,dnn
