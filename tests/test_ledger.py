@@ -142,3 +142,49 @@ def test_a_run_another_table_trained_with_the_same_config_is_borrowed(tmp_path):
   # a sibling that does not parse is skipped, not fatal for this table
   (tmp_path / 'results' / 'broken.runs.jsonl').write_text('not json\n')
   assert set(ledger_lib.siblings(ablation)) == {ledger_lib.fingerprint(_config(0.1))}
+
+
+def test_a_field_added_at_its_neutral_value_keeps_fingerprints_and_resumes(tmp_path):
+  """Adding a config field whose default reproduces the old runs invalidates neither a ledger
+  entry nor a resume: an old config.json (without the field) and the new config agree."""
+  from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  new = _config()
+  old = json.loads(new.to_json_best_effort())
+  del old['zoo_connector']                       # a run recorded before the field existed
+  assert new.zoo_connector == workdir_lib.ADDED_FIELDS['zoo_connector']
+  assert ledger_lib.fingerprint(old) == ledger_lib.fingerprint(new)
+  assert workdir_lib.config_changes(old, json.loads(new.to_json_best_effort())) == []
+  os.makedirs(tmp_path / 'w')
+  with open(tmp_path / 'w' / 'config.json', 'w') as f:
+    json.dump(old, f)
+  workdir_lib.check_config(str(tmp_path / 'w'), new)     # resumes: no ConfigError
+  # A non-neutral value is a different run, for the ledger and for a resume.
+  other = _config()
+  other.zoo_connector = 'prenorm'
+  assert ledger_lib.fingerprint(other) != ledger_lib.fingerprint(old)
+  with pytest.raises(config_lib.ConfigError, match='zoo_connector'):
+    workdir_lib.check_config(str(tmp_path / 'w'), other)
+  # An entry recorded while the field was hashed even at its neutral value still matches.
+  legacy = ledger_lib._hash({k: v for k, v in workdir_lib._flatten(json.loads(new.to_json_best_effort())).items()
+                             if not k.startswith(ledger_lib.IGNORED)})
+  assert legacy != ledger_lib.fingerprint(new) and legacy in ledger_lib.fingerprints(new)
+  entry, why = ledger_lib.lookup({'a': {'name': 'a', 'fingerprint': legacy, 'summary': {}}}, 'a', new)
+  assert entry is not None and why == ''
+
+
+def test_every_added_field_is_registered_with_its_current_default():
+  """ADDED_FIELDS' values must be the defaults (else a fresh config would not match old runs)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from deres_jax import models  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  base = config_lib.base_config()
+  for key, neutral in workdir_lib.ADDED_FIELDS.items():
+    if key.startswith('model.'):
+      field = key.split('.', 1)[1]
+      having = [m for m in models.MODELS.values() if dataclasses.is_dataclass(m) and
+                field in {f.name for f in dataclasses.fields(m)}]
+      assert having, f'{key}: no model has this field'
+      for m in having:
+        assert {f.name: f.default for f in dataclasses.fields(m)}[field] == neutral, (key, m)
+    else:
+      assert base[key] == neutral, key

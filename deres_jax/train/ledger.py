@@ -26,6 +26,7 @@ pass, reads them there and says when they are absent).
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 
@@ -36,13 +37,31 @@ IGNORED = ('train.log_every', 'train.progress', 'train.transfer_guard', 'ckpt.ev
            'ckpt.max_to_keep')
 
 
-def fingerprint(config) -> str:
-  """A short hash of the config's fields outside `IGNORED` (sorted JSON); `config` is a
-  ConfigDict or the dict of a run's config.json."""
+def _hash(flat: dict) -> str:
+  return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprints(config) -> list:
+  """Every fingerprint a run of `config` may have been recorded with, the current one first.
+
+  `config` is a ConfigDict or the dict of a run's config.json. The fingerprint is a short hash
+  of the fields outside `IGNORED` (sorted JSON), where a field added since runs were recorded
+  (workdir.ADDED_FIELDS) counts only when it differs from the value that reproduces those runs.
+  Entries written while such a field was hashed even at that value are matched too (the other
+  fingerprints: every subset of those fields kept), so no finished run is trained again.
+  """
   tree = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
-  flat = workdir_lib._flatten(tree)  # pylint: disable=protected-access
-  kept = {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
-  return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  flat = {k: v for k, v in workdir_lib._flatten(tree).items()  # pylint: disable=protected-access
+          if not k.startswith(IGNORED)}
+  neutral = sorted(set(flat) - set(workdir_lib.drop_added_defaults(flat)))
+  base = {k: v for k, v in flat.items() if k not in neutral}
+  return [_hash({**base, **{k: flat[k] for k in keep}})
+          for r in range(len(neutral) + 1) for keep in itertools.combinations(neutral, r)]
+
+
+def fingerprint(config) -> str:
+  """The fingerprint a run of `config` is recorded with now (`fingerprints`)."""
+  return fingerprints(config)[0]
 
 
 def load(path: str) -> dict:
@@ -72,12 +91,13 @@ def load(path: str) -> dict:
 def lookup(entries: dict, name: str, config, siblings: dict | None = None):
   """(entry or None, note): the entry of job `name` if its config matches, else a sibling
   ledger's entry with the same fingerprint (the note then names that ledger), else why not."""
-  e, fp = entries.get(name), fingerprint(config)
-  if e is not None and e['fingerprint'] == fp:
+  e, fps = entries.get(name), fingerprints(config)
+  if e is not None and e['fingerprint'] in fps:
     return e, ''
-  if siblings and fp in siblings:
-    source, borrowed = siblings[fp]
-    return dict(borrowed, name=name), f'same config as {borrowed["name"]} in {source}'
+  for fp in fps if siblings else ():
+    if fp in siblings:
+      source, borrowed = siblings[fp]
+      return dict(borrowed, name=name), f'same config as {borrowed["name"]} in {source}'
   return None, ('its ledger entry was trained with another config' if e is not None else '')
 
 

@@ -75,6 +75,22 @@ def lock(workdir: str, process_index: int = 0):
       os.remove(path)
 
 
+# Fields added to the config after runs were recorded, with the value that makes a run compute
+# exactly what it computed before the field existed. A config holding that value compares equal
+# to (and has the run ledger's fingerprint of) one that lacks the field, so adding a field never
+# invalidates a finished run in a ledger or a resume from an older workdir. A new field whose
+# default keeps the old behaviour goes here; test_ledger checks every entry is such a default.
+ADDED_FIELDS = {
+    'zoo_connector': '',          # session 9: the connector a --config.model.name switch takes
+    'model.mix_scale': 'none',    # session 10: RankMixer's LayerScale on token mixing
+}
+
+
+def drop_added_defaults(flat: dict) -> dict:
+  """`flat` (a flattened config) without the ADDED_FIELDS that hold their neutral value."""
+  return {k: v for k, v in flat.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+
+
 def _flatten(d, prefix=''):
   out = {}
   for k, v in d.items():
@@ -88,7 +104,7 @@ def _flatten(d, prefix=''):
 
 def config_changes(saved: dict, now: dict) -> list:
   """Names of the fields (dotted) that differ between two config dicts, outside MAY_CHANGE."""
-  a, b = _flatten(saved), _flatten(now)
+  a, b = drop_added_defaults(_flatten(saved)), drop_added_defaults(_flatten(now))
   return sorted(k for k in set(a) | set(b)
                 if a.get(k, '<absent>') != b.get(k, '<absent>') and not k.startswith(MAY_CHANGE))
 
