@@ -50,7 +50,7 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   assert '* CAPSID+SemanticBPE R@10 above TIGER-RQ-VAE: 0.1000 vs 0.0500: holds' in md
   # 80 tail users: 8 and 4 tail hits are too few to call the tail gain either way
   assert 'cannot be judged (too few tail hits: 8 and 4 over all seeds, fewer than 20)' in md
-  assert ('* Sensitivity to T (R@10): 1 -> 0.0500 (length 4.00, paper 0.0731); 2 -> 0.0500 (length 4.00, '
+  assert ('* Sensitivity to T (R@10, seed 0 of every point): 1 -> 0.0500 (length 4.00, paper 0.0731); 2 -> 0.0500 (length 4.00, '
           'paper 0.0789); 3 -> 0.1000 (length 4.00, paper 0.0839); 5 -> 0.0500') in md
   with open(out[:-3] + '.csv') as f:
     assert {r['key']: r['status'] for r in csv.DictReader(f)}['capsid_hard'].startswith('failed')
@@ -144,3 +144,18 @@ def test_platform_preset_has_its_rows_the_popularity_baseline_and_paired_seed_cl
   assert (f'above TIGER-RQ-VAE: 0.0603 vs 0.0503, paired over 3 seeds {d.mean():+.4f} '
           f'[{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]: holds') in md
   assert 'RQ-KMeans: 0.0603 vs 0.0573, paired over 3 seeds +0.0030 [-0.0191, +0.0251]: not resolved' in md
+
+
+def test_sweep_lines_compare_every_point_over_the_seeds_they_share():
+  from deres_jax.genrec import table_report  # pylint: disable=g-import-not-at-top
+  by = {'capsid_bpe': {'recall@10_by_seed': [0.02, 0.03, 0.04], 'mean_id_length': 4.0},
+        'capsid_T2': {'recall@10_by_seed': [0.05], 'mean_id_length': 5.0},
+        'capsid_T5': {'recall@10_by_seed': [None, 0.01], 'mean_id_length': 3.0}}
+  ok = lambda *k: all(x in by and any(v is not None for v in by[x]['recall@10_by_seed']) for x in k)
+  lines = table_report._sweeps(by, ok)
+  # T5 has no seed 0, so no seed is common to all three points: no line rather than a mixed one.
+  assert lines == []
+  del by['capsid_T5']
+  assert table_report._sweeps(by, ok) == [
+      '* Sensitivity to T (R@10, seed 0 of every point): 2 -> 0.0500 (length 5.00, paper 0.0789); '
+      '3 -> 0.0200 (length 4.00, paper 0.0839).']
