@@ -50,8 +50,8 @@ def test_table_resumes_finished_rows_and_reports_failed_ones(tmp_path):
   assert '* CAPSID+SemanticBPE R@10 above TIGER-RQ-VAE: 0.1000 vs 0.0500: holds' in md
   # 80 tail users: 8 and 4 tail hits are too few to call the tail gain either way
   assert 'cannot be judged (too few tail hits: 8 and 4 over all seeds, fewer than 20)' in md
-  assert ('* Sensitivity to T (R@10, seed 0 of every point): 1 -> 0.0500 (length 4.00, paper 0.0731); 2 -> 0.0500 (length 4.00, '
-          'paper 0.0789); 3 -> 0.1000 (length 4.00, paper 0.0839); 5 -> 0.0500') in md
+  assert ('* Sensitivity to T (R@10, seed 0 of every point): 1 -> 0.0500 (length 4.00, paper 0.0731); '
+          '2 -> 0.0500 (length 4.00, paper 0.0789); 3 -> 0.1000 (length 4.00, paper 0.0839); 5 -> 0.0500') in md
   with open(out[:-3] + '.csv') as f:
     assert {r['key']: r['status'] for r in csv.DictReader(f)}['capsid_hard'].startswith('failed')
   # Rows sharing a tokenizer got the fitted one copied, so they did not fit their own.
