@@ -76,7 +76,8 @@ def main(argv):
     sys.exit(e.code)
   with open(os.path.join(_WORKDIR.value, 'fit.json'), 'w') as f:
     json.dump(report.fit_json(result), f, indent=2)
-  plot_prefix = os.path.splitext(out)[0] if _PLOT.value else ''
+  # A partial sweep with no model fitted yet has nothing to plot.
+  plot_prefix = os.path.splitext(out)[0] if _PLOT.value and result['fits'] else ''
   plot_error = ''
   if plot_prefix:
     try:
