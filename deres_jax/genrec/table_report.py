@@ -69,6 +69,8 @@ def rows(table_rows, runs, latency=None, latency_cost_beam=None) -> list:
     row.update(_diagnostics(done))
     row['recall@10_by_seed'] = [x['test']['recall@10'] if x is not None and 'test' in x else None
                                 for x in runs[r.key]]
+    row['mean_id_length_by_seed'] = [_id_lengths(x)[0] if x is not None and 'test' in x else None
+                                     for x in runs[r.key]]
     out.append(row)
   return out
 
@@ -219,7 +221,9 @@ def _sweeps(by, ok) -> list:
     if len(done) < 2 or not seeds:
       continue
     r10 = {k: float(np.mean([by[k]['recall@10_by_seed'][i] for i in seeds])) for _, k in done}
-    cells = [f"{v} -> {r10[k]:.4f} (length {by[k]['mean_id_length']:.2f}"
+    length = {k: float(np.mean([(by[k].get('mean_id_length_by_seed') or [by[k]['mean_id_length']] * (i + 1))[i]
+                                for i in seeds])) for _, k in done}
+    cells = [f"{v} -> {r10[k]:.4f} (length {length[k]:.2f}"
              + (f", paper {paper[k]:.4f})" if k in paper else ')') for v, k in done]
     out.append(f"* Sensitivity to {name} (R@10, seed{'s' if len(seeds) > 1 else ''} "
                f"{', '.join(map(str, seeds))} of every point): " + '; '.join(cells) + '.')
