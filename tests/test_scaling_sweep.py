@@ -180,3 +180,17 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
   with pytest.raises(ImportError, match=r"pip install -e '.\[plot\]'"):
     plot.plot({}, {}, 0.7, '/tmp/unused')
   assert np.isfinite(fit.delta_auc(0.71, 0.7))  # the fitter itself needs numpy only
+
+
+def test_a_sweep_workdir_from_before_a_new_neutral_field_still_resumes(tiny_config, tmp_path):
+  path = str(tmp_path / 'scaling.json')
+  runs._check_spec(path, tiny_config)
+  with open(path) as f:
+    spec = json.load(f)
+  del spec['base_config']['zoo_connector']             # written before the field existed
+  with open(path, 'w') as f:
+    json.dump(spec, f)
+  runs._check_spec(path, tiny_config)                   # the field at its neutral value: same sweep
+  tiny_config.zoo_connector = 'prenorm'
+  with pytest.raises(runs.ScalingError, match='config.zoo_connector'):
+    runs._check_spec(path, tiny_config)

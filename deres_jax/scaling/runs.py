@@ -26,6 +26,7 @@ from deres_jax import config as config_lib
 from deres_jax.train import jobs
 from deres_jax.train import sweep as sweep_lib
 from deres_jax.train import trainer
+from deres_jax.train import workdir as workdir_lib
 
 # Scaling models: name -> model overrides (texts, as on the command line). Any other name of
 # deres_jax.models.MODELS is used as it is (its own defaults).
@@ -157,10 +158,12 @@ def _check_spec(path: str, train_config, model_flags=()):
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)['base_config']
-    diff = next((k for k in sorted(set(old) | set(base)) if old.get(k) != base.get(k)), None)
+    # A field added to the library since, at its neutral value, is no change (workdir.ADDED_FIELDS).
+    old, now = workdir_lib.drop_added_defaults(old), workdir_lib.drop_added_defaults(base)
+    diff = next((k for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)), None)
     if diff is not None:
       raise ScalingError(f'{path} was written for another training config (config.{diff} was '
-                         f'{old.get(diff)!r}, now {base.get(diff)!r}); its points would not compare, '
+                         f'{old.get(diff)!r}, now {now.get(diff)!r}); its points would not compare, '
                          'so use a new --workdir.')
   else:
     _write_json(path, {'base_config': base})
