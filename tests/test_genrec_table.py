@@ -148,9 +148,9 @@ def test_platform_preset_has_its_rows_the_popularity_baseline_and_paired_seed_cl
 
 def test_sweep_lines_compare_every_point_over_the_seeds_they_share():
   from deres_jax.genrec import table_report  # pylint: disable=g-import-not-at-top
-  by = {'capsid_bpe': {'recall@10_by_seed': [0.02, 0.03, 0.04], 'mean_id_length': 4.0},
-        'capsid_T2': {'recall@10_by_seed': [0.05], 'mean_id_length': 5.0},
-        'capsid_T5': {'recall@10_by_seed': [None, 0.01], 'mean_id_length': 3.0}}
+  by = {'capsid_bpe': {'recall@10_by_seed': [0.02, 0.03, 0.04], 'mean_id_length_by_seed': [4.0, 6.0, 6.0]},
+        'capsid_T2': {'recall@10_by_seed': [0.05], 'mean_id_length_by_seed': [5.0]},
+        'capsid_T5': {'recall@10_by_seed': [None, 0.01], 'mean_id_length_by_seed': [None, 3.0]}}
   ok = lambda *k: all(x in by and any(v is not None for v in by[x]['recall@10_by_seed']) for x in k)
   lines = table_report._sweeps(by, ok)
   # T5 has no seed 0, so no seed is common to all three points: no line rather than a mixed one.

@@ -12,6 +12,7 @@ from deres_jax.genrec.latency import COST_BEAM
 from deres_jax.genrec.latency import PAPER_COST
 from deres_jax.train import jobs
 from deres_jax.train.paper_table import paired_gain
+from deres_jax.train.paper_table import partial_note
 
 # The CAPSID paper's Recall@10 (research/capsid.md §9.4; its TIGER row is TIGER's own paper and
 # its COBRA row COBRA's sparse+dense model); the ablations are reported on Beauty only.
@@ -221,8 +222,7 @@ def _sweeps(by, ok) -> list:
     if len(done) < 2 or not seeds:
       continue
     r10 = {k: float(np.mean([by[k]['recall@10_by_seed'][i] for i in seeds])) for _, k in done}
-    length = {k: float(np.mean([(by[k].get('mean_id_length_by_seed') or [by[k]['mean_id_length']] * (i + 1))[i]
-                                for i in seeds])) for _, k in done}
+    length = {k: float(np.mean([by[k]['mean_id_length_by_seed'][i] for i in seeds])) for _, k in done}
     cells = [f"{v} -> {r10[k]:.4f} (length {length[k]:.2f}"
              + (f", paper {paper[k]:.4f})" if k in paper else ')') for v, k in done]
     out.append(f"* Sensitivity to {name} (R@10, seed{'s' if len(seeds) > 1 else ''} "
@@ -246,10 +246,9 @@ def write(rows, configs, ctx, popularity=None):
   preset = ctx['preset']
   missing = [r for r in rows if r['status'] != 'done']
   partly = [f"{r['key']} {r['seeds_done']}/{seeds}" for r in missing if r['seeds_done']]
-  partial = (f'   (PARTIAL: rows with every seed: {len(rows) - len(missing)} of {len(rows)}'
-             + (f"; partly done: {', '.join(partly)}" if partly else '')
-             + '; the status column says why the others are missing; rerunning the command goes on)'
-             if missing else '')
+  partial = partial_note(len(rows) - len(missing), len(rows),
+                         (f"partly done: {', '.join(partly)}; " if partly else '')
+                         + 'the status column says why the others are missing')
   lines = [
       f'<!-- produced by: {cmd}{partial} -->',
       f"# Generative retrieval on Amazon 2014 {ctx['data'].capitalize()} (genrec table, preset `{preset}`)", '',

@@ -40,6 +40,13 @@ def slug(row: str) -> str:
   return re.sub(r'[^a-z0-9]+', '_', row.lower()).strip('_')
 
 
+def partial_note(done: int, total: int, detail: str) -> str:
+  """What a table's first line adds while rows are missing ('' when all `total` are done)."""
+  if done >= total:
+    return ''
+  return f'   (PARTIAL: rows with every seed: {done} of {total}; {detail}; rerunning the command goes on)'
+
+
 def paired_gain(a, b):
   """Mean and 95% half-width of a - b over paired seeds (None where fewer than 2 pairs)."""
   d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
@@ -224,8 +231,7 @@ def _write(table, rows, runs, data, seeds, workdir, out, base, command, dataset)
   band = (f'FLOPs/example from {min(flops):,} to {max(flops):,} ({max(flops) / min(flops):.2f}x)'
           if flops else '')
   missing = [r['row'] for r in rows if r['status'] != 'ok']
-  partial = (f'   (PARTIAL: rows with every seed: {len(rows) - len(missing)} of {len(rows)}; the others '
-             'say how many seeds are done; rerunning the command goes on)') if missing else ''
+  partial = partial_note(len(rows) - len(missing), len(rows), 'the others say how many seeds are done')
   lines = [
       f'<!-- produced by: {cmd}{partial} -->',
       f'# {table.TITLE} ({data}, {seeds} seeds)', '',
