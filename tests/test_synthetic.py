@@ -66,3 +66,33 @@ def test_eval_batches_cover_every_row_once():
   for batch, mask in iterator.eval_batches(splits['val'], 256):
     seen.append(batch['label'][mask > 0])
   np.testing.assert_array_equal(np.concatenate(seen), splits['val']['label'])
+
+
+def test_synthetic_csv_matches_the_synthetic_csv_config(tmp_path):
+  """benchmarks/make_synthetic_csv.py: the columns configs/synthetic_csv.py names, binary labels
+  drawn from the written probabilities, empty fields for missing values, bad sizes refused."""
+  import csv
+  import os
+  import sys
+
+  import pytest
+
+  from deres_jax import config as config_lib
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, root)
+  from benchmarks import make_synthetic_csv  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'syn.csv')
+  rate = make_synthetic_csv.write_csv(out, rows=3000, prob=True)
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  cfg = config_lib.load_file(os.path.join(root, 'configs', 'synthetic_csv.py'))
+  assert list(rows[0]) == ['label', *cfg.data.csv_dense, *cfg.data.csv_categorical, 'prob']
+  labels = np.array([float(r['label']) for r in rows])
+  probs = np.array([float(r['prob']) for r in rows])
+  assert set(labels) == {0.0, 1.0} and abs(labels.mean() - rate) < 1e-6
+  assert abs(labels.mean() - probs.mean()) < 0.03          # labels are Bernoulli(prob)
+  assert labels[probs > 0.5].mean() > labels[probs < 0.2].mean() + 0.3
+  assert any(r[k] == '' for r in rows for k in cfg.data.csv_categorical)  # missing ids written empty
+  assert not os.path.exists(out + '.tmp')
+  with pytest.raises(ValueError, match='categorical'):
+    make_synthetic_csv.write_csv(out, rows=100, categorical=27)
