@@ -7,7 +7,8 @@ Each --exp is 'label:key=value key=value ...' (keys as after --config. on train.
 line, model.name first when given), so every row is the train.py command
   python launch/train.py --config=CONFIG --config.key=value ...
 Rows are trained by the library's own `train_and_evaluate` on one shared copy of the data in
-WORKDIR/<label>; a finished row (summary.json present) is read back, not retrained.
+WORKDIR/<label>; a finished row (summary.json present) is read back, not retrained, and only
+if it was trained with the same config (a changed library default stops with the fields named).
 Prints a Markdown table: test AUC / logloss, val AUC, params, steps and seconds.
 """
 import argparse
@@ -54,6 +55,17 @@ def apply(config, overrides):
   return config
 
 
+def _changed_fields(workdir, config):
+  """The fields in which WORKDIR/config.json differs from `config` (train/workdir.py's rules)."""
+  from deres_jax.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return []  # no saved config (an older row): nothing to compare with
+  return workdir_lib.config_changes(saved, json.loads(config.to_json_best_effort()))
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--config', default='configs/quickstart.py')
@@ -73,6 +85,11 @@ def main():
     workdir = os.path.join(a.workdir, label)
     done = os.path.join(workdir, 'summary.json')
     if os.path.exists(done):
+      stale = _changed_fields(workdir, config)
+      if stale:
+        sys.exit(f'{workdir} was trained with a different config ({", ".join(stale[:6])} changed, '
+                 'e.g. a library default): its result would not be this row. Use a new --workdir '
+                 'or a new label.')
       with open(done) as f:
         summary = json.load(f)
     else:

@@ -94,6 +94,29 @@ def test_config_changes_ignores_the_fields_that_may_change():
   assert workdir_lib.config_changes(a, b) == ['model.depth', 'model.extra']
 
 
+def test_a_finished_quality_row_is_read_back_only_under_its_own_config(tmp_path):
+  """benchmarks/quality_ablations.py: a changed default (optim.embed_l2) makes a finished row stale;
+  the build-time zoo_* fields (copied into the model section by a switch) do not."""
+  import json
+  import os
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, root)
+  from benchmarks import quality_ablations  # pylint: disable=g-import-not-at-top
+  config = quality_ablations.apply(quality_ablations.load_config(os.path.join(root, 'configs', 'byo_csv.py')),
+                                   ['model.name=rankmixer', 'seed=1'])
+  os.makedirs(tmp_path / 'row')
+  with open(tmp_path / 'row' / 'config.json', 'w') as f:
+    f.write(config.to_json_best_effort())
+  assert quality_ablations._changed_fields(str(tmp_path / 'row'), config) == []  # pylint: disable=protected-access
+  saved = json.loads(config.to_json_best_effort())
+  saved['zoo_connector'] = ''                      # built before the zoo default existed
+  saved['optim']['embed_l2'] = saved['optim']['embed_l2'] * 10
+  with open(tmp_path / 'row' / 'config.json', 'w') as f:
+    json.dump(saved, f)
+  assert quality_ablations._changed_fields(str(tmp_path / 'row'), config) == ['optim.embed_l2']  # pylint: disable=protected-access
+
+
 # ---------------------------------------------------------------- Checksums.
 
 def test_a_flipped_byte_is_detected_and_the_previous_step_is_used(tmp_path, capsys):

@@ -18,10 +18,12 @@ import socket
 
 from deres_jax.config import ConfigError
 
-# Prefixes of config fields that a resumed run may change (docs/reliability.md).
+# Prefixes of config fields that a resumed run may change (docs/reliability.md). zoo_tokenizer and
+# zoo_connector act only while the config is built (a --config.model.name switch copies them into
+# the model section, which is compared): they never change what a built config trains.
 MAY_CHANGE = ('train.num_steps', 'train.num_epochs', 'train.log_every', 'train.progress',
               'train.transfer_guard', 'eval.', 'ckpt.every_steps', 'ckpt.max_to_keep',
-              'baseline.', 'data.path')
+              'baseline.', 'data.path', 'zoo_tokenizer', 'zoo_connector')
 
 
 class WorkdirBusyError(RuntimeError):
