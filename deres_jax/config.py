@@ -34,6 +34,9 @@ def optim_section() -> ml_collections.ConfigDict:
   c.embed_l2 = 0.0                # CTR: + embed_l2/2 * ||E||^2 (BARS/FuxiCTR; train/regularization.py)
   c.plateau_factor = 0.0          # > 0: both learning rates *= this after a validation without gain (FuxiCTR 0.1)
   c.embed_l2_rows = 'table'       # CTR: 'table' = whole tables every step (FuxiCTR); 'batch' = distinct rows looked up
+  # CTR: > 0 sets embed_l2 = embed_l2_prior / (training rows) instead (a fixed Gaussian prior on
+  # the embeddings, whose weight in the mean loss shrinks as 1/N; train/regularization.py).
+  c.embed_l2_prior = 0.0
   return c
 
 
@@ -270,6 +273,12 @@ def validate_sections(config, base, choices, num_devices: int | None = None):
   if not 0.0 <= config.optim.plateau_factor < 1.0:
     raise ConfigError('config.optim.plateau_factor must be in [0, 1) (0 = off, FuxiCTR uses 0.1), '
                       f'got {config.optim.plateau_factor}.')
+  if config.optim.get('embed_l2_prior', 0.0) < 0 or config.optim.embed_l2 < 0:
+    raise ConfigError('config.optim.embed_l2 and config.optim.embed_l2_prior must be >= 0.')
+  if config.optim.get('embed_l2_prior', 0.0) and config.optim.embed_l2:
+    raise ConfigError('config.optim.embed_l2_prior sets the embedding L2 from the data size; set it or '
+                      f'config.optim.embed_l2, not both (got {config.optim.embed_l2_prior} and '
+                      f'{config.optim.embed_l2}; --config.optim.embed_l2=0 to use the prior).')
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
   if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included

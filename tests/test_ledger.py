@@ -162,7 +162,11 @@ def test_a_field_added_at_its_neutral_value_keeps_fingerprints_and_resumes(tmp_p
   other = _config()
   other.zoo_connector = 'prenorm'
   assert ledger_lib.fingerprint(other) != ledger_lib.fingerprint(old)
-  with pytest.raises(config_lib.ConfigError, match='zoo_connector'):
+  workdir_lib.check_config(str(tmp_path / 'w'), other)  # zoo_* act at build time: a resume may change them
+  other = _config()
+  other.optim.embed_l2_prior = 3.0
+  assert ledger_lib.fingerprint(other) != ledger_lib.fingerprint(old)
+  with pytest.raises(config_lib.ConfigError, match='embed_l2_prior'):
     workdir_lib.check_config(str(tmp_path / 'w'), other)
   # An entry recorded while the field was hashed even at its neutral value still matches.
   legacy = ledger_lib._hash({k: v for k, v in workdir_lib._flatten(json.loads(new.to_json_best_effort())).items()

@@ -74,3 +74,26 @@ def test_train_step_adds_and_logs_the_penalty():
   want = _numpy_penalty(params, 1e-2, 'batch', batch['cat'])
   np.testing.assert_allclose(float(m['train/loss/embed_l2']), want, rtol=1e-5)
   np.testing.assert_allclose(float(m['train/total_loss']), float(m['train/loss']) + want, rtol=1e-5)
+
+
+def test_embed_l2_prior_is_the_penalty_divided_by_the_training_rows(tiny_config, tmp_path):
+  """optim.embed_l2_prior: lambda = prior / N, logged in the summary and in the loss; both set is
+  one clear error."""
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax import data  # pylint: disable=g-import-not-at-top
+  from deres_jax.train import metric_writer, trainer  # pylint: disable=g-import-not-at-top
+  c = tiny_config
+  c.train.update(num_steps=3, log_every=1)
+  c.eval.every_steps = 3
+  c.ckpt.every_steps = 0
+  c.optim.update(embed_l2=0.0, embed_l2_prior=40.0)
+  ds = data.load(c.data)
+  n = len(ds.splits['train']['label'])
+  s = trainer.train_and_evaluate(c, str(tmp_path / 'a'), dataset=ds)
+  assert s['embed_l2'] == pytest.approx(40.0 / n)
+  rows = [r for r in metric_writer.read(str(tmp_path / 'a' / 'metrics.jsonl')) if 'train/loss/embed_l2' in r]
+  assert rows and all(r['train/loss/embed_l2'] > 0 for r in rows)
+  assert regularization.effective_embed_l2(c.optim, 2 * n) == pytest.approx(20.0 / n)  # halves with 2N
+  c.optim.embed_l2 = 1e-5
+  with pytest.raises(config_lib.ConfigError, match='not both'):
+    config_lib.validate(c)

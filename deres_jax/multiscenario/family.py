@@ -19,6 +19,7 @@ from deres_jax.multiscenario import load as load_data
 from deres_jax.multiscenario import metrics as ms_metrics
 from deres_jax.multiscenario import models
 from deres_jax.train import family as family_lib
+from deres_jax.train import regularization
 from deres_jax.train import step as step_lib
 from deres_jax.train import trainer
 
@@ -60,6 +61,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
     data_lib.save_vocab(workdir, ds)
   model = build_model(config, ds)
   columns = {k: v for k, v in ds.splits['train'].items() if k in iterator_lib.TRAIN_COLUMNS}
+  embed_l2 = regularization.effective_embed_l2(config.optim, len(ds.splits['train']['label']))
   dummy = {k: v[:2] for k, v in columns.items()}
   # STAR with partition_norm='batch' has running statistics ('batch_stats'): the loop carries
   # them as the model state, and evaluation gets the variables {'params', 'batch_stats'}.
@@ -91,7 +93,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
 
   return family_lib.Task(
       init=lambda rng: model.init(rng, dummy)['params'],
-      loss=step_lib.ctr_loss(model, config.optim.embed_l2, config.optim.embed_l2_rows),
+      loss=step_lib.ctr_loss(model, embed_l2, config.optim.embed_l2_rows),
       train=columns, evaluate=flat, summary=summary,
       higher_is_better=config.eval.monitor != 'logloss', model_state=model_state)
 

@@ -18,6 +18,7 @@ from deres_jax.data import iterator as iterator_lib
 from deres_jax.train import family as family_lib
 from deres_jax.train import metrics as metrics_lib
 from deres_jax.train import report
+from deres_jax.train import regularization
 from deres_jax.train import step as step_lib
 from deres_jax.train import trainer
 
@@ -87,6 +88,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
   dtype = jnp.bfloat16 if config.compute_dtype == 'bfloat16' else jnp.float32
   model = models.build(config.model, ds.schema, dtype=dtype)
   train_split = ds.splits['train']
+  embed_l2 = regularization.effective_embed_l2(config.optim, len(train_split['label']))
   columns = {k: v for k, v in train_split.items() if k in iterator_lib.TRAIN_COLUMNS}
   dummy = {k: v[:2] for k, v in columns.items()}
   predict = step_lib.make_predict(model, mesh)
@@ -115,12 +117,13 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
             'test_auc': test['auc'], 'test_logloss': test['logloss'],
             'val_auc': val['auc'], 'val_logloss': val['logloss'],
             'oracle_auc': oracle.get('auc'), 'oracle_logloss': oracle.get('logloss'),
+            'embed_l2': embed_l2,
             **{f'{k}_{m}': v[m] for k, v in (('test', test), ('val', val))
                for m in ('gauc', 'tail_auc') if m in v}}
 
   return family_lib.Task(
       init=lambda rng: model.init(rng, dummy)['params'],
-      loss=step_lib.ctr_loss(model, config.optim.embed_l2, config.optim.embed_l2_rows),
+      loss=step_lib.ctr_loss(model, embed_l2, config.optim.embed_l2_rows),
       train=columns, evaluate=evaluate_split, summary=summary,
       higher_is_better=config.eval.monitor == 'auc')
 

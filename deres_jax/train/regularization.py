@@ -14,6 +14,12 @@ distinct row once (the lazy, sparse-gradient variant that TF/DeepCTR-style spars
 give): (lambda / 2) * sum over distinct looked-up rows of ||e_r||^2, plus the same term on the
 numeric-field embeddings (every batch uses them). Rows a batch does not touch get no decay.
 
+`embed_l2_prior` (> 0) sets lambda = embed_l2_prior / N for N training rows instead: the MAP
+objective of a fixed Gaussian prior N(0, 1/embed_l2_prior) on every embedding is
+sum_i loss_i + (embed_l2_prior / 2) ||E||^2, which divided by N is the mean loss above with
+lambda = embed_l2_prior / N. One prior then regularises a 100k-row log ten times as strongly as
+a 1M-row one (docs/quality.md, eighth round: why one fixed lambda cannot suit both).
+
 The embedding parameters are the leaves named in `EMBED_PARAMS` (the tokenizer's and logistic
 regression's); the padding rows at the end of a table (fewer than `table_pad`) are counted,
 being part of the table, but never receive a data gradient.
@@ -27,6 +33,18 @@ TABLE = 'embedding'  # the shared categorical table [sum(vocab) padded, E]
 # Numeric-field embeddings (tokenizer) and the dense weights of logistic regression.
 DENSE_EMBED = ('dense_scale', 'dense_bias', 'dense_missing', 'dense_weight')
 EMBED_PARAMS = (TABLE,) + DENSE_EMBED
+
+
+def effective_embed_l2(optim, num_train_rows: int) -> float:
+  """lambda of the embedding penalty: `optim.embed_l2`, or `optim.embed_l2_prior` / N when set."""
+  prior = optim.get('embed_l2_prior', 0.0)
+  if prior and optim.embed_l2:
+    from deres_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError('config.optim.embed_l2_prior sets the embedding L2 from the data size; set it or '
+                      'config.optim.embed_l2, not both (--config.optim.embed_l2=0 to use the prior).')
+  if prior:
+    return float(prior) / max(int(num_train_rows), 1)
+  return float(optim.embed_l2)
 
 
 def _leaf_name(path):

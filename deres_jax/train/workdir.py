@@ -85,6 +85,7 @@ def lock(workdir: str, process_index: int = 0):
 ADDED_FIELDS = {
     'zoo_connector': '',          # session 9: the connector a --config.model.name switch takes
     'model.mix_scale': 'none',    # session 10: RankMixer's LayerScale on token mixing
+    'optim.embed_l2_prior': 0.0,  # session 12: the embedding L2 from the data size
 }
 
 
