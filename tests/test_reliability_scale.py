@@ -95,7 +95,7 @@ def test_config_changes_ignores_the_fields_that_may_change():
 
 
 def test_a_finished_quality_row_is_read_back_only_under_its_own_config(tmp_path):
-  """benchmarks/quality_ablations.py: a changed default (optim.embed_l2) makes a finished row stale;
+  """benchmarks/quality_ablations.py: a changed default (the embedding L2) makes a finished row stale;
   the build-time zoo_* fields (copied into the model section by a switch) do not."""
   import json
   import os
@@ -111,10 +111,10 @@ def test_a_finished_quality_row_is_read_back_only_under_its_own_config(tmp_path)
   assert quality_ablations._changed_fields(str(tmp_path / 'row'), config) == []  # pylint: disable=protected-access
   saved = json.loads(config.to_json_best_effort())
   saved['zoo_connector'] = ''                      # built before the zoo default existed
-  saved['optim']['embed_l2'] = saved['optim']['embed_l2'] * 10
+  saved['optim']['embed_l2_prior'] = saved['optim']['embed_l2_prior'] * 10
   with open(tmp_path / 'row' / 'config.json', 'w') as f:
     json.dump(saved, f)
-  assert quality_ablations._changed_fields(str(tmp_path / 'row'), config) == ['optim.embed_l2']  # pylint: disable=protected-access
+  assert quality_ablations._changed_fields(str(tmp_path / 'row'), config) == ['optim.embed_l2_prior']  # pylint: disable=protected-access
 
 
 # ---------------------------------------------------------------- Checksums.
