@@ -278,7 +278,8 @@ def validate_sections(config, base, choices, num_devices: int | None = None):
   if config.optim.get('embed_l2_prior', 0.0) and config.optim.embed_l2:
     raise ConfigError('config.optim.embed_l2_prior sets the embedding L2 from the data size; set it or '
                       f'config.optim.embed_l2, not both (got {config.optim.embed_l2_prior} and '
-                      f'{config.optim.embed_l2}; --config.optim.embed_l2=0 to use the prior).')
+                      f'{config.optim.embed_l2}; --config.optim.embed_l2=0 to use the prior, '
+                      '--config.optim.embed_l2_prior=0 for a fixed lambda).')
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
   if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included

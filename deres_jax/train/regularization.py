@@ -41,7 +41,8 @@ def effective_embed_l2(optim, num_train_rows: int) -> float:
   if prior and optim.embed_l2:
     from deres_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError('config.optim.embed_l2_prior sets the embedding L2 from the data size; set it or '
-                      'config.optim.embed_l2, not both (--config.optim.embed_l2=0 to use the prior).')
+                      'config.optim.embed_l2, not both (--config.optim.embed_l2=0 to use the prior, '
+                      '--config.optim.embed_l2_prior=0 for a fixed lambda).')
   if prior:
     return float(prior) / max(int(num_train_rows), 1)
   return float(optim.embed_l2)
