@@ -34,9 +34,7 @@ def optim_section() -> ml_collections.ConfigDict:
   c.embed_l2 = 0.0                # CTR: + embed_l2/2 * ||E||^2 (BARS/FuxiCTR; train/regularization.py)
   c.plateau_factor = 0.0          # > 0: both learning rates *= this after a validation without gain (FuxiCTR 0.1)
   c.embed_l2_rows = 'table'       # CTR: 'table' = whole tables every step (FuxiCTR); 'batch' = distinct rows looked up
-  # CTR: > 0 sets embed_l2 = embed_l2_prior / (training rows) instead (a fixed Gaussian prior on
-  # the embeddings, whose weight in the mean loss shrinks as 1/N; train/regularization.py).
-  c.embed_l2_prior = 0.0
+  c.embed_l2_prior = 0.0          # CTR: > 0 sets embed_l2 = this / training rows (a Gaussian prior; regularization.py)
   return c
 
 
@@ -117,18 +115,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.std_three = 0.7          # synthetic: std of the 3-way part
   c.data.std_four = 0.6           # synthetic: std of the 4-way part
 
-  # Model: exactly the fields of models.MODELS[name], with the defaults and comments of the
-  # model's own dataclass (`models.fields(name)`; README "Model zoo"). Config files start
-  # from `models.model_config(name, **fields)`; on the command line,
+  # Model: the fields of models.MODELS[name] with its dataclass's defaults (README "Model zoo");
   # --config.model.name=<other> switches the section to that model's fields first.
   c.model = models.model_config('transformer')
-  # The tokens of every zoo model with a `tokenizer` field, kept when --config.model.name switches
-  # the model ('' = each model's own default, its paper's: RankMixer groups, OneTrans Auto-Split).
-  # configs/byo_csv.py sets 'autosplit' (docs/quality.md, issue 26: +0.011 to
-  # +0.020 test AUC for RankMixer, HiFormer, UniMixer on real data).
+  # The tokenizer a --config.model.name switch gives a zoo model ('' = its paper's: RankMixer
+  # groups, OneTrans Auto-Split); configs/byo_csv.py sets 'autosplit' (docs/quality.md, issue 26).
   c.zoo_tokenizer = ''
-  # Likewise the connector of a switched-to zoo model ('' = its paper's: RankMixer PostNorm,
-  # UniMixer SiameseNorm, ...); configs/byo_csv.py sets 'deres' (docs/quality.md, fifth round).
+  # Likewise its connector ('' = its paper's: RankMixer PostNorm, ...); byo_csv.py sets 'deres'.
   c.zoo_connector = ''
 
   # Optimizer.
@@ -273,13 +266,10 @@ def validate_sections(config, base, choices, num_devices: int | None = None):
   if not 0.0 <= config.optim.plateau_factor < 1.0:
     raise ConfigError('config.optim.plateau_factor must be in [0, 1) (0 = off, FuxiCTR uses 0.1), '
                       f'got {config.optim.plateau_factor}.')
-  if config.optim.get('embed_l2_prior', 0.0) < 0 or config.optim.embed_l2 < 0:
+  if min(config.optim.get('embed_l2_prior', 0.0), config.optim.embed_l2) < 0:
     raise ConfigError('config.optim.embed_l2 and config.optim.embed_l2_prior must be >= 0.')
-  if config.optim.get('embed_l2_prior', 0.0) and config.optim.embed_l2:
-    raise ConfigError('config.optim.embed_l2_prior sets the embedding L2 from the data size; set it or '
-                      f'config.optim.embed_l2, not both (got {config.optim.embed_l2_prior} and '
-                      f'{config.optim.embed_l2}; --config.optim.embed_l2=0 to use the prior, '
-                      '--config.optim.embed_l2_prior=0 for a fixed lambda).')
+  from deres_jax.train import regularization  # pylint: disable=g-import-not-at-top
+  regularization.effective_embed_l2(config.optim, 1)  # both set: one ConfigError naming the two ways out
   if config.ckpt.every_steps < 0:
     raise ConfigError('config.ckpt.every_steps must be >= 0 (0 = only at the end).')
   if config.ckpt.max_to_keep < 1:  # Orbax would delete every checkpoint, the newest included
