@@ -6,17 +6,13 @@
 
 The library's defaults for your own CSV (configs/byo_csv.py) with this file's schema.
 """
-import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location(
-    'byo_csv', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'byo_csv.py'))
-byo_csv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(byo_csv)
+from deres_jax.config import load_file
 
 
 def get_config():
-  config = byo_csv.get_config()
+  config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'byo_csv.py'))
   # Data: the CSV written by benchmarks/make_amazon_flat_csv.py.
   config.data.csv_files = ('/tmp/amz/Beauty.csv',)
   config.data.csv_dense = ()

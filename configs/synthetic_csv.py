@@ -6,17 +6,13 @@
   python launch/prepare_data.py csv --config=configs/synthetic_csv.py --data_dir=/tmp/syn/prep
   python launch/train.py --config=configs/synthetic_csv.py --workdir=/tmp/syn_deres
 """
-import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location(
-    'byo_csv', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'byo_csv.py'))
-byo_csv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(byo_csv)
+from deres_jax.config import load_file
 
 
 def get_config():
-  config = byo_csv.get_config()
+  config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'byo_csv.py'))
   # Data: the CSV written by benchmarks/make_synthetic_csv.py (80/10/10 random split).
   config.data.csv_files = ('/tmp/syn/syn.csv',)
   config.data.csv_dense = tuple(f'I{k}' for k in range(1, 9))
