@@ -52,6 +52,10 @@ def test_early_stopping_is_wired(tmp_path):
   c.optim.update(learning_rate=0.0, embed_learning_rate=0.0)
   s = trainer.train_and_evaluate(c, str(tmp_path / 'run'), dataset=load_data(c.data))
   assert s['stopped_early'] and s['best_step'] == 4 and s['steps'] == 12
+  # The preset's embedding L2 comes from its prior and the training rows (100 / 1024).
+  assert s['embed_l2'] > 0 and s['embed_l2'] == pytest.approx(table.PRESETS['converged']['embed_l2_prior'] / 1024)
+  old = table.table_config('shared_bottom', 0, preset='converged_no_embed_l2')
+  assert old.optim.embed_l2_prior == 0 and old.optim.embed_l2 == 0 and old.optim.weight_decay == 1e-5
 
 
 def test_adam_weight_decay_is_l2_in_the_gradient():

@@ -41,5 +41,6 @@ def get_config(arg=None):
   config.train.update(batch_size=512, num_epochs=12.0, log_every=100)
   config.eval.update(every_epochs=0.5, patience=4, restore_best=True, batch_size=8192)
   config.optim.weight_decay = 1e-5                 # Adam + L2 1e-5 (Scenario-Wise Rec's protocol)
+  config.optim.embed_l2_prior = 100.0              # embedding L2 = 100 / training rows (the table's 'converged')
   config.ckpt.every_steps = 0
   return config

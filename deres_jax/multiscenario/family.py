@@ -88,7 +88,7 @@ def build(config, ds, workdir, mesh) -> family_lib.Task:
               if 'prob' in test_split else None)
     return {'model': config.model.name, 'dataset': ds.source, 'target': ds.target,
             'params': models.param_counts(as_variables(params)['params']),
-            'flops_per_example': model.flops_per_example()['total'],
+            'flops_per_example': model.flops_per_example()['total'], 'embed_l2': embed_l2,
             'test': test, 'oracle': oracle, 'data_notes': ds.notes}
 
   return family_lib.Task(
