@@ -1,0 +1,64 @@
+"""Test wAUC of multi-scenario models against the embedding L2 prior, on a table preset's recipe.
+
+  python benchmarks/multiscenario_l2_sweep.py --data=amazon --data_path=/work/runs/amz/ms.csv \
+      --models=midpg,m2m,shared_bottom,pepnet --priors=0,25,100,400 --seeds=0,1,2 --workdir=/work/runs/ms_probe
+
+Every run is `deres_jax/multiscenario/table.py`'s row config at `--preset` (default
+`converged_no_embed_l2`: no embedding L2) with `optim.embed_l2_prior` set to each prior
+(lambda = prior / training rows, train/regularization.py). A finished run
+(WORKDIR/<model>_prior<p>_s<seed>/summary.json) is read back. Prints one Markdown row per model:
+the mean test wAUC over the seeds at each prior (how the `converged` preset's prior of 100 was chosen,
+docs/multiscenario.md).
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from deres_jax.multiscenario import load as load_data  # noqa: E402  pylint: disable=wrong-import-position
+from deres_jax.multiscenario import table  # noqa: E402  pylint: disable=wrong-import-position
+from deres_jax.train import trainer  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument('--data', default='amazon', choices=('amazon', 'synthetic'))
+  p.add_argument('--data_path', default='/tmp/amz/ms.csv')
+  p.add_argument('--preset', default='converged_no_embed_l2')
+  p.add_argument('--models', default='midpg,m2m,shared_bottom,pepnet')
+  p.add_argument('--priors', default='0,25,100,400')
+  p.add_argument('--seeds', default='0,1,2')
+  p.add_argument('--workdir', default='/tmp/ms_l2_sweep')
+  a = p.parse_args()
+  names = a.models.split(',')
+  priors = [float(x) for x in a.priors.split(',')]
+  seeds = [int(x) for x in a.seeds.split(',')]
+  wauc, dataset = {}, None
+  for seed in seeds:
+    for name in names:
+      for prior in priors:
+        run = os.path.join(a.workdir, f'{name}_prior{prior:g}_s{seed}')
+        done = os.path.join(run, 'summary.json')
+        if not os.path.exists(done):
+          c = table.table_config(name, seed, a.preset, a.data, a.data_path)
+          c.optim.update(embed_l2=0.0, embed_l2_prior=prior)
+          dataset = dataset or load_data(c.data)
+          summary = trainer.train_and_evaluate(c, run, dataset=dataset)
+          with open(done + '.tmp', 'w') as f:
+            json.dump(summary, f, default=str)
+          os.replace(done + '.tmp', done)
+        with open(done) as f:
+          wauc.setdefault((name, prior), []).append(json.load(f)['test']['wauc'])
+        print(f'{name} prior {prior:g} seed {seed}: test wAUC {wauc[name, prior][-1]:.4f}', flush=True)
+  print(f'\nMean test wAUC over seeds {a.seeds} ({a.data}, preset {a.preset} + the prior):\n')
+  print('| model | ' + ' | '.join(f'prior {x:g}' for x in priors) + ' |')
+  print('|---|' + '---:|' * len(priors))
+  for name in names:
+    print(f'| {name} | ' + ' | '.join(f'{np.mean(wauc[name, x]):.4f}' for x in priors) + ' |')
+
+
+if __name__ == '__main__':
+  main()
