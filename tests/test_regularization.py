@@ -97,3 +97,27 @@ def test_embed_l2_prior_is_the_penalty_divided_by_the_training_rows(tiny_config,
   c.optim.embed_l2 = 1e-5
   with pytest.raises(config_lib.ConfigError, match='not both'):
     config_lib.validate(c)
+
+
+def test_the_shipped_configs_set_the_embedding_l2_from_a_prior():
+  """The user-facing recipes regularise the embeddings by a prior (a valid config each), and the
+  committed Amazon CTR table keeps the fixed 1e-6 it was measured with."""
+  import os  # pylint: disable=g-import-not-at-top
+  from deres_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from deres_jax.multiscenario import config as ms_config  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def load(*path, arg=None):
+    return config_lib.load_file(os.path.join(root, 'configs', *path), arg)
+
+  for name in ('amazon_beauty.py', 'amazon_sports.py', 'amazon_toys.py'):
+    c = load(name, arg='dnn')
+    assert c.optim.embed_l2 == 0 and c.optim.embed_l2_prior == 1600, name
+    assert regularization.effective_embed_l2(c.optim, 262_826) == pytest.approx(1600 / 262_826)
+  assert load('byo_csv.py').optim.embed_l2_prior == 25
+  for name in ('byo_csv.py', 'amazon.py'):
+    c = ms_config.validate(load('multiscenario', name))
+    assert c.optim.embed_l2_prior == 100 and c.train.num_epochs > 1 and c.eval.restore_best, name
+  table = config_lib.load_table(os.path.join(root, 'configs', 'tables', 'amazon_ctr.py'))
+  t = table.base_config('beauty', '/nonexistent')
+  assert t.optim.embed_l2 == 1e-6 and t.optim.embed_l2_prior == 0
