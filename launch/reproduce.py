@@ -44,7 +44,7 @@ _OPTIONS = {
     'data_path': _DATA_PATH,
     'preset': flags.DEFINE_string('preset', '', 'The training budget (default: the table\'s own): '
                                   'genrec cpu_short|tiny (deres_jax/genrec/table.py PRESETS); '
-                                  'multiscenario short|converged; main/ablation short|converged '
+                                  'multiscenario short|converged|converged_no_embed_l2; main/ablation short|converged '
                                   '(configs/tables/main.py).'),
     'max_minutes': flags.DEFINE_float('max_minutes', 0.0, 'Start no new run after this many minutes '
                                       '(0 = no limit; < 0 = only rewrite the table from the finished '
