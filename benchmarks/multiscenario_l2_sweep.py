@@ -11,16 +11,14 @@ the mean test wAUC over the seeds at each prior (how the `converged` preset's pr
 docs/multiscenario.md).
 """
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deres_jax.multiscenario import load as load_data  # noqa: E402  pylint: disable=wrong-import-position
 from deres_jax.multiscenario import table  # noqa: E402  pylint: disable=wrong-import-position
-from deres_jax.train import trainer  # noqa: E402  pylint: disable=wrong-import-position
+from deres_jax.train import jobs  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
@@ -35,29 +33,24 @@ def main():
   a = p.parse_args()
   names = a.models.split(',')
   priors = [float(x) for x in a.priors.split(',')]
-  seeds = [int(x) for x in a.seeds.split(',')]
-  wauc, dataset = {}, None
-  for seed in seeds:
-    for name in names:
-      for prior in priors:
-        run = os.path.join(a.workdir, f'{name}_prior{prior:g}_s{seed}')
-        done = os.path.join(run, 'summary.json')
-        if not os.path.exists(done):
-          c = table.table_config(name, seed, a.preset, a.data, a.data_path)
-          c.optim.update(embed_l2=0.0, embed_l2_prior=prior)
-          dataset = dataset or load_data(c.data)
-          summary = trainer.train_and_evaluate(c, run, dataset=dataset)
-          with open(done + '.tmp', 'w') as f:
-            json.dump(summary, f, default=str)
-          os.replace(done + '.tmp', done)
-        with open(done) as f:
-          wauc.setdefault((name, prior), []).append(json.load(f)['test']['wauc'])
-        print(f'{name} prior {prior:g} seed {seed}: test wAUC {wauc[name, prior][-1]:.4f}', flush=True)
+
+  def job(name, prior, seed):
+    c = table.table_config(name, seed, a.preset, a.data, a.data_path)
+    c.optim.update(embed_l2=0.0, embed_l2_prior=prior)
+    return jobs.Job(f'{name}_prior{prior:g}_s{seed}', c)
+
+  job_list = [job(n, x, int(k)) for k in a.seeds.split(',') for n in names for x in priors]
+  results = jobs.run(job_list, a.workdir, describe=lambda s: f"test wAUC {s['test']['wauc']:.4f}")
+  wauc = {}
+  for r in results:
+    if r.summary is not None:
+      wauc.setdefault(r.job.name.rsplit('_s', 1)[0], []).append(r.summary['test']['wauc'])
   print(f'\nMean test wAUC over seeds {a.seeds} ({a.data}, preset {a.preset} + the prior):\n')
   print('| model | ' + ' | '.join(f'prior {x:g}' for x in priors) + ' |')
   print('|---|' + '---:|' * len(priors))
   for name in names:
-    print(f'| {name} | ' + ' | '.join(f'{np.mean(wauc[name, x]):.4f}' for x in priors) + ' |')
+    cells = [wauc.get(f'{name}_prior{x:g}') for x in priors]
+    print(f'| {name} | ' + ' | '.join(f'{np.mean(v):.4f}' if v else '–' for v in cells) + ' |')
 
 
 if __name__ == '__main__':
