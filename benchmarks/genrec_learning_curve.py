@@ -10,6 +10,14 @@ targets-seen axis shows whether a system is budget-limited (still rising at the 
 model-limited (flat while the other keeps rising). Prints a markdown table (one row per
 validation step and run), the test table of the runs that finished (their summary.json) and
 writes the plot.
+
+`--keep=FILE` reads the runs of an earlier output of this script back (curve rows, test row and
+footer), so a run can be added to a committed curve after the other runs' workdirs are gone; a
+label also given with `--run` is taken from its workdir instead:
+
+  python benchmarks/genrec_learning_curve.py --keep=results/genrec_learning_curve_toys.md \
+      --run "TIGER (RQ-KMeans IDs)=/work/runs/platform_toys/tiger_rqkmeans/seed0" \
+      --out_svg=results/genrec_learning_curve_toys.svg
 """
 import argparse
 import json
@@ -45,12 +53,47 @@ def curve(workdir: str, metric: str) -> dict:
           'val_users': config.get('eval', {}).get('num_val_users', 0)}
 
 
-def test_table(run_args):
-  """The test metrics of each finished run (WORKDIR/summary.json), one markdown row per run."""
+def read_back(path: str) -> dict:
+  """{label: {'curve': curve dict, 'test': test-table line or None, 'foot': footer line}} of an
+  earlier output of this script (its markdown as printed)."""
+  if not os.path.isfile(path):
+    raise SystemExit(f'--keep={path}: no such file')
+  kept = {}
+  with open(path) as f:
+    lines = [line.rstrip('\n') for line in f]
+  for line in lines:
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if not line.startswith('| ') or cells[0] == 'run':
+      continue
+    if len(cells) == 5:   # a curve row: run, step, targets seen (M), value, ndcg
+      c = kept.setdefault(cells[0], {'curve': None, 'test': None, 'foot': ''})
+      c['curve'] = c['curve'] or {'steps': [], 'value': [], 'ndcg': [], 'targets': [], 'per_step': float('nan'),
+                                  'val_users': 0}
+      c['curve']['steps'].append(int(cells[1]))
+      c['curve']['targets'].append(float(cells[2]) * 1e6)
+      c['curve']['value'].append(float(cells[3]))
+      c['curve']['ndcg'].append(float(cells[4]))
+    elif cells[0] in kept:   # the test-table row
+      kept[cells[0]]['test'] = line
+  for line in lines:
+    label, sep, rest = line.partition(': ')
+    if sep and label in kept and 'targets per step' in rest:
+      kept[label]['foot'] = line
+      kept[label]['curve']['per_step'] = float(rest.split()[0])
+  if not kept:
+    raise SystemExit(f'--keep={path}: no curve rows found (is it an output of this script?)')
+  return kept
+
+
+def test_table(run_args, kept_lines=None):
+  """The test metrics of each finished run (WORKDIR/summary.json), one markdown row per run;
+  `kept_lines` are rows read back by `read_back` (printed first)."""
   cols = ['recall@5', 'ndcg@5', 'recall@10', 'ndcg@10', 'tail/recall@10', 'head/recall@10']
   print('\n| run | ' + ' | '.join(c.replace('recall', 'R').replace('ndcg', 'N') for c in cols)
         + ' | decode ms/user (median) | train s | best step | test users |')
   print('|---|' + '---:|' * (len(cols) + 4))
+  for line in kept_lines or ():
+    print(line)
   for item in run_args:
     label, _, workdir = item.partition('=')
     path = os.path.join(workdir, 'summary.json')
@@ -70,11 +113,16 @@ def test_table(run_args):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--run', action='append', required=True, help='LABEL=WORKDIR (repeat)')
+  p.add_argument('--run', action='append', default=[], help='LABEL=WORKDIR (repeat)')
+  p.add_argument('--keep', default='', help='an earlier output of this script whose runs are read back')
   p.add_argument('--metric', default='recall@10')
   p.add_argument('--out_svg', default='')
   args = p.parse_args()
-  runs = {}
+  if not args.run and not args.keep:
+    raise SystemExit('give at least one --run LABEL=WORKDIR (or --keep=FILE)')
+  labels = {item.partition('=')[0] for item in args.run}
+  kept = {k: v for k, v in (read_back(args.keep) if args.keep else {}).items() if k not in labels}
+  runs = {k: v['curve'] for k, v in kept.items()}
   for item in args.run:
     label, sep, workdir = item.partition('=')
     if not sep:
@@ -86,8 +134,11 @@ def main():
   for label, c in runs.items():
     for s, t, v, n in zip(c['steps'], c['targets'], c['value'], c['ndcg']):
       print(f'| {label} | {s} | {t / 1e6:.2f} | {v:.4f} | {n:.4f} |')
-  test_table(args.run)
+  test_table(args.run, [v['test'] for v in kept.values() if v['test']])
   for label, c in runs.items():
+    if label in kept:
+      print(kept[label]['foot'] or f'{label}: (read back from {args.keep})')
+      continue
     users = 'all' if not c['val_users'] else f"{c['val_users']:,} sampled"
     print(f'{label}: {c["per_step"]:.1f} targets per step; validation users: {users}')
   if args.out_svg:

@@ -159,3 +159,35 @@ def test_sweep_lines_compare_every_point_over_the_seeds_they_share():
   assert table_report._sweeps(by, ok) == [
       '* Sensitivity to T (R@10, seed 0 of every point): 2 -> 0.0500 (length 5.00, paper 0.0789); '
       '3 -> 0.0200 (length 4.00, paper 0.0839).']
+
+
+def test_learning_curve_reads_an_earlier_output_back_unchanged(tmp_path, capsys, monkeypatch):
+  """benchmarks/genrec_learning_curve.py --keep: a committed curve's runs come back as printed."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import genrec_learning_curve as lc  # pylint: disable=g-import-not-at-top
+  earlier = '\n'.join([
+      '| run | step | targets seen (M) | validation recall@10 | validation NDCG@10 |',
+      '|---|---:|---:|---:|---:|',
+      '| SASRec | 300 | 0.21 | 0.0123 | 0.0066 |',
+      '| SASRec | 600 | 0.41 | 0.0152 | 0.0076 |',
+      '| TIGER (RQ-VAE IDs) | 2000 | 0.26 | 0.0380 | 0.0174 |',
+      '',
+      '| run | R@5 | N@5 | R@10 | N@10 | tail/R@10 | head/R@10 | decode ms/user (median) | train s | best step '
+      '| test users |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| SASRec | 0.0583 | 0.0365 | 0.0806 | 0.0437 | 0.0449 | 0.0908 | 0.1 | 1386 | 3300 | 19,412 |',
+      'SASRec: 686.3 targets per step; validation users: all',
+      'TIGER (RQ-VAE IDs): 128.0 targets per step; validation users: 1,000 sampled', ''])
+  path = tmp_path / 'curve.md'
+  path.write_text(earlier)
+  kept = lc.read_back(str(path))
+  assert list(kept) == ['SASRec', 'TIGER (RQ-VAE IDs)']
+  assert kept['SASRec']['curve']['steps'] == [300, 600] and kept['SASRec']['curve']['per_step'] == 686.3
+  assert kept['TIGER (RQ-VAE IDs)']['test'] is None   # no test row: not invented
+  monkeypatch.setattr(sys, 'argv', ['genrec_learning_curve.py', f'--keep={path}'])
+  lc.main()
+  assert capsys.readouterr().out == earlier
+  (tmp_path / 'other.md').write_text('# not a curve\n')
+  with pytest.raises(SystemExit, match='no curve rows'):
+    lc.read_back(str(tmp_path / 'other.md'))
