@@ -2,6 +2,9 @@
 
   python launch/train.py --config=configs/genrec/beauty_capsid.py:cpu --workdir=/tmp/g_capsid
 
+Presets: 'cpu' (the retriever of beauty_tiger_rqvae.py:cpu), 'cpu_long' (its cpu_long retriever,
+about 1-2 hours on 2 cores), 'full', 'tiny' (tests).
+
 Same item features, retriever and presets as beauty_tiger_rqvae.py; the tokenizer is CAPSID with
 the paper's values (genrec/capsid.py: K = 256 capsules per layer with their own pose and bias,
 T = 3, tau = 0.82, eps = 0.08, L_max = 6, soft residual, rank-8 stage-2 adapter). What the paper
@@ -50,8 +53,16 @@ def ablation(name: str) -> dict:
                    f'cpu_T5, cpu_tau0.75), got {name!r}.')
 
 
+def split_arg(arg: str) -> tuple:
+  """('cpu_long', 'hard') from 'cpu_long_hard', ('cpu', 'T5') from 'cpu_T5': the preset, then the variant."""
+  for preset in ('cpu_long', 'cpu', 'full', 'tiny'):
+    if arg == preset or arg.startswith(preset + '_'):
+      return preset, arg[len(preset) + 1:]
+  raise ValueError(f"preset must be 'cpu', 'cpu_long', 'full' or 'tiny' (then _<ablation>), got {arg!r}.")
+
+
 def get_config(arg='cpu'):
-  preset, _, name = arg.partition('_')
+  preset, name = split_arg(arg)
   overrides = ablation(name)
   config = _rqvae_config(preset)
   # Tokenizer: CAPSID with the paper's values; Adam; loss weights, init and learning rate are ours.
@@ -67,7 +78,9 @@ def get_config(arg='cpu'):
   # there (eos where an ID ends): TIGER's per-level output generalised. 'full' (one softmax over the
   # whole vocabulary) costs TIGER 0.0243 -> 0.0175 R@10 at the table's cpu_short budget (docs/genrec.md).
   config.model.output = 'positions'
-  if preset == 'cpu':
+  if preset in ('cpu', 'cpu_long'):
+    # 'cpu_long': the same tokenizer budget, and TIGER's cpu_long retriever (20,000 steps of 128
+    # sub-sequence windows, warm-up then inverse square root): the genrec table's cpu_long_capsid preset.
     # Routing costs 6 layers x 3 iterations over 256 capsules with 32x32 poses: 300 + 50 steps fit 2 cores.
     config.tokenizer.update(steps=300, stage2_steps=50, spread_anneal_steps=200, log_every=100)
   if preset == 'tiny':

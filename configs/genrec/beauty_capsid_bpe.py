@@ -20,14 +20,24 @@ sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
 import os
 
+import importlib.util
+
 from deres_jax.config import load_file
+
+_CAPSID = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py')
+
+
+def _capsid():
+  spec = importlib.util.spec_from_file_location('beauty_capsid', _CAPSID)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config(arg='cpu'):
-  preset, _, name = arg.partition('_')
+  preset, name = _capsid().split_arg(arg)
   bpe_only = name in ('freq', 'keep0', 'keep1', 'centre')   # 'keep1': the default, kept for old commands
-  config = load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py'),
-                     preset if bpe_only or not name else arg)
+  config = load_file(_CAPSID, preset if bpe_only or not name else arg)
   config.bpe.update(num_merges=16 if preset == 'tiny' else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
                     order='left', corpus='sequences', min_count=2.0, keep_prefix=1, theta_rounds=0,
                     embedding='item_mean')

@@ -98,6 +98,11 @@ PRESETS = {
     # targets), every test user; only these rows. About 1-1.5 h per run on 2 cores.
     'cpu_long': {'base': 'cpu_long', 'generative': {}, 'sasrec': {'eval.batch_size': 256}, 'capsid_steps': 0,
                  'rows': ('tiger_rqvae', 'tiger_rqkmeans', 'sasrec')},
+    # CAPSID at the same cpu_long retriever budget as the platform rows (their runs read back from
+    # the platform table's ledger when the configs match), to test CAPSID against TIGER trained to the
+    # same number of windows rather than at cpu_short's 0.4 epoch.
+    'cpu_long_capsid': {'base': 'cpu_long', 'generative': {}, 'sasrec': {'eval.batch_size': 256}, 'capsid_steps': 0,
+                        'rows': ('tiger_rqvae', 'capsid_bpe', 'tiger_rqkmeans', 'sasrec', 'capsid')},
     'tiny': {'base': 'tiny', 'generative': {}, 'sasrec': {}, 'capsid_steps': 0},   # tests
 }
 METRICS = report.METRICS
