@@ -200,6 +200,15 @@ def claims(rows) -> list:
     out.append('* Embedding compatibility helps BPE (alpha 0.6 vs 1, R@10): '
                f"{compare('capsid_bpe', 'capsid_bpe_freq')}.")
   out += _sweeps(by, ok)
+  # The platform rows (issue 28): what the TIGER and GRID papers report about them.
+  if ok('tiger_rqvae', 'sasrec'):
+    out.append('* TIGER-RQ-VAE R@10 above SASRec (the TIGER paper\'s claim; a tuned SASRec is above TIGER in later '
+               f"work, research/capsid.md): {compare('tiger_rqvae', 'sasrec')}.")
+  if ok('tiger_rqkmeans', 'tiger_rqvae'):
+    out.append('* RQ-KMeans IDs above RQ-VAE IDs under the same retriever (GRID\'s finding): '
+               f"{compare('tiger_rqkmeans', 'tiger_rqvae')}.")
+  if not any(k.startswith('capsid') or k == 'cobra' for k in by):
+    out.append('* This preset has no CAPSID or COBRA row, so the CAPSID paper\'s claims are not checked here.')
   return out or ['* No claim can be checked yet: the rows it needs have not finished.']
 
 
