@@ -191,3 +191,16 @@ def test_learning_curve_reads_an_earlier_output_back_unchanged(tmp_path, capsys,
   (tmp_path / 'other.md').write_text('# not a curve\n')
   with pytest.raises(SystemExit, match='no curve rows'):
     lc.read_back(str(tmp_path / 'other.md'))
+
+
+def test_a_one_seed_row_is_compared_on_the_seed_both_rows_have():
+  """A claim between a 3-seed row and a 1-seed ablation compares seed 0 with seed 0, not the
+  3-seed mean with one seed."""
+  from deres_jax.genrec import table_report  # pylint: disable=g-import-not-at-top
+  row = lambda key, seeds, users=100_000: {
+      'key': key, 'system': key, 'seeds_done': sum(x is not None for x in seeds), 'recall@10_by_seed': seeds,
+      'recall@10': float(np.mean([x for x in seeds if x is not None])), 'test_users': users}
+  lines = table_report.claims([row('capsid_bpe', [0.050, 0.020, 0.020]), row('capsid_hard', [0.030, None, None])])
+  hard = [line for line in lines if 'hard' in line]
+  # seed 0: 0.050 against 0.030 (holds); the 3-seed mean 0.030 against 0.030 would not.
+  assert len(hard) == 1 and '0.0500 vs 0.0300 (seed 0, the one seed both have): holds' in hard[0], lines
