@@ -18,9 +18,8 @@ Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_centre
 (merges may take the first token too, as a literal reading of the paper); tokenizer ablations and
 sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
-import os
-
 import importlib.util
+import os
 
 from deres_jax.config import load_file
 
