@@ -18,34 +18,30 @@ Ablations: 'cpu_freq' (frequency-only BPE: alpha = 1, no threshold), 'cpu_centre
 (merges may take the first token too, as a literal reading of the paper); tokenizer ablations and
 sweeps as in beauty_capsid.py ('cpu_hard', 'cpu_T5', ...).
 """
-import importlib.util
 import os
 
 from deres_jax.config import load_file
 
 _CAPSID = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'beauty_capsid.py')
-
-
-def _capsid():
-  spec = importlib.util.spec_from_file_location('beauty_capsid', _CAPSID)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_BPE_ONLY = ('freq', 'keep0', 'keep1', 'centre')   # 'keep1': the default, kept for old commands
 
 
 def get_config(arg='cpu'):
-  preset, name = _capsid().split_arg(arg)
-  bpe_only = name in ('freq', 'keep0', 'keep1', 'centre')   # 'keep1': the default, kept for old commands
-  config = load_file(_CAPSID, preset if bpe_only or not name else arg)
-  config.bpe.update(num_merges=16 if preset == 'tiny' else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
+  # '<preset>[_<variant>]': a SemanticBPE variant is ours; any other goes to beauty_capsid.py whole.
+  head, _, name = arg.rpartition('_')
+  bpe_only = bool(head) and name in _BPE_ONLY
+  config = load_file(_CAPSID, head if bpe_only else arg)
+  tiny = arg.split('_')[0] == 'tiny'
+  config.bpe.update(num_merges=16 if tiny else 512, alpha=0.6, theta_start=0.90, theta_end=0.55,
                     order='left', corpus='sequences', min_count=2.0, keep_prefix=1, theta_rounds=0,
                     embedding='item_mean')
+  name = name if bpe_only else ''
   if name == 'freq':
     config.bpe.update(alpha=1.0, theta_start=-1.0, theta_end=-1.0)
   elif name == 'keep0':
     config.bpe.keep_prefix = 0
   elif name == 'centre':
     config.bpe.embedding = 'centre'
-  if preset == 'tiny':
+  if tiny:
     config.bpe.update(gate_steps=5, warmup_steps=2)
   return config

@@ -140,8 +140,9 @@ def claims(rows) -> list:
   def compare(a, b):
     """R@10 of row a against row b: paired by seed when both have >= 2 common seeds."""
     ra, rb = by[a], by[b]
-    pairs = [(x, y) for x, y in zip(ra['recall@10_by_seed'], rb['recall@10_by_seed'])
-             if x is not None and y is not None]
+    seeds_a, seeds_b = ra['recall@10_by_seed'], rb['recall@10_by_seed']
+    common = [i for i, (x, y) in enumerate(zip(seeds_a, seeds_b)) if x is not None and y is not None]
+    pairs = [(seeds_a[i], seeds_b[i]) for i in common]
     if len(pairs) >= 2:
       mean, half = paired_gain([x for x, _ in pairs], [y for _, y in pairs])
       lo, hi = mean - half, mean + half
@@ -157,9 +158,7 @@ def claims(rows) -> list:
                  + ', within 2 binomial standard errors)')
     else:
       verdict = 'holds' if a > b else 'does not hold'
-    common = [i for i, (x, y) in enumerate(zip(ra['recall@10_by_seed'], rb['recall@10_by_seed']))
-              if x is not None and y is not None]
-    several = sum(x is not None for x in ra['recall@10_by_seed'] + rb['recall@10_by_seed']) > 2
+    several = sum(x is not None for x in seeds_a + seeds_b) > 2
     on = f' (seed {common[0]}, the one seed both have)' if common and several else ''
     return f'{a:.4f} vs {b:.4f}{on}: {verdict}'
 
